@@ -1,0 +1,72 @@
+"""PGD with random start and restarts, Linf (Madry et al., ICLR 2018).
+
+Per example we keep the first iterate that succeeds (from the logits the gradient step already
+computed, so it costs nothing) and otherwise the final iterate; restarts only re-run the examples
+no earlier restart has broken. This is never weaker than returning the last iterate.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from attacks.base import Attack, Model, project_linf, uniform_like
+from attacks.registry import register
+
+
+@register("pgd")
+class PGD(Attack):
+    """Linf PGD: ``steps`` signed-gradient steps of ``step_size`` (default 2.5 eps / steps)."""
+
+    dataset_defaults = {
+        "digits": {"eps": 0.3, "steps": 10, "step_size": 0.075},
+        "mnist": {"eps": 0.3, "steps": 10, "step_size": 0.075},
+        "cifar10": {"eps": 8 / 255, "steps": 10, "step_size": 2 / 255},
+    }
+
+    def __init__(self, eps: float = 0.3, steps: int = 10, step_size: float | None = None,
+                 random_start: bool = True, restarts: int = 1, **kw) -> None:
+        super().__init__(eps=eps, steps=steps, step_size=step_size, random_start=random_start, **kw)
+        if int(restarts) < 1:
+            from bench.errors import BenchError
+
+            raise BenchError(f"restarts must be at least 1, got {restarts}")
+        self.restarts = int(restarts)
+        if self.step_size is None:
+            self.step_size = 2.5 * self.eps / self.steps
+
+    def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                gen: torch.Generator) -> torch.Tensor:
+        best = x.clone()
+        todo = torch.arange(len(x), device=x.device)
+        for _ in range(self.restarts):
+            xs, ys = x[todo], y[todo]
+            ts = None if target is None else target[todo]
+            adv, done = self._run(model, xs, ys, ts, gen)
+            best[todo] = adv
+            todo = todo[~done]
+            if len(todo) == 0:
+                break
+        return best
+
+    def _run(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        eps, alpha = self.eps, self.step_size
+        x_adv = x.clone()
+        if self.random_start:
+            x_adv = (x_adv + uniform_like(x, -eps, eps, gen)).clamp_(0.0, 1.0)
+        found = x_adv.clone()
+        done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for _ in range(self.steps):
+            grad, logits = self.loss_grad(model, x_adv, y, target)
+            hit = self.is_success(logits, y, target) & ~done
+            if hit.any():
+                found[hit] = x_adv[hit]
+                done |= hit
+            x_adv = project_linf(x_adv + alpha * grad.sign(), x, eps)
+        with torch.no_grad():
+            last = ~done
+            if last.any():
+                found[last] = x_adv[last]
+                done[last] = self.is_success(model(x_adv[last]), y[last],
+                                             None if target is None else target[last])
+        return found, done

@@ -1,0 +1,65 @@
+"""One timm-style registry shared by attacks, defenses, datasets, architectures and grids."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from bench.errors import BenchError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named collection of factories: ``@reg.register("pgd")``, ``reg.create("pgd", **kw)``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            if name in self._entries and self._entries[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = obj
+            try:
+                obj.registry_name = name  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise BenchError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: str) -> str:
+        names = self.list_names()
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(names)}"
+
+    def create(self, name: str, **params: Any) -> Any:
+        factory = self.get(name)
+        try:
+            return factory(**params)  # type: ignore[operator]
+        except TypeError as exc:
+            if "unexpected keyword" in str(exc) or "positional argument" in str(exc):
+                raise BenchError(f"bad parameters for {self.kind} {name!r}: {exc}") from None
+            raise
+
+    def list_names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        return iter(sorted(self._entries.items()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)

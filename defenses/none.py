@@ -1,0 +1,16 @@
+"""No runtime defense: the trained model as it is."""
+
+from __future__ import annotations
+
+import torch
+
+from defenses.base import RuntimeDefense, batched_logits
+from defenses.registry import register
+
+
+@register("none")
+class NoDefense(RuntimeDefense):
+    """predict(x) = model(x)."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return batched_logits(self.model, x)
