@@ -71,6 +71,12 @@ class Attack:
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.last_target: torch.Tensor | None = None
+        self.defense: Any = None
+
+    def bind(self, defense: Any) -> Attack:
+        """Give a defense-aware attack (``needs_defense``) the prepared runtime defense it attacks."""
+        self.defense = defense
+        return self
 
     # -- public --------------------------------------------------------------------------------
     def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor,
@@ -101,7 +107,7 @@ class Attack:
     def config(self) -> dict[str, Any]:
         """Parameters that determine the output (for hashing and MLflow params)."""
         return {k: v for k, v in vars(self).items()
-                if not k.startswith("_") and k != "last_target" and isinstance(v, (int, float, str, bool, type(None)))}
+                if not k.startswith("_") and k not in ("last_target", "defense") and isinstance(v, (int, float, str, bool, type(None)))}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())

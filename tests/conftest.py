@@ -1,0 +1,68 @@
+"""Shared fixtures: real data from ../shared/data and small trained models on CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import data, models
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BENCH_SHARED_DIR", REPO.parent / "shared"))
+SHARED_DATA = SHARED / "data"
+SHARED_WEIGHTS = SHARED / "weights"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (or $BENCH_SHARED_DIR/data); tests using it skip, saying why, when absent."""
+    if not (SHARED_DATA / "fashion-mnist").is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA}; set BENCH_SHARED_DIR to the shared/ folder")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_weights() -> Path:
+    if not (SHARED_WEIGHTS / "cifar10-resnet").is_dir():
+        pytest.skip(f"shared weights not found at {SHARED_WEIGHTS}; set BENCH_SHARED_DIR")
+    return SHARED_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def digits_train() -> data.Dataset:
+    return data.load("digits", "train")
+
+
+@pytest.fixture(scope="session")
+def digits_test() -> data.Dataset:
+    return data.load("digits", "test")
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits_train: data.Dataset) -> torch.nn.Module:
+    """A standard-trained small CNN on digits (about 98% clean test accuracy, a few seconds)."""
+    import defenses
+
+    model = models.create("small-cnn", 10, 1)
+    model = defenses.create("standard", epochs=30, lr=1e-3, seed=0).train(model, digits_train)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def cifar_resnet32(shared_weights: Path) -> torch.nn.Module:
+    return models.load("resnet32", shared_weights / "cifar10-resnet" / "resnet32-d509ac18.th")
+
+
+@pytest.fixture(scope="session")
+def cifar_test(shared_data: Path) -> data.Dataset:
+    return data.load("cifar10", "test", data_dir=shared_data)
+
+
+def accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
