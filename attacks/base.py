@@ -106,8 +106,9 @@ class Attack:
 
     def config(self) -> dict[str, Any]:
         """Parameters that determine the output (for hashing and MLflow params)."""
+        scalar = (int, float, str, bool, type(None))
         return {k: v for k, v in vars(self).items()
-                if not k.startswith("_") and k not in ("last_target", "defense") and isinstance(v, (int, float, str, bool, type(None)))}
+                if not k.startswith("_") and k not in ("last_target", "defense") and isinstance(v, scalar)}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())

@@ -1,0 +1,232 @@
+"""Declarative grid specs (TOML) and their expansion into cells.
+
+A spec names one dataset and architecture, the train-time defenses (``[train.<name>]`` tables of
+hyperparameters), the runtime defenses (``[runtime.<name>]``), and attacks (``[[attacks]]`` with
+``name``, ``threat`` (base / adaptive / transfer), ``eps`` list, ``params``, optional ``surrogate`` and
+``runtime`` restriction). ``layout = "star"`` pairs each train-time defense with runtime ``none`` and
+the ``base_model`` with each runtime defense; ``layout = "cross"`` pairs every train-time defense
+with every runtime defense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from bench.cache import config_hash
+from bench.errors import BenchError
+from bench.registry import Registry
+
+GRIDS: Registry = Registry("grid")
+THREATS = ("base", "adaptive", "transfer")
+LAYOUTS = ("star", "cross")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    threat: str = "base"
+    eps: tuple[float | None, ...] = (None,)
+    params: dict[str, Any] = field(default_factory=dict)
+    surrogate: dict[str, Any] = field(default_factory=dict)
+    runtime: tuple[str, ...] = ()  # restrict to these runtime defenses (empty: all)
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    grid: str
+    dataset: str
+    arch: str
+    train_defense: str
+    train_params: dict[str, Any]
+    runtime_defense: str
+    runtime_params: dict[str, Any]
+    attack: str
+    attack_params: dict[str, Any]
+    threat: str
+    eps: float | None
+    surrogate: dict[str, Any]
+    limit: int | None
+    train_limit: int | None
+    seed: int
+    attack_label: str
+
+    @property
+    def key(self) -> str:
+        """Human-readable identity used in baselines and progress output."""
+        eps = "-" if self.eps is None else f"{self.eps:.4g}"
+        return f"{self.train_defense}/{self.runtime_defense}/{self.attack_label}/{self.threat}/{eps}"
+
+    def config(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @property
+    def cell_id(self) -> str:
+        """Hash of everything that determines the cell's result."""
+        from bench import __version__
+
+        return config_hash({**self.config(), "grid": None, "attack_label": None, "version": __version__})
+
+
+@dataclass
+class GridSpec:
+    name: str
+    dataset: str
+    arch: str
+    train: dict[str, dict[str, Any]]
+    runtime: dict[str, dict[str, Any]]
+    attacks: list[AttackSpec]
+    layout: str = "star"
+    base_model: str = "standard"
+    limit: int | None = None
+    train_limit: int | None = None
+    seed: int = 0
+    description: str = ""
+    reference: dict[str, float] = field(default_factory=dict)
+    reference_source: str = ""
+    path: str = ""
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(train-time defense, runtime defense) pairs, in table order."""
+        if self.layout == "cross":
+            return [(t, r) for t in self.train for r in self.runtime]
+        pairs = [(t, "none") for t in self.train]
+        pairs += [(self.base_model, r) for r in self.runtime if r != "none"]
+        return pairs
+
+    def cells(self, limit: int | None = None, seed: int | None = None) -> list[Cell]:
+        lim = limit if limit is not None else self.limit
+        sd = seed if seed is not None else self.seed
+        out = []
+        for train, runtime in self.pairs():
+            for a in self.attacks:
+                if a.runtime and runtime not in a.runtime:
+                    continue
+                for eps in a.eps:
+                    out.append(Cell(
+                        grid=self.name, dataset=self.dataset, arch=self.arch,
+                        train_defense=train, train_params=self.train.get(train, {}),
+                        runtime_defense=runtime, runtime_params=self.runtime.get(runtime, {}),
+                        attack=a.name, attack_params=a.params, threat=a.threat, eps=eps,
+                        surrogate=a.surrogate, limit=lim, train_limit=self.train_limit, seed=sd,
+                        attack_label=a.label or a.name,
+                    ))
+        return out
+
+
+def _register_builtin_grids() -> None:
+    folder = resources.files("bench") / "grids"
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            GRIDS.register(entry.name[: -len(".toml")])(Path(str(entry)))
+
+
+_register_builtin_grids()
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A built-in grid name (bench/grids/<name>.toml) or a path to a TOML file."""
+    if name_or_path.endswith(".toml") or "/" in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise BenchError(f"grid file {path} not found")
+        return path
+    return GRIDS.get(name_or_path)
+
+
+def load(name_or_path: str) -> GridSpec:
+    path = resolve_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"malformed grid file {path}: {exc}") from None
+    return parse(raw, default_name=path.stem, path=str(path))
+
+
+def _eps_list(value: Any, where: str) -> tuple[float | None, ...]:
+    if value is None:
+        return (None,)
+    values = value if isinstance(value, list) else [value]
+    out = []
+    for v in values:
+        if isinstance(v, str):
+            try:
+                num, _, den = v.partition("/")
+                v = float(num) / float(den) if den else float(num)
+            except ValueError:
+                raise BenchError(f"{where}: eps {v!r} is not a number (write 0.03 or \"8/255\")") from None
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise BenchError(f"{where}: eps {v!r} is not a number")
+        if not 0.0 <= float(v) <= 1.0:
+            raise BenchError(f"{where}: eps {v} is outside [0, 1] (images are scaled to [0, 1])")
+        out.append(float(v))
+    if not out:
+        raise BenchError(f"{where}: eps list is empty; omit eps for minimal-norm attacks")
+    return tuple(out)
+
+
+def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, dict[str, Any]]:
+    val = raw.get(key, {})
+    if not isinstance(val, dict) or not all(isinstance(v, dict) for v in val.values()):
+        raise BenchError(f"{where}: [{key}] must be tables of hyperparameters, e.g. [{key}.standard]")
+    return {k: dict(v) for k, v in val.items()}
+
+
+def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> GridSpec:
+    where = path or default_name
+    known = {"name", "description", "dataset", "arch", "train", "runtime", "attacks", "layout",
+             "base_model", "limit", "train_limit", "seed", "reference", "reference_source"}
+    unknown = set(raw) - known
+    if unknown:
+        raise BenchError(f"{where}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+    for key in ("dataset", "arch"):
+        if not isinstance(raw.get(key), str):
+            raise BenchError(f"{where}: '{key}' is required (a name, see `bench list {key}s`)")
+    layout = raw.get("layout", "star")
+    if layout not in LAYOUTS:
+        raise BenchError(f"{where}: layout {layout!r} unknown; use star or cross")
+    attacks = []
+    raw_attacks = raw.get("attacks", [])
+    if not isinstance(raw_attacks, list):
+        raise BenchError(f"{where}: attacks must be an array of tables ([[attacks]])")
+    for i, a in enumerate(raw_attacks):
+        aw = f"{where}: attacks[{i}]"
+        if not isinstance(a, dict) or not isinstance(a.get("name"), str):
+            raise BenchError(f"{aw} needs a name")
+        extra = set(a) - {"name", "threat", "eps", "params", "surrogate", "runtime", "label"}
+        if extra:
+            raise BenchError(f"{aw}: unknown keys {', '.join(sorted(extra))}")
+        threat = a.get("threat", "base")
+        if threat not in THREATS:
+            raise BenchError(f"{aw}: threat {threat!r} unknown; use one of {', '.join(THREATS)}")
+        if threat == "transfer" and not a.get("surrogate"):
+            raise BenchError(f"{aw}: a transfer attack needs surrogate = {{arch = ..., seed = ...}}")
+        runtime = a.get("runtime", [])
+        attacks.append(AttackSpec(
+            name=a["name"], threat=threat, eps=_eps_list(a.get("eps"), aw), params=dict(a.get("params", {})),
+            surrogate=dict(a.get("surrogate", {})), runtime=tuple([runtime] if isinstance(runtime, str) else runtime),
+            label=a.get("label", ""),
+        ))
+    for key in ("limit", "train_limit"):
+        v = raw.get(key)
+        if v is not None and (not isinstance(v, int) or v <= 0):
+            raise BenchError(f"{where}: {key} must be a positive integer, got {v!r}")
+    ref = raw.get("reference", {})
+    spec = GridSpec(
+        name=raw.get("name", default_name), dataset=raw["dataset"], arch=raw["arch"],
+        train=_table(raw, "train", where) or {"standard": {}}, runtime=_table(raw, "runtime", where) or {"none": {}},
+        attacks=attacks, layout=layout, base_model=raw.get("base_model", "standard"),
+        limit=raw.get("limit"), train_limit=raw.get("train_limit"), seed=int(raw.get("seed", 0)),
+        description=raw.get("description", ""), reference={str(k): float(v) for k, v in ref.items()},
+        reference_source=raw.get("reference_source", ""), path=path,
+    )
+    if layout == "star" and spec.base_model not in spec.train:
+        raise BenchError(f"{where}: base_model {spec.base_model!r} must be one of the [train] defenses")
+    return spec

@@ -1,0 +1,58 @@
+"""Result records: one JSON object per cell in results/<grid>.jsonl, written atomically.
+
+The whole file is rewritten through a temporary file and a rename, so a crash never leaves a
+half record; a record for a cell replaces any earlier record of the same cell.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.cache import atomic_write_text
+from bench.errors import BenchError
+
+
+class ResultStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.records: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            for lineno, line in enumerate(self.path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    raise BenchError(f"{self.path}:{lineno} is not valid JSON; fix or remove that line") from None
+                self.records[rec["cell_id"]] = rec
+
+    def check_writable(self) -> None:
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".{self.path.name}.probe"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise BenchError(f"results folder {folder} is not writable ({exc.strerror}); "
+                             "pass --results-dir with a writable folder") from None
+
+    def finished(self, cell_id: str) -> bool:
+        rec = self.records.get(cell_id)
+        return rec is not None and rec.get("status") == "ok"
+
+    def put(self, record: dict[str, Any]) -> None:
+        self.records[record["cell_id"]] = record
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records.values())
+        atomic_write_text(self.path, text)
+
+    def ok_records(self) -> list[dict[str, Any]]:
+        return [r for r in self.records.values() if r.get("status") == "ok"]
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    if not Path(path).is_file():
+        raise BenchError(f"no results at {path}; run `bench run --grid {Path(path).stem}` first")
+    return list(ResultStore(path).records.values())

@@ -1,0 +1,368 @@
+"""The grid runner: expand a spec into cells, build or load every artifact, attack, audit, record.
+
+Per cell: the train-time defense's model (trained once, cached by config hash), the runtime defense
+(prepared once per model), adversarial examples (crafted once per (model, attack, eps) for the
+``base`` and ``transfer`` threat models, since they do not depend on the runtime defense), the audit,
+then one record in results/<grid>.jsonl and one nested MLflow run. Finished cells are skipped on
+the next run; a cell that raises is recorded as failed and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+import attacks
+import defenses
+from bench import __version__, audit, data, models
+from bench.cache import atomic_torch_save, config_hash, default_cache_dir, torch_load_or_none
+from bench.device import resolve as resolve_device
+from bench.errors import AuditError, BenchError
+from bench.grid import Cell, GridSpec
+from bench.results import ResultStore
+from bench.tracking import Tracker
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+@dataclass
+class RunOptions:
+    data_dir: Path | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    results_dir: Path = Path("results")
+    tracking_uri: str | None = None
+    tracking: bool = True
+    device: str = "auto"
+    limit: int | None = None
+    seed: int | None = None
+    download: bool = False
+    progress: bool = True
+    log_samples: bool = True
+
+
+@dataclass
+class Plan:
+    todo: list[Cell]
+    done: list[Cell]
+    skipped: list[tuple[Cell, str]]
+
+
+@dataclass
+class Summary:
+    ran: int = 0
+    failed: int = 0
+    skipped_done: int = 0
+    skipped_unavailable: int = 0
+    results_path: Path | None = None
+    failures: list[str] = field(default_factory=list)
+
+
+def _accepts(factory: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def resolve_params(factory: Any, family: str, given: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """Seed-paper defaults for the dataset family, then the grid's values, then run-level extras
+    (seed, eps, cache_dir) where the factory accepts them."""
+    params = dict(getattr(factory, "dataset_defaults", {}).get(family, {}))
+    params.update(given)
+    for k, v in extra.items():
+        if v is not None and k not in given and _accepts(factory, k):
+            params[k] = v
+    return params
+
+
+def unavailable_reason(cell: Cell) -> str | None:
+    """Why a cell cannot run with what is registered (None when it can)."""
+    for name, kind in ((cell.train_defense, "train"), (cell.runtime_defense, "runtime")):
+        if name not in defenses.DEFENSES:
+            return f"{kind}-time defense {name!r} is not registered (yet)"
+        if defenses.kind_of(name) != kind:
+            return f"{name!r} is a {defenses.kind_of(name)}-time defense, listed as {kind}-time"
+    if cell.attack not in attacks.ATTACKS:
+        return f"attack {cell.attack!r} is not registered (yet)"
+    cls = attacks.ATTACKS.get(cell.attack)
+    if getattr(cls, "needs_defense", False) and cell.threat != "adaptive":
+        return f"attack {cell.attack!r} is defense-aware: it needs threat = \"adaptive\""
+    allowed = getattr(cls, "applies_to", None)
+    if allowed and cell.runtime_defense not in allowed:
+        return f"attack {cell.attack!r} applies only to runtime defenses {', '.join(allowed)}"
+    if cell.threat == "transfer" and cell.surrogate.get("arch") and cell.surrogate["arch"] not in models.ARCHS:
+        return f"surrogate architecture {cell.surrogate['arch']!r} is not registered"
+    return None
+
+
+class Runner:
+    def __init__(self, spec: GridSpec, options: RunOptions | None = None) -> None:
+        self.spec = spec
+        self.opt = options or RunOptions()
+        if self.opt.limit is not None and self.opt.limit <= 0:
+            raise BenchError(f"--limit must be positive, got {self.opt.limit}")
+        self.cells = spec.cells(limit=self.opt.limit, seed=self.opt.seed)
+        self.store = ResultStore(Path(self.opt.results_dir) / f"{spec.name}.jsonl")
+        self.family = data.family_of(spec.dataset)
+        self._models: dict[str, tuple[torch.nn.Module, str]] = {}
+        self._runtime: dict[tuple[str, str], Any] = {}
+        self._clean: dict[tuple[str, str], torch.Tensor] = {}
+        self._adv: dict[str, tuple[torch.Tensor, Any]] = {}
+        self._failed_artifacts: dict[str, str] = {}
+        self.device = torch.device("cpu")
+        self.tracker: Tracker | None = None
+
+    # -- planning --------------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        todo, done, skipped = [], [], []
+        for cell in self.cells:
+            reason = unavailable_reason(cell)
+            if reason:
+                skipped.append((cell, reason))
+            elif self.store.finished(cell.cell_id):
+                done.append(cell)
+            else:
+                todo.append(cell)
+        return Plan(todo, done, skipped)
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self) -> Summary:
+        plan = self.plan()
+        summary = Summary(skipped_done=len(plan.done), skipped_unavailable=len(plan.skipped),
+                          results_path=self.store.path)
+        for cell, reason in plan.skipped:
+            tqdm.write(f"skip {cell.key}: {reason}")
+        if not self.cells:
+            raise BenchError(f"grid {self.spec.name!r} has no cells: add [train], [runtime] and [[attacks]] entries")
+        if not plan.todo:
+            tqdm.write(f"nothing to do: {len(plan.done)} cells already finished in {self.store.path}")
+            return summary
+        self.store.check_writable()
+        self.device = resolve_device(self.opt.device)
+        torch.manual_seed(self.cells[0].seed)
+        self.test = data.load(self.spec.dataset, "test", self.opt.data_dir, plan.todo[0].limit, self.opt.download)
+        self._train_set: data.Dataset | None = None
+        with Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
+                     tags={"device": str(self.device), "grid_path": self.spec.path}) as tracker:
+            self.tracker = tracker
+            bar = tqdm(plan.todo, desc=f"grid {self.spec.name}", unit="cell", disable=not self.opt.progress or None)
+            for i, cell in enumerate(bar, 1):
+                bar.set_postfix_str(cell.key)
+                record = self.run_cell(cell)
+                self.store.put(record)
+                self._log(cell, record)
+                summary.ran += 1
+                status = (f"clean {100 * record['clean_acc']:.1f}%  robust {100 * record['robust_acc']:.1f}%"
+                          if record["status"] == "ok" else f"FAILED: {record['error']}")
+                tqdm.write(f"[{i}/{len(plan.todo)}] {cell.key}: {status} ({record['seconds']:.1f}s)")
+                if record["status"] != "ok":
+                    summary.failed += 1
+                    summary.failures.append(f"{cell.key}: {record['error']}")
+        return summary
+
+    def _log(self, cell: Cell, record: dict[str, Any]) -> None:
+        if self.tracker is None:
+            return
+        sample = self._adv.get(self._adv_key(cell)) if record["status"] == "ok" else None
+        pair = (self.test.x[:8], sample[0][:8]) if (sample is not None and self.opt.log_samples) else None
+        params = {"dataset": cell.dataset, "arch": cell.arch, "train_defense": cell.train_defense,
+                  "runtime_defense": cell.runtime_defense, "attack": cell.attack, "threat": cell.threat,
+                  "eps": cell.eps, "limit": cell.limit, "seed": cell.seed, **{
+                      f"attack.{k}": v for k, v in record.get("params", {}).get("attack", {}).items()}}
+        self.tracker.log_cell(record, params, pair)
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        start = time.perf_counter()
+        base = {"key": cell.key, "cell_id": cell.cell_id, "config_hash": cell.cell_id, "grid": cell.grid,
+                "dataset": cell.dataset, "arch": cell.arch, "train_defense": cell.train_defense,
+                "runtime_defense": cell.runtime_defense, "attack": cell.attack_label, "attack_name": cell.attack,
+                "threat": cell.threat, "eps": cell.eps, "seed": cell.seed, "device": str(self.device),
+                "code_version": code_version()}
+        try:
+            rec = self._evaluate(cell)
+            rec["status"], rec["error"] = "ok", ""
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # fault isolation: one broken cell must not stop the grid
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            kind = "audit" if isinstance(exc, AuditError) else type(exc).__name__
+            rec = {"status": "failed", "error": f"{kind}: {msg}"[:500]}
+            if not isinstance(exc, BenchError):
+                rec["traceback"] = traceback.format_exc(limit=8)[-2000:]
+        seconds = time.perf_counter() - start
+        rec.update(base)
+        rec["seconds"] = round(seconds, 3)
+        rec.setdefault("n", 0)
+        rec["examples_per_second"] = round(rec["n"] / seconds, 3) if seconds > 0 else 0.0
+        return rec
+
+    # -- artifacts -------------------------------------------------------------------------------
+    def train_set(self) -> data.Dataset:
+        if self._train_set is None:
+            self._train_set = data.load(self.spec.dataset, "train", self.opt.data_dir, self.spec.train_limit,
+                                        self.opt.download)
+        return self._train_set
+
+    def model(self, arch: str, defense: str, given: dict[str, Any], seed: int) -> tuple[torch.nn.Module, str]:
+        """A trained model for (arch, train-time defense, hyperparameters, seed), cached on disk."""
+        factory = defenses.DEFENSES.get(defense)
+        params = resolve_params(factory, self.family, given, seed=seed)
+        key = config_hash({"dataset": self.spec.dataset, "train_limit": self.spec.train_limit, "arch": arch,
+                           "defense": defense, "params": params, "version": __version__})
+        if key in self._models:
+            return self._models[key]
+        if key in self._failed_artifacts:
+            raise BenchError(self._failed_artifacts[key])
+        path = Path(self.opt.cache_dir) / "models" / f"{key}.pt"
+        nc, in_ch = self.test.num_classes, self.test.x.shape[1]
+        ckpt = torch_load_or_none(path)
+        if ckpt is not None:
+            model = models.create(arch, nc, in_ch)
+            model.load_state_dict(ckpt["state_dict"])
+        else:
+            try:
+                model = self._train(arch, defense, factory, params, key, nc, in_ch)
+            except BenchError as exc:
+                self._failed_artifacts[key] = str(exc)
+                raise
+            models.save(model, path, arch, defense=defense, params=params)
+        model = model.to(self.device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self._models[key] = (model, key)
+        return model, key
+
+    def _train(self, arch: str, defense: str, factory: Any, params: dict[str, Any], key: str,
+               nc: int, in_ch: int) -> torch.nn.Module:
+        torch.manual_seed(int(params.get("seed", 0)))
+        model = models.create(arch, nc, in_ch)
+        history: list[dict[str, float]] = []
+        tqdm.write(f"training {arch} with {defense} {params}")
+        resume_dir = Path(self.opt.cache_dir) / "training" / key
+        trained = factory(**params).train(model, self.train_set(), device=self.device,
+                                          callback=lambda e, m: history.append({"epoch": e, **m}),
+                                          resume_dir=resume_dir)
+        if self.tracker is not None:
+            self.tracker.log_training(f"{defense} {arch}", {"arch": arch, "defense": defense, **params}, history)
+        import shutil
+
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        return trained
+
+    def runtime(self, cell: Cell, model: torch.nn.Module, model_key: str) -> Any:
+        factory = defenses.DEFENSES.get(cell.runtime_defense)
+        params = resolve_params(factory, self.family, cell.runtime_params, seed=cell.seed,
+                                cache_dir=str(self.opt.cache_dir))
+        key = (model_key, cell.runtime_defense + config_hash(params))
+        if key not in self._runtime:
+            defense = factory(**params)
+            needs_train = cell.runtime_defense != "none"
+            defense.prepare(model, self.train_set() if needs_train else None)
+            self._runtime[key] = defense
+        return self._runtime[key]
+
+    def attack(self, cell: Cell) -> Any:
+        factory = attacks.ATTACKS.get(cell.attack)
+        params = resolve_params(factory, self.family, cell.attack_params, seed=cell.seed)
+        if cell.eps is not None:
+            params["eps"] = cell.eps
+        return factory(**params), params
+
+    def _adv_key(self, cell: Cell) -> str:
+        return config_hash({"cell": cell.cell_id}) if cell.threat == "adaptive" else config_hash({
+            "train": [cell.train_defense, cell.train_params], "attack": cell.attack, "params": cell.attack_params,
+            "eps": cell.eps, "threat": cell.threat, "surrogate": cell.surrogate, "limit": cell.limit,
+            "seed": cell.seed, "dataset": cell.dataset, "arch": cell.arch, "version": __version__})
+
+    # -- one cell --------------------------------------------------------------------------------
+    def predict(self, defense: Any, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[float] | None]:
+        """Predicted labels; stateful defenses see a fresh stream in a fixed, seeded order."""
+        x = x.to(self.device)
+        if not getattr(defense, "stateful", False):
+            return defense.predict(x).argmax(1).cpu(), None
+        defense.reset()
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        pred = torch.empty(len(x), dtype=torch.long)
+        pred[order] = defense.predict(x[order]).argmax(1).cpu()
+        return pred, list(getattr(defense, "last_delays", []) or [])
+
+    def _evaluate(self, cell: Cell) -> dict[str, Any]:
+        model, model_key = self.model(cell.arch, cell.train_defense, cell.train_params, cell.seed)
+        defense = self.runtime(cell, model, model_key)
+        x, y = self.test.x, self.test.y
+        ck = (model_key, cell.runtime_defense + config_hash(cell.runtime_params))
+        if ck not in self._clean:
+            self._clean[ck] = self.predict(defense, x, cell.seed)[0]
+        clean_pred = self._clean[ck]
+        attack, attack_params = self.attack(cell)
+        adv_key = self._adv_key(cell)
+        if adv_key in self._adv:
+            x_adv, norm = self._adv[adv_key]
+        else:
+            x_adv = self._craft(cell, attack, model, defense, x, y, adv_key)
+            norm = attack.norm
+        eps = None if attack.minimal_norm else attack.eps
+        report = audit.audit(x.to(x_adv.device), x_adv, norm, eps)
+        if adv_key not in self._adv:
+            self._adv[adv_key] = (x_adv.cpu(), norm)
+            if cell.threat != "adaptive":  # audited before it is cached, so the cache holds valid ones only
+                atomic_torch_save(x_adv.cpu(), Path(self.opt.cache_dir) / "adv" / f"{adv_key}.pt")
+        adv_pred, delays = self.predict(defense, x_adv, cell.seed)
+        clean_ok, robust_ok = clean_pred == y, adv_pred == y
+        n = len(y)
+        flipped = (clean_ok & ~robust_ok).sum().item()
+        rec: dict[str, Any] = {
+            "n": n, "norm": norm,
+            "clean_acc": round(clean_ok.float().mean().item(), 6),
+            "robust_acc": round(robust_ok.float().mean().item(), 6),
+            "attack_success_rate": round(flipped / max(int(clean_ok.sum()), 1), 6),
+            "max_perturbation": round(report.max_perturbation, 6),
+            "mean_l2": round(report.mean_l2, 6),
+            "per_example": "".join("1" if v else "0" for v in robust_ok.tolist()),
+            "clean_per_example": "".join("1" if v else "0" for v in clean_ok.tolist()),
+            "params": {"attack": attack_params, "train": cell.train_params, "runtime": cell.runtime_params,
+                       "surrogate": cell.surrogate},
+        }
+        if delays:
+            rec["delay_per_point_s"] = round(sum(delays) / len(delays), 6)
+        return rec
+
+    def _craft(self, cell: Cell, attack: Any, model: torch.nn.Module, defense: Any, x: torch.Tensor,
+               y: torch.Tensor, adv_key: str) -> torch.Tensor:
+        cached = None
+        path = Path(self.opt.cache_dir) / "adv" / f"{adv_key}.pt"
+        if cell.threat != "adaptive":
+            cached = torch_load_or_none(path)
+        if cached is not None:
+            return cached.to(self.device)
+        x, y = x.to(self.device), y.to(self.device)
+        if cell.threat == "base":
+            target_model = model
+        elif cell.threat == "transfer":
+            sur = cell.surrogate
+            target_model, _ = self.model(sur.get("arch", cell.arch), sur.get("defense", "standard"),
+                                         sur.get("params", {}), int(sur.get("seed", cell.seed + 1)))
+        else:
+            if getattr(attack, "needs_defense", False):
+                attack.bind(defense)
+            target_model = defense.attack_model()
+        return attack(target_model, x, y).detach()
