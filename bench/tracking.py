@@ -50,9 +50,11 @@ class Tracker:
             # Fail in seconds, not after minutes of retries, when the server is unreachable.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         import mlflow
+
+        # mlflow configures its loggers on import; quiet them afterwards (table creation, new experiment).
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self._mlflow = mlflow
         try:

@@ -1,0 +1,207 @@
+"""The ``bench`` command line: run grids, list registries, publish leaderboards, check regressions."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from bench.errors import BenchError
+
+LISTABLE = ("attacks", "defenses", "datasets", "archs", "grids")
+
+
+def _spec_records(grid: str, results_dir: Path, limit: int | None, seed: int | None):
+    from bench import grid as grids
+    from bench.results import load_records
+
+    spec = grids.load(grid)
+    records = load_records(Path(results_dir) / f"{spec.name}.jsonl")
+    wanted = {c.cell_id for c in spec.cells(limit=limit, seed=seed)}
+    return spec, [r for r in records if r.get("cell_id") in wanted]
+
+
+def _write_leaderboard(spec, records, out: Path | None) -> Path:
+    from bench.cache import atomic_write_text
+    from bench.leaderboard import render
+
+    text = render(records, spec)
+    path = Path(out) if out else Path("leaderboards") / f"{spec.name}.md"
+    atomic_write_text(path, text)
+    return path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="advbench")
+def cli() -> None:
+    """Adversarial-robustness benchmark: every defense against every attack, tracked in MLflow."""
+
+
+@cli.command()
+@click.option("--grid", "grid_name", default="default", show_default=True,
+              help="Built-in grid name (see `bench list grids`) or path to a .toml spec.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder with dataset files (default $BENCH_DATA_DIR or ~/.cache/bench/data).")
+@click.option("--download", is_flag=True, help="Download missing datasets with torchvision (needs network).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Cache for models and adversarial examples (default $BENCH_CACHE_DIR or .bench-cache).")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--tracking-uri", default=None, help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--limit", type=int, default=None, help="Evaluate only the first N test examples.")
+@click.option("--seed", type=int, default=None, help="Override the grid's seed.")
+@click.option("--dry-run", is_flag=True, help="List the cells and what would run, then exit.")
+@click.option("--leaderboard/--no-leaderboard", default=True, show_default=True,
+              help="Write leaderboards/<grid>.md when the run ends.")
+def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path | None, results_dir: Path,
+        tracking_uri: str | None, no_tracking: bool, device: str, limit: int | None, seed: int | None,
+        dry_run: bool, leaderboard: bool) -> None:
+    """Run a grid: train or load models, attack, audit, record every cell."""
+    from bench import grid as grids
+    from bench.cache import default_cache_dir
+    from bench.runner import Runner, RunOptions
+
+    spec = grids.load(grid_name)
+    opts = RunOptions(data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(), results_dir=results_dir,
+                      tracking_uri=tracking_uri, tracking=not no_tracking, device=device, limit=limit, seed=seed,
+                      download=download)
+    runner = Runner(spec, opts)
+    plan = runner.plan()
+    if dry_run:
+        click.echo(f"grid {spec.name}: {len(runner.cells)} cells ({len(plan.todo)} to run, {len(plan.done)} done, "
+                   f"{len(plan.skipped)} unavailable)")
+        for c in plan.todo:
+            click.echo(f"  run   {c.key}")
+        for c in plan.done:
+            click.echo(f"  done  {c.key}")
+        for c, why in plan.skipped:
+            click.echo(f"  skip  {c.key}: {why}")
+        return
+    summary = runner.run()
+    click.echo(f"{summary.ran} cells run ({summary.failed} failed), {summary.skipped_done} already done, "
+               f"{summary.skipped_unavailable} unavailable; records in {summary.results_path}")
+    if leaderboard:
+        _, records = _spec_records(grid_name, results_dir, limit, seed)
+        path = _write_leaderboard(spec, records, None)
+        click.echo(f"leaderboard written to {path}")
+    if summary.failed:
+        click.echo(f"error: {summary.failed} cell(s) failed:", err=True)
+        for line in summary.failures:
+            click.echo(f"  {line}", err=True)
+        sys.exit(1)
+
+
+@cli.command("list")
+@click.argument("what", type=click.Choice(LISTABLE))
+def list_(what: str) -> None:
+    """List registered attacks, defenses, datasets, architectures or grids."""
+    if what == "attacks":
+        import attacks
+
+        for name, cls in attacks.ATTACKS.items():
+            click.echo(f"{name:20s} {_summary(cls)}")
+    elif what == "defenses":
+        import defenses
+
+        for name, cls in defenses.DEFENSES.items():
+            click.echo(f"{name:20s} {cls.kind:8s} {_summary(cls)}")
+    elif what == "datasets":
+        from bench.data import DATASETS
+
+        for name, fn in DATASETS.items():
+            click.echo(f"{name:20s} {_summary(fn)}")
+    elif what == "archs":
+        from bench.models import ARCHS
+
+        for name, fn in ARCHS.items():
+            click.echo(f"{name:20s} {_summary(fn)}")
+    else:
+        from bench import grid as grids
+
+        for name in grids.GRIDS.list_names():
+            spec = grids.load(name)
+            click.echo(f"{name:28s} {spec.dataset:14s} {len(spec.cells()):4d} cells  {spec.description}")
+
+
+def _summary(obj: object) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+@cli.command("leaderboard")
+@click.option("--grid", "grid_name", default="default", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: leaderboards/<grid>.md")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--limit", type=int, default=None, help="The --limit the grid was run with, if any.")
+@click.option("--seed", type=int, default=None, help="The --seed the grid was run with, if any.")
+def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int | None, seed: int | None) -> None:
+    """Render results/<grid>.jsonl as a Markdown table (printed and written to a file)."""
+    spec, records = _spec_records(grid_name, results_dir, limit, seed)
+    path = _write_leaderboard(spec, records, out)
+    click.echo(path.read_text())
+    click.echo(f"written to {path}", err=True)
+
+
+@cli.command()
+@click.option("--grid", "grid_name", required=True)
+@click.option("--baseline", type=click.Path(path_type=Path), required=True)
+@click.option("--tolerance", type=float, default=5.0, show_default=True, help="Allowed drift in accuracy points.")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--write-baseline", is_flag=True, help="Write the current results as the new baseline instead.")
+def check(grid_name: str, baseline: Path, tolerance: float, results_dir: Path, write_baseline: bool) -> None:
+    """Fail (exit 1) when a cell failed or drifted beyond --tolerance points from the baseline."""
+    from bench.check import compare
+    from bench.check import write_baseline as write
+
+    if tolerance < 0:
+        raise BenchError(f"--tolerance must be non-negative, got {tolerance}")
+    _, records = _spec_records(grid_name, results_dir, None, None)
+    if write_baseline:
+        write(records, baseline)
+        click.echo(f"baseline with {len(records)} cells written to {baseline}")
+        return
+    problems = compare(records, baseline, tolerance)
+    if problems:
+        click.echo(f"check failed: {len(problems)} problem(s)", err=True)
+        for p in problems:
+            click.echo(f"  {p}", err=True)
+        sys.exit(1)
+    click.echo(f"check passed: {len(records)} cells within {tolerance:g} points of {baseline}")
+
+
+@cli.command()
+@click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+@click.option("--port", type=int, default=5000, show_default=True)
+def ui(tracking_uri: str | None, port: int) -> None:
+    """Start the MLflow UI on 127.0.0.1 for the tracking store."""
+    from bench.tracking import tracking_uri as resolve
+
+    uri = resolve(tracking_uri)
+    click.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                               "--host", "127.0.0.1", "--port", str(port)])
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, no traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except BenchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished cells are saved, rerun to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
