@@ -16,18 +16,25 @@ SHARED_DATA = SHARED / "data"
 SHARED_WEIGHTS = SHARED / "weights"
 
 
+def _absent(what: str, path: Path) -> None:
+    msg = f"{what} not found at {path}; set BENCH_SHARED_DIR to the shared/ folder"
+    if os.environ.get("BENCH_REQUIRE_SHARED"):  # CI: missing data must fail, not skip
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (or $BENCH_SHARED_DIR/data); tests using it skip, saying why, when absent."""
     if not (SHARED_DATA / "fashion-mnist").is_dir():
-        pytest.skip(f"real test data not found at {SHARED_DATA}; set BENCH_SHARED_DIR to the shared/ folder")
+        _absent("real test data", SHARED_DATA)
     return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
 def shared_weights() -> Path:
     if not (SHARED_WEIGHTS / "cifar10-resnet").is_dir():
-        pytest.skip(f"shared weights not found at {SHARED_WEIGHTS}; set BENCH_SHARED_DIR")
+        _absent("shared weights", SHARED_WEIGHTS)
     return SHARED_WEIGHTS
 
 

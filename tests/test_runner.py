@@ -14,7 +14,7 @@ from bench import grid
 from bench.check import compare, write_baseline
 from bench.errors import BenchError
 from bench.leaderboard import build_table, worst_case
-from bench.runner import RunOptions, Runner
+from bench.runner import Runner, RunOptions
 
 TINY = """
 name = "tiny"
