@@ -1,0 +1,40 @@
+"""Shared helpers for benchmark scripts: timing and writing figures to results/benchmarks/."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.cache import atomic_write_text
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
+    """Smallest wall time over ``repeats`` runs (after one warm-up run)."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def write_figures(name: str, figures: dict[str, Any], out_dir: Path = Path("results/benchmarks")) -> Path:
+    meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "threads": torch.get_num_threads()}
+    path = out_dir / f"{name}.json"
+    atomic_write_text(path, json.dumps({**meta, **figures}, indent=2) + "\n")
+    return path
