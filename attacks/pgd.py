@@ -63,10 +63,9 @@ class PGD(Attack):
                 found[hit] = x_adv[hit]
                 done |= hit
             x_adv = project_linf(x_adv + alpha * grad.sign(), x, eps)
-        with torch.no_grad():
-            last = ~done
-            if last.any():
-                found[last] = x_adv[last]
-                done[last] = self.is_success(model(x_adv[last]), y[last],
-                                             None if target is None else target[last])
+        last = ~done
+        found[last] = x_adv[last]
+        if self.restarts > 1 and last.any():  # only restarts need to know whether the last iterate won
+            with torch.no_grad():
+                done[last] = self.is_success(model(x_adv[last]), y[last], None if target is None else target[last])
         return found, done

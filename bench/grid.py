@@ -150,7 +150,17 @@ def load(name_or_path: str) -> GridSpec:
     return parse(raw, default_name=path.stem, path=str(path))
 
 
-def _eps_list(value: Any, where: str) -> tuple[float | None, ...]:
+def _ball_norm(attack: str) -> str:
+    """The norm of a registered attack's ball ('Linf' when unknown, the strictest check)."""
+    try:
+        import attacks
+
+        return attacks.ATTACKS.get(attack).norm if attack in attacks.ATTACKS else "Linf"
+    except ImportError:  # pragma: no cover
+        return "Linf"
+
+
+def _eps_list(value: Any, where: str, norm: str = "Linf") -> tuple[float | None, ...]:
     if value is None:
         return (None,)
     values = value if isinstance(value, list) else [value]
@@ -164,7 +174,7 @@ def _eps_list(value: Any, where: str) -> tuple[float | None, ...]:
                 raise BenchError(f"{where}: eps {v!r} is not a number (write 0.03 or \"8/255\")") from None
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise BenchError(f"{where}: eps {v!r} is not a number")
-        if not 0.0 <= float(v) <= 1.0:
+        if float(v) < 0.0 or (norm == "Linf" and float(v) > 1.0):
             raise BenchError(f"{where}: eps {v} is outside [0, 1] (images are scaled to [0, 1])")
         out.append(float(v))
     if not out:
@@ -210,7 +220,8 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
             raise BenchError(f"{aw}: a transfer attack needs surrogate = {{arch = ..., seed = ...}}")
         runtime = a.get("runtime", [])
         attacks.append(AttackSpec(
-            name=a["name"], threat=threat, eps=_eps_list(a.get("eps"), aw), params=dict(a.get("params", {})),
+            name=a["name"], threat=threat, eps=_eps_list(a.get("eps"), aw, _ball_norm(a["name"])),
+            params=dict(a.get("params", {})),
             surrogate=dict(a.get("surrogate", {})), runtime=tuple([runtime] if isinstance(runtime, str) else runtime),
             label=a.get("label", ""),
         ))

@@ -30,6 +30,7 @@ from bench.errors import AuditError, BenchError
 from bench.grid import Cell, GridSpec
 from bench.results import ResultStore
 from bench.tracking import Tracker
+from bench.zoo import is_zoo_name, load_robustbench
 
 
 @functools.lru_cache(maxsize=1)
@@ -97,6 +98,8 @@ def resolve_params(factory: Any, family: str, given: dict[str, Any], **extra: An
 def unavailable_reason(cell: Cell) -> str | None:
     """Why a cell cannot run with what is registered (None when it can)."""
     for name, kind in ((cell.train_defense, "train"), (cell.runtime_defense, "runtime")):
+        if kind == "train" and is_zoo_name(name):
+            continue
         if name not in defenses.DEFENSES:
             return f"{kind}-time defense {name!r} is not registered (yet)"
         if defenses.kind_of(name) != kind:
@@ -223,7 +226,17 @@ class Runner:
         return self._train_set
 
     def model(self, arch: str, defense: str, given: dict[str, Any], seed: int) -> tuple[torch.nn.Module, str]:
-        """A trained model for (arch, train-time defense, hyperparameters, seed), cached on disk."""
+        """A trained model for (arch, train-time defense, hyperparameters, seed), cached on disk;
+        ``robustbench:<Name>`` loads a RobustBench zoo model instead."""
+        if is_zoo_name(defense):
+            key = config_hash({"zoo": defense, "params": given})
+            if key not in self._models:
+                zoo = load_robustbench(defense, self.spec.dataset, given.get("threat", "Linf"),
+                                       Path(self.opt.cache_dir) / "robustbench").to(self.device)
+                for p in zoo.parameters():
+                    p.requires_grad_(False)
+                self._models[key] = (zoo, key)
+            return self._models[key]
         factory = defenses.DEFENSES.get(defense)
         params = resolve_params(factory, self.family, given, seed=seed)
         key = config_hash({"dataset": self.spec.dataset, "train_limit": self.spec.train_limit, "arch": arch,
@@ -236,7 +249,7 @@ class Runner:
         nc, in_ch = self.test.num_classes, self.test.x.shape[1]
         ckpt = torch_load_or_none(path)
         if ckpt is not None:
-            model = models.create(arch, nc, in_ch)
+            model = factory(**params).build(models.create(arch, nc, in_ch))
             model.load_state_dict(ckpt["state_dict"])
         else:
             try:

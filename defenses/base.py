@@ -38,6 +38,11 @@ class TrainDefense(Defense):
 
     kind: ClassVar[str] = "train"
 
+    def build(self, model: nn.Module) -> nn.Module:
+        """Change the architecture before training (default: none). The runner also applies it
+        before loading a cached checkpoint, so the weights fit."""
+        return model
+
     def train(self, model: nn.Module, train_set: Dataset, *, device: torch.device | str = "cpu",
               callback: EpochCallback | None = None, resume_dir: Any = None) -> nn.Module:
         raise NotImplementedError  # pragma: no cover
