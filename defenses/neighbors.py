@@ -1,0 +1,57 @@
+"""Shared base of the nearest-neighbour runtime defenses: a database, its features, a faiss index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.data import Dataset
+from bench.errors import BenchError
+from defenses.base import RuntimeDefense
+from defenses.database import Database, build_database, compute_features
+from defenses.knn_index import KnnIndex
+
+
+class NeighbourDefense(RuntimeDefense):
+    """Searches the fixed model's deep features (``model.features``) of a database (D or D')."""
+
+    #: True: the database is D' (D plus adversarial copies); False: the clean training set D.
+    uses_adversarial_database = True
+
+    def __init__(self, k: int = 64, copies: int = 1, db_attacks: list[str] | tuple[str, ...] = ("pgd",),
+                 db_params: dict[str, Any] | None = None, seed: int = 0, cache_dir: str | None = None) -> None:
+        if int(k) < 1:
+            raise BenchError(f"k must be at least 1, got {k}")
+        self.k, self.copies, self.seed = int(k), int(copies), int(seed)
+        self.db_attacks, self.db_params = list(db_attacks), dict(db_params or {})
+        self._cache_dir = cache_dir
+
+    def prepare(self, model: nn.Module, train_set: Dataset | None = None) -> NeighbourDefense:
+        if train_set is None:
+            raise BenchError(f"{type(self).__name__} needs the training set to build its database")
+        super().prepare(model, train_set)
+        self.train_set = train_set
+        if self.uses_adversarial_database:
+            self.database = build_database(model, train_set, self.copies, self.db_attacks, self.db_params,
+                                           self.seed, self._cache_dir)
+        else:
+            feats = compute_features(model, train_set.x)
+            self.database = Database(train_set.x, train_set.y, torch.zeros(len(train_set), dtype=torch.bool), feats)
+        self.index = KnnIndex(self.database.features)
+        return self
+
+    @torch.no_grad()
+    def neighbours(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """Indices into the database of the k nearest neighbours of each x, nearest first."""
+        feats = self.model.features(x.to(self.device))
+        return self.index.search(feats, k or self.k)[1]
+
+    @torch.no_grad()
+    def database_probs(self, model: nn.Module | None = None, batch_size: int = 512) -> torch.Tensor:
+        """Softmax outputs of the (fixed) model on every database image."""
+        m = model or self.model
+        xs = self.database.x
+        return torch.cat([m(xs[i : i + batch_size].to(self.device)).softmax(1).cpu()
+                          for i in range(0, len(xs), batch_size)])

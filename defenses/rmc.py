@@ -1,0 +1,210 @@
+"""RMC and RMC+: runtime masking and cleansing (Wu, Yuan, Wu, ICML 2020; Algorithms 1 and 2).
+
+PREPARE: D' = D plus adversarial copies of D against the fixed model theta*, and the fixed model's
+deep features of D' in a faiss index. PREDICT, per test point in stream order: N'(x) = the K
+nearest examples of D'; its nearest 20% are the validation split; local adaptation = Adam on the
+rest, epoch by epoch, until the validation loss has not improved for ``patience`` epochs (cap
+``max_epochs``), keeping the best weights; predict with them; then calibration: the same loop on K
+examples sampled from D. Weights and the one Adam optimizer carry over to the next test point.
+BatchNorm stays in eval mode throughout (running statistics frozen, affine parameters adapt).
+RMC+ additionally recomputes a fraction ``delta`` of the adversarial examples in N'(x) against the
+adapted weights and writes them back into D' and the index.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.data import Dataset
+from bench.errors import BenchError
+from defenses.database import compute_features
+from defenses.neighbors import NeighbourDefense
+from defenses.registry import register
+
+
+@register("rmc")
+class RMC(NeighbourDefense):
+    """Runtime masking and cleansing: adapt the weights to each test point's neighbourhood in D'."""
+
+    stateful = True
+    dataset_defaults = {
+        # digits (our choice): small K and few epochs so a 100-point stream takes seconds on a CPU.
+        "digits": {"k": 128, "copies": 1, "lr": 2.5e-4, "patience": 2, "max_epochs": 8, "db_params": {"eps": 0.1}},
+        "mnist": {"k": 1024, "copies": 1, "lr": 2e-4, "db_params": {"eps": 0.3}},
+        "cifar10": {"k": 1024, "copies": 4, "lr": 2.5e-5,
+                    "db_params": {"eps": 8 / 255, "steps": 10, "step_size": 2 / 255}},
+    }
+
+    def __init__(self, k: int = 1024, lr: float = 2e-4, batch_size: int = 128, val_fraction: float = 0.2,
+                 patience: int = 5, max_epochs: int = 100, calibrate: bool = True, **kw) -> None:
+        super().__init__(k=k, **kw)
+        if not 0 < float(val_fraction) < 1:
+            raise BenchError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+        self.lr, self.batch_size, self.val_fraction = float(lr), int(batch_size), float(val_fraction)
+        self.patience, self.max_epochs, self.calibrate = int(patience), int(max_epochs), bool(calibrate)
+        self.last_delays: list[float] = []
+        self.last_timing: dict[str, float] = {}
+
+    # -- state -----------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, train_set: Dataset | None = None) -> RMC:
+        super().prepare(model, train_set)
+        self.adapted = copy.deepcopy(model).eval()
+        for p in self.adapted.parameters():
+            p.requires_grad_(True)
+        self.optimizer = torch.optim.Adam(self.adapted.parameters(), lr=self.lr)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self._initial = self.snapshot()
+        return self
+
+    def snapshot(self) -> dict[str, Any]:
+        """The complete state: adapted weights, Adam state, the sampling generator (and D' for RMC+)."""
+        return {"model": copy.deepcopy(self.adapted.state_dict()),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "generator": self.generator.get_state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.adapted.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.generator.set_state(state["generator"])
+
+    def reset(self) -> None:
+        self.restore(self._initial)
+
+    # -- algorithm -------------------------------------------------------------------------------
+    def _epoch_loss(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(F.cross_entropy(self.adapted(x), y))
+
+    def fit_early_stopped(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor) -> int:
+        """Adam epochs on (x, y) until the validation loss stalls; keeps the best weights. Returns epochs."""
+        self.adapted.eval()  # BN statistics frozen; dropout off
+        best_loss, best_state, stall, done = self._epoch_loss(x_val, y_val), None, 0, 0
+        for epoch in range(1, self.max_epochs + 1):
+            done = epoch
+            perm = torch.randperm(len(x), generator=self.generator)
+            for i in range(0, len(x), self.batch_size):
+                idx = perm[i : i + self.batch_size]
+                loss = F.cross_entropy(self.adapted(x[idx]), y[idx])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+            val = self._epoch_loss(x_val, y_val)
+            if val < best_loss - 1e-6:
+                best_loss, best_state, stall = val, copy.deepcopy(self.adapted.state_dict()), 0
+            else:
+                stall += 1
+                if stall >= self.patience:
+                    break
+        if best_state is not None:
+            self.adapted.load_state_dict(best_state)
+        return done
+
+    def _split(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n_val = max(1, int(round(len(idx) * self.val_fraction)))
+        return idx[n_val:], idx[:n_val]  # nearest first: the nearest 20% validate
+
+    def adapt(self, x_point: torch.Tensor) -> torch.Tensor:
+        """Local adaptation to one test point (1, C, H, W): returns the indices N'(x) it used."""
+        dev = self.device
+        feats = self.model.features(x_point.to(dev)).detach()
+        idx = self.index.search(feats, self.k)[1][0]
+        train_idx, val_idx = self._split(idx)
+        db = self.database
+        self.fit_early_stopped(db.x[train_idx].to(dev), db.y[train_idx].to(dev),
+                               db.x[val_idx].to(dev), db.y[val_idx].to(dev))
+        return idx
+
+    def calibrate_step(self) -> None:
+        """Calibration on K examples sampled from D (the clean training set)."""
+        dev = self.device
+        idx = torch.randperm(len(self.train_set), generator=self.generator)[: self.k]
+        train_idx, val_idx = self._split(idx)
+        ts = self.train_set
+        self.fit_early_stopped(ts.x[train_idx].to(dev), ts.y[train_idx].to(dev),
+                               ts.x[val_idx].to(dev), ts.y[val_idx].to(dev))
+
+    def after_prediction(self, neighbours: torch.Tensor) -> None:
+        """Hook for RMC+ (D' cleansing)."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Process the points of x in order, one at a time, adapting as the stream goes."""
+        out, delays = [], []
+        timing = {"search_and_adapt": 0.0, "predict": 0.0, "calibrate": 0.0, "refresh": 0.0}
+        for i in range(len(x)):
+            t0 = time.perf_counter()
+            xi = x[i : i + 1].to(self.device)
+            idx = self.adapt(xi)
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                out.append(self.adapted(xi).detach().cpu())
+            t2 = time.perf_counter()
+            self.after_prediction(idx)
+            t3 = time.perf_counter()
+            if self.calibrate:
+                self.calibrate_step()
+            t4 = time.perf_counter()
+            timing["search_and_adapt"] += t1 - t0
+            timing["predict"] += t2 - t1
+            timing["refresh"] += t3 - t2
+            timing["calibrate"] += t4 - t3
+            delays.append(t4 - t0)
+        self.last_delays, self.last_timing = delays, timing
+        return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@register("rmc-plus")
+class RMCPlus(RMC):
+    """RMC+ (Algorithm 2): also refresh a fraction ``delta`` of N'(x)'s adversarial examples in D'."""
+
+    dataset_defaults = {k: {**v, "delta": 0.5} for k, v in RMC.dataset_defaults.items()}
+
+    def __init__(self, delta: float = 0.5, **kw) -> None:
+        super().__init__(**kw)
+        if not 0 <= float(delta) <= 1:
+            raise BenchError(f"delta must lie in [0, 1], got {delta}")
+        self.delta = float(delta)
+
+    def snapshot(self) -> dict[str, Any]:
+        state = super().snapshot()
+        state["db_x"] = self.database.x.clone()
+        state["db_features"] = self.database.features.clone()
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        if not torch.equal(self.database.x, state["db_x"]):
+            self.database.x.copy_(state["db_x"])
+            self.database.features.copy_(state["db_features"])
+            self.index.replace(torch.arange(len(self.database.x)), self.database.features)
+
+    def after_prediction(self, neighbours: torch.Tensor) -> None:
+        import attacks
+
+        adv = neighbours[self.database.is_adv[neighbours]]
+        n = int(round(len(adv) * self.delta))
+        if n == 0:
+            return
+        pick = adv[torch.randperm(len(adv), generator=self.generator)[:n]]
+        db = self.database
+        clean_of = pick % len(self.train_set)  # copy c of example i sits at i + (c + 1) |D|
+        name = self.db_attacks[0]
+        atk = attacks.create(name, **{**self.db_params, "seed": int(torch.randint(0, 2**31 - 1, (1,),
+                                                                                   generator=self.generator))})
+        model = self.adapted
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            x_new = atk(model, self.train_set.x[clean_of].to(self.device), db.y[pick].to(self.device)).cpu()
+        finally:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        x_new = (x_new * 255).round() / 255  # D' is stored at uint8 precision
+        db.x[pick] = x_new
+        db.features[pick] = compute_features(self.model, x_new)
+        self.index.replace(pick, db.features[pick])
