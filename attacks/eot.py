@@ -1,0 +1,46 @@
+"""EOT: expectation over transformation (Athalye et al., ICML 2018) for randomised defenses.
+
+``EOT(pipeline, n)`` evaluates a random pipeline n times and returns the mean logits, so the
+gradient an attack takes is the average of the n draws' gradients. Registered as attack ``eot``:
+another attack through EOT of BPDA of the bound defense's (random) transform.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attacks.base import Model
+from attacks.bpda import BPDAModel, WrapperAttack
+from attacks.registry import register
+from bench.errors import BenchError
+
+
+class EOT(nn.Module):
+    """Mean logits over ``n`` draws of a random pipeline (one batch of n x B inputs)."""
+
+    def __init__(self, pipeline: Model, n: int = 8) -> None:
+        super().__init__()
+        if int(n) < 1:
+            raise BenchError(f"EOT needs at least one draw, got n={n}")
+        self.pipeline, self.n = pipeline, int(n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reps = self.pipeline(x.repeat(self.n, *([1] * (x.dim() - 1))))
+        return reps.view(self.n, len(x), -1).mean(0)
+
+
+@register("eot")
+class EOTAttack(WrapperAttack):
+    """Another attack (default pgd) through EOT over ``n`` draws of BPDA of the defense's transform."""
+
+    def __init__(self, n: int = 8, **params) -> None:
+        super().__init__(**params)
+        self.n = int(n)
+
+    def pipeline(self, model: Model) -> Model:
+        base = self.defense.model if self.defense is not None else model
+        return EOT(BPDAModel(base, self._transform()), self.n)
+
+    def config(self) -> dict:
+        return {**super().config(), "n": self.n}

@@ -1,0 +1,110 @@
+"""RIDE: robust iterative data estimation (Lin, Pfister, Zhang; Algorithms 1 and 2).
+
+Each input owns a fresh fully-convolutional net h (3x3 convs, ReLU; MNIST 1->16->16->16->1, CIFAR
+3->32->32->32->32->3, from the paper's Table 3) trained as a denoising autoencoder with noisy inputs
+z ~ N(x_t, sigma) and noisy targets s ~ N(x_t, sigma) (MSE, Adam lr 1e-4, weight decay 1e-4,
+mini-batch n = 1), K iterations per checkpoint, T checkpoints, x_t = alpha x_{t-1} + (1 - alpha)
+x_est^(t), returning x_est^(T), where x_est = E_z[h(z)] over ``est_samples`` draws.
+
+A whole batch of images trains at once: their nets are one grouped convolution (groups = batch), the
+loss is the sum of the per-image losses and Adam is elementwise, so every image's net sees exactly
+the updates it would see alone. Each image draws its noise and initial weights from its own seeded
+generator, so a batch gives the same result as one image at a time with the same seeds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from bench.errors import BenchError
+from defenses.purify import Purifier
+from defenses.registry import register
+
+CHANNELS = {1: [16, 16, 16], 3: [32, 32, 32, 32]}  # hidden widths per input channel count (Table 3)
+
+
+class GroupedFCN:
+    """B independent FCNs stored as grouped-conv weights: layer l has weight (B*out, in, 3, 3)."""
+
+    def __init__(self, widths: list[int], batch: int, generators: list[torch.Generator], device) -> None:
+        self.batch, self.widths = batch, widths
+        self.params: list[torch.Tensor] = []
+        for cin, cout in zip(widths[:-1], widths[1:]):
+            bound = 1 / math.sqrt(cin * 9)  # PyTorch's default conv init range
+            w = torch.cat([(torch.rand(cout, cin, 3, 3, generator=g) * 2 - 1) * bound for g in generators])
+            b = torch.cat([(torch.rand(cout, generator=g) * 2 - 1) * bound for g in generators])
+            self.params += [w.to(device).requires_grad_(True), b.to(device).requires_grad_(True)]
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (S, B*C, H, W) -> (S, B*C, H, W); S samples per image share the image's net."""
+        out = z
+        n_layers = len(self.widths) - 1
+        for i in range(n_layers):
+            out = F.conv2d(out, self.params[2 * i], self.params[2 * i + 1], padding=1, groups=self.batch)
+            if i < n_layers - 1:
+                out = F.relu(out)
+        return out
+
+
+@register("ride")
+class RIDE(Purifier):
+    """Per-input self-supervised denoising with checkpoints and interpolation (randomised)."""
+
+    randomized = True
+    dataset_defaults = {
+        # digits (our choice): far fewer iterations, a larger step, so 100 images take seconds on a CPU.
+        "digits": {"iterations": 100, "checkpoints": 3, "lr": 1e-2, "sigma": 0.3},
+        "mnist": {"iterations": 2000, "checkpoints": 5, "lr": 1e-4},
+        "cifar10": {"iterations": 2000, "checkpoints": 5, "lr": 1e-4},
+    }
+
+    def __init__(self, iterations: int = 2000, checkpoints: int = 5, sigma: float = 0.5, lr: float = 1e-4,
+                 weight_decay: float = 1e-4, alpha: float = 0.9, est_samples: int = 8, seed: int = 0,
+                 batch_size: int = 256) -> None:
+        if int(iterations) < 1 or int(checkpoints) < 1:
+            raise BenchError("ride needs iterations >= 1 and checkpoints >= 1")
+        self.iterations, self.checkpoints, self.sigma = int(iterations), int(checkpoints), float(sigma)
+        self.lr, self.weight_decay, self.alpha = float(lr), float(weight_decay), float(alpha)
+        self.est_samples, self.seed, self.batch_size = int(est_samples), int(seed), int(batch_size)
+        self._calls = 0
+        self.eot_samples = 4
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        self._calls += 1  # fresh randomness per call (it is a random defense), reproducible per run
+        seeds = [self.seed * 1_000_003 + self._calls * 10_007 + i for i in range(len(x))]
+        return torch.cat([self.purify(x[i : i + self.batch_size], seeds[i : i + self.batch_size])
+                          for i in range(0, len(x), self.batch_size)])
+
+    def purify(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """Algorithm 2 for a batch, image i driven by generator seed ``seeds[i]``."""
+        b, c, h, w = x.shape
+        if c not in CHANNELS:
+            raise BenchError(f"ride has networks for 1 or 3 channels, got {c}")
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        net = GroupedFCN([c, *CHANNELS[c], c], b, gens, x.device)
+        opt = torch.optim.Adam(net.params, lr=self.lr, weight_decay=self.weight_decay)
+        x_t = x.detach().reshape(1, b * c, h, w)
+
+        def noise(samples: int) -> torch.Tensor:
+            per = [torch.randn(samples, c, h, w, generator=g) for g in gens]
+            return torch.stack(per, 1).reshape(samples, b * c, h, w).to(x.device) * self.sigma
+
+        with torch.enable_grad():
+            for _ in range(self.checkpoints):
+                chunk = 50
+                for start in range(0, self.iterations, chunk):
+                    steps = min(chunk, self.iterations - start)
+                    zs, ss = noise(steps), noise(steps)
+                    for j in range(steps):
+                        pred = net(x_t + zs[j : j + 1])
+                        loss = (pred - (x_t + ss[j : j + 1])).pow(2).view(b, -1).mean(1).sum()
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                with torch.no_grad():
+                    x_est = net(x_t + noise(self.est_samples)).mean(0, keepdim=True)
+                x_t = self.alpha * x_t + (1 - self.alpha) * x_est
+        return x_est.view(b, c, h, w).clamp(0, 1).detach()
