@@ -55,13 +55,20 @@ def test_tvm_reduces_total_variation_and_stays_close(digits_test):
 
 
 def test_ride_batched_equals_one_at_a_time(digits_test):
-    x = digits_test.x[:3]
-    ride = defenses.create("ride", iterations=30, checkpoints=2, lr=1e-2, sigma=0.3)
-    seeds = [11, 12, 13]
+    ride = defenses.create("ride", iterations=100, checkpoints=2, lr=1e-2, sigma=0.3)
+    seeds = [11, 12, 13, 14]
+    # float64: each image's net sees exactly the updates it sees alone (in float32 the grouped and the
+    # single convolution round differently, and 200 Adam steps can amplify that in an odd image).
+    x = digits_test.x[:4].double()
     batched = ride.purify(x, seeds)
-    alone = torch.cat([ride.purify(x[i : i + 1], [seeds[i]]) for i in range(3)])
-    assert torch.allclose(batched, alone, atol=1e-4)
-    assert not torch.allclose(ride.purify(x[:1], [99]), alone[:1], atol=1e-4)  # the seed matters
+    alone = torch.cat([ride.purify(x[i : i + 1], [seeds[i]]) for i in range(4)])
+    assert batched.dtype == torch.float64
+    assert torch.allclose(batched, alone, rtol=0, atol=1e-9)
+    assert not torch.allclose(ride.purify(x[:1], [99]), alone[:1], atol=1e-3)  # the seed matters
+    short = defenses.create("ride", iterations=30, checkpoints=2, lr=1e-2, sigma=0.3)
+    x32 = digits_test.x[:4]
+    alone32 = torch.cat([short.purify(x32[i : i + 1], [seeds[i]]) for i in range(4)])
+    assert torch.allclose(short.purify(x32, seeds), alone32, atol=1e-4)
 
 
 def test_bpda_forward_is_the_transform_and_backward_the_identity():
