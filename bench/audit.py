@@ -20,6 +20,7 @@ class AuditReport:
     max_perturbation: float  # in the attack's norm (Linf, L2 or L0), largest over examples
     mean_l2: float
     mean_linf: float
+    mean_rho2: float  # mean ||x_adv - x||_2 / ||x||_2 (Deep Defense's rho_2)
 
 
 def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> torch.Tensor:
@@ -51,4 +52,5 @@ def audit(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float | None) ->
         max_perturbation=worst,
         mean_l2=float(delta.norm(dim=1).mean()) if len(delta) else 0.0,
         mean_linf=float(delta.abs().amax(1).mean()) if len(delta) else 0.0,
+        mean_rho2=float((delta.norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-12)).mean()) if len(delta) else 0.0,
     )

@@ -1,17 +1,36 @@
-"""Config hashing and atomic file writes (temporary file, fsync, rename) for cached artifacts."""
+"""The content-addressed artifact cache: config hashing, atomic writes, checksummed entries.
+
+Every expensive artifact (trained models, D' with its features, adversarial examples crafted
+against a base model, training resume state) lives under the cache folder as ``<kind>/<key>.pt``,
+where ``key`` hashes everything that determines it. A payload is written atomically (temporary
+file, fsync, rename), then its sha256 goes to a ``<key>.pt.sha256`` sidecar, written the same way.
+An entry whose sidecar is missing (killed between the two writes) or does not match, or whose
+payload does not load with ``weights_only=True``, is reported on stderr, removed and rebuilt.
+
+torch is imported lazily, so planning and resuming a finished grid stay light.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, BinaryIO
 
 from bench.errors import BenchError
+
+CHECKSUM_SUFFIX = ".sha256"
+LOCK_SUFFIX = ".lock"
+#: Counts entries found corrupt or partial and dropped (tests read it).
+REBUILDS = {"count": 0}
 
 
 def config_hash(config: Any, length: int = 16) -> str:
@@ -25,7 +44,7 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path(".bench-cache")
 
 
-def _atomic_write(path: Path, write) -> None:
+def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -39,30 +58,208 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def _denied(path: Path) -> BenchError:
+    return BenchError(f"cannot write to {Path(path).parent}: permission denied; choose a writable folder")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         _atomic_write(Path(path), lambda f: f.write(data))
     except PermissionError:
-        raise BenchError(f"cannot write to {Path(path).parent}: permission denied; choose a writable folder") from None
+        raise _denied(path) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checksum_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + CHECKSUM_SUFFIX)
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Save ``obj`` as a cache entry: payload atomically, then its sha256 sidecar atomically."""
+    import torch
+
+    path = Path(path)
+    h = hashlib.sha256()
+
+    def write(f: BinaryIO) -> None:
+        class _Hashing:  # hash while writing: no second read of a large payload
+            def write(self, b: bytes) -> int:
+                h.update(b)
+                return f.write(b)
+
+            def flush(self) -> None:
+                f.flush()
+
+        torch.save(obj, _Hashing())
+
     try:
-        _atomic_write(Path(path), lambda f: torch.save(obj, f))
+        checksum_path(path).unlink(missing_ok=True)  # a payload without a sidecar is never trusted
+        _atomic_write(path, write)
+        _atomic_write(checksum_path(path), lambda f: f.write(h.hexdigest().encode()))
     except PermissionError:
-        raise BenchError(f"cannot write to {Path(path).parent}: permission denied; choose a writable folder") from None
+        raise _denied(path) from None
+
+
+def entry_status(path: Path) -> str:
+    """``ok``, ``missing``, ``partial`` (no checksum sidecar) or ``corrupt`` (checksum mismatch)."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    side = checksum_path(path)
+    if not side.is_file():
+        return "partial"
+    return "ok" if side.read_text().strip() == file_sha256(path) else "corrupt"
+
+
+def drop_entry(path: Path) -> None:
+    Path(path).unlink(missing_ok=True)
+    checksum_path(path).unlink(missing_ok=True)
+
+
+def _warn(path: Path, why: str) -> None:
+    REBUILDS["count"] += 1
+    print(f"warning: cache entry {path} is {why}; removed, rebuilding it", file=sys.stderr, flush=True)
 
 
 def torch_load_or_none(path: Path) -> Any:
-    """Load a cached tensor file with weights_only=True; a missing or corrupt entry returns None."""
-    if not path.is_file():
+    """Load a cache entry (checksum verified, ``weights_only=True``); None when it is missing,
+    partial or corrupt, in which case it is removed so the caller rebuilds it."""
+    import torch
+
+    path = Path(path)
+    status = entry_status(path)
+    if status == "missing":
+        return None
+    if status != "ok":
+        drop_entry(path)
+        _warn(path, "partial (no checksum)" if status == "partial" else "corrupt (checksum mismatch)")
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        path.unlink(missing_ok=True)  # corrupt or partial: rebuild
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # e.g. a pickle that weights_only refuses
+        drop_entry(path)
+        _warn(path, f"unloadable ({type(exc).__name__})")
         return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # mtime = last use, for `bench cache gc --older-than`
+    return obj
+
+
+@contextlib.contextmanager
+def lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``<path>.lock``: concurrent workers (Ray tasks) sharing a cache
+    build an artifact once; the others wait, then load it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no locking, at worst duplicate work
+        yield
+        return
+    lock_path = Path(path).with_name(Path(path).name + LOCK_SUFFIX)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock_path, "a+b")  # noqa: SIM115 - held for the with-block
+    except PermissionError:
+        raise _denied(lock_path) from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
+
+
+# -- `bench cache ls | du | gc` -----------------------------------------------------------------
+@dataclass
+class Entry:
+    path: Path
+    kind: str  # models, adv, databases, training, robustbench, ...
+    size: int
+    mtime: float
+    status: str  # ok, partial, corrupt, unverified, temp, lock, orphan, dir
+
+    @property
+    def age_days(self) -> float:
+        return max(0.0, (time.time() - self.mtime) / 86400)
+
+
+def _size(p: Path) -> int:
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return p.stat().st_size
+
+
+def scan(cache_dir: Path, verify: bool = False) -> list[Entry]:
+    """Every entry under ``cache_dir`` (sidecars are folded into their payload)."""
+    root = Path(cache_dir)
+    if not root.exists():
+        return []
+    if not root.is_dir():
+        raise BenchError(f"cache folder {root} is not a folder")
+    out: list[Entry] = []
+    for kind_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for p in sorted(kind_dir.iterdir()):
+            st = p.stat()
+            name = p.name
+            if name.endswith(".tmp"):
+                status = "temp"
+            elif name.endswith(LOCK_SUFFIX):
+                status = "lock"
+            elif name.endswith(CHECKSUM_SUFFIX):
+                if (p.with_name(name[: -len(CHECKSUM_SUFFIX)])).exists():
+                    continue
+                status = "orphan"
+            elif p.is_dir():
+                status = "dir"  # e.g. training resume state, robustbench downloads
+            elif not checksum_path(p).is_file():
+                status = "partial"
+            else:
+                status = entry_status(p) if verify else "unverified"
+            out.append(Entry(p, kind_dir.name, _size(p), st.st_mtime, status))
+    return out
+
+
+def remove(entry: Entry) -> None:
+    if entry.path.is_dir():
+        shutil.rmtree(entry.path, ignore_errors=True)
+    elif entry.status in ("temp", "lock", "orphan"):
+        entry.path.unlink(missing_ok=True)
+    else:
+        drop_entry(entry.path)
+
+
+def gc_candidates(entries: list[Entry], older_than_days: float | None = None, everything: bool = False
+                  ) -> list[tuple[Entry, str]]:
+    """What ``bench cache gc`` removes, with the reason: temporary leftovers, orphan sidecars,
+    partial or corrupt entries, entries unused for ``older_than_days``, or everything."""
+    out = []
+    for e in entries:
+        if everything:
+            out.append((e, "--all"))
+        elif e.status == "temp":
+            out.append((e, "temporary leftover"))
+        elif e.status == "orphan":
+            out.append((e, "checksum without payload"))
+        elif e.status in ("partial", "corrupt"):
+            out.append((e, f"{e.status} entry"))
+        elif older_than_days is not None and e.status != "lock" and e.age_days > older_than_days:
+            out.append((e, f"unused for {e.age_days:.1f} days"))
+    return out
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover

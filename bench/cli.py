@@ -56,15 +56,24 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="List the cells and what would run, then exit.")
 @click.option("--leaderboard/--no-leaderboard", default=True, show_default=True,
               help="Write leaderboards/<grid>.md when the run ends.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Run cells in this process or as Ray tasks (pip install -e '.[ray]').")
+@click.option("--ray-address", default=None,
+              help="Existing Ray cluster (auto, host:6379 or ray://host:10001); default: start a local one.")
 def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path | None, results_dir: Path,
         tracking_uri: str | None, no_tracking: bool, device: str, limit: int | None, seed: int | None,
-        dry_run: bool, leaderboard: bool) -> None:
+        dry_run: bool, leaderboard: bool, executor: str, ray_address: str | None) -> None:
     """Run a grid: train or load models, attack, audit, record every cell."""
     from bench import grid as grids
     from bench.cache import default_cache_dir
-    from bench.runner import Runner, RunOptions
+    from bench.executors import create as create_executor
 
     spec = grids.load(grid_name)
+    runner_executor = create_executor(executor, ray_address)
+    if not dry_run and _finished_already(spec, results_dir, limit, seed, leaderboard):
+        return
+    from bench.runner import Runner, RunOptions
+
     opts = RunOptions(data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(), results_dir=results_dir,
                       tracking_uri=tracking_uri, tracking=not no_tracking, device=device, limit=limit, seed=seed,
                       download=download)
@@ -80,7 +89,7 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         for c, why in plan.skipped:
             click.echo(f"  skip  {c.key}: {why}")
         return
-    summary = runner.run()
+    summary = runner.run(runner_executor)
     click.echo(f"{summary.ran} cells run ({summary.failed} failed), {summary.skipped_done} already done, "
                f"{summary.skipped_unavailable} unavailable; records in {summary.results_path}")
     if leaderboard:
@@ -92,6 +101,27 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         for line in summary.failures:
             click.echo(f"  {line}", err=True)
         sys.exit(1)
+
+
+def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | None, leaderboard: bool) -> bool:
+    """Every cell of the grid already has an ok record: say so (and refresh the leaderboard)
+    without importing torch, loading data or models, or opening MLflow."""
+    from bench.reliability import cell_flags
+    from bench.results import ResultStore
+
+    if limit is not None and limit <= 0:
+        return False  # the Runner reports it
+    store = ResultStore(Path(results_dir) / f"{spec.name}.jsonl")
+    cells = spec.cells(limit=limit, seed=seed)
+    if not store.all_finished([c.cell_id for c in cells]):
+        return False
+    store.set_flags(cell_flags(list(store.records.values())))
+    click.echo(f"nothing to do: all {len(cells)} cells already finished; records in {store.path}")
+    if leaderboard:
+        wanted = {c.cell_id for c in cells}
+        records = [r for r in store.records.values() if r.get("cell_id") in wanted]
+        click.echo(f"leaderboard written to {_write_leaderboard(spec, records, None)}")
+    return True
 
 
 @cli.command("list")
@@ -170,6 +200,71 @@ def check(grid_name: str, baseline: Path, tolerance: float, results_dir: Path, w
             click.echo(f"  {p}", err=True)
         sys.exit(1)
     click.echo(f"check passed: {len(records)} cells within {tolerance:g} points of {baseline}")
+
+
+@cli.group("cache")
+def cache_() -> None:
+    """Inspect and clean the artifact cache (models, D', adversarial examples)."""
+
+
+_cache_dir_option = click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                                 help="Default: $BENCH_CACHE_DIR or .bench-cache.")
+
+
+def _cache_dir(cache_dir: Path | None) -> Path:
+    from bench.cache import default_cache_dir
+
+    return cache_dir or default_cache_dir()
+
+
+@cache_.command("ls")
+@_cache_dir_option
+@click.option("--verify", is_flag=True, help="Check every entry's sha256 (reads every file).")
+def cache_ls(cache_dir: Path | None, verify: bool) -> None:
+    """List cache entries: kind, size, days since last use, status, path."""
+    from bench.cache import human, scan
+
+    entries = scan(_cache_dir(cache_dir), verify=verify)
+    for e in entries:
+        click.echo(f"{e.kind:12s} {human(e.size):>10s} {e.age_days:7.1f}d  {e.status:10s} {e.path}")
+    click.echo(f"{len(entries)} entries in {_cache_dir(cache_dir)}", err=True)
+
+
+@cache_.command("du")
+@_cache_dir_option
+def cache_du(cache_dir: Path | None) -> None:
+    """Disk use per kind of artifact, and in total."""
+    from bench.cache import human, scan
+
+    totals: dict[str, tuple[int, int]] = {}
+    for e in scan(_cache_dir(cache_dir)):
+        n, size = totals.get(e.kind, (0, 0))
+        totals[e.kind] = (n + 1, size + e.size)
+    for kind, (n, size) in sorted(totals.items()):
+        click.echo(f"{kind:12s} {n:6d} entries {human(size):>10s}")
+    click.echo(f"{'total':12s} {sum(n for n, _ in totals.values()):6d} entries "
+               f"{human(sum(s for _, s in totals.values())):>10s}")
+
+
+@cache_.command("gc")
+@_cache_dir_option
+@click.option("--older-than", type=float, default=None, metavar="DAYS", help="Also remove entries unused for DAYS.")
+@click.option("--all", "everything", is_flag=True, help="Remove everything in the cache.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def cache_gc(cache_dir: Path | None, older_than: float | None, everything: bool, dry_run: bool) -> None:
+    """Remove temporary leftovers, partial or corrupt entries (checksums verified), and optionally
+    old entries or everything."""
+    from bench.cache import gc_candidates, human, remove, scan
+
+    if older_than is not None and older_than < 0:
+        raise BenchError(f"--older-than must be non-negative, got {older_than}")
+    doomed = gc_candidates(scan(_cache_dir(cache_dir), verify=True), older_than, everything)
+    for e, why in doomed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {e.path} ({why}, {human(e.size)})")
+        if not dry_run:
+            remove(e)
+    click.echo(f"{len(doomed)} entries, {human(sum(e.size for e, _ in doomed))} "
+               f"{'would be freed' if dry_run else 'freed'}")
 
 
 @cli.command()

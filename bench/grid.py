@@ -10,6 +10,7 @@ with every runtime defense.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -160,7 +161,9 @@ def _ball_norm(attack: str) -> str:
         return "Linf"
 
 
-def _eps_list(value: Any, where: str, norm: str = "Linf") -> tuple[float | None, ...]:
+def _eps_list(value: Any, where: str, norm: str | Callable[[], str] = "Linf") -> tuple[float | None, ...]:
+    """Parse eps values; ``norm`` may be a callable, asked only for an eps above 1 (importing the
+    attack registry costs a torch import, which resuming a finished grid avoids)."""
     if value is None:
         return (None,)
     values = value if isinstance(value, list) else [value]
@@ -174,6 +177,8 @@ def _eps_list(value: Any, where: str, norm: str = "Linf") -> tuple[float | None,
                 raise BenchError(f"{where}: eps {v!r} is not a number (write 0.03 or \"8/255\")") from None
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise BenchError(f"{where}: eps {v!r} is not a number")
+        if float(v) > 1.0 and callable(norm):
+            norm = norm()
         if float(v) < 0.0 or (norm == "Linf" and float(v) > 1.0):
             raise BenchError(f"{where}: eps {v} is outside [0, 1] (images are scaled to [0, 1])")
         out.append(float(v))
@@ -220,7 +225,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
             raise BenchError(f"{aw}: a transfer attack needs surrogate = {{arch = ..., seed = ...}}")
         runtime = a.get("runtime", [])
         attacks.append(AttackSpec(
-            name=a["name"], threat=threat, eps=_eps_list(a.get("eps"), aw, _ball_norm(a["name"])),
+            name=a["name"], threat=threat, eps=_eps_list(a.get("eps"), aw, lambda a=a: _ball_norm(a["name"])),
             params=dict(a.get("params", {})),
             surrogate=dict(a.get("surrogate", {})), runtime=tuple([runtime] if isinstance(runtime, str) else runtime),
             label=a.get("label", ""),

@@ -18,6 +18,7 @@ import pandas as pd
 from bench.grid import GridSpec
 
 WORST = "worst case"
+FLAG = " †"
 
 
 def column_label(rec: dict[str, Any], multi_eps: bool) -> str:
@@ -38,8 +39,13 @@ def worst_case(per_example: list[str]) -> float | None:
     return survive / n if n else None
 
 
-def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None) -> pd.DataFrame:
+def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
+                flags: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """The Table-1 layout; a value whose cell has a reliability flag (``flags``: cell_id -> reasons,
+    see bench.reliability) carries the marker FLAG."""
+    flags = flags or {}
     ok = [r for r in records if r.get("status") == "ok"]
+    flagged: set[tuple[tuple[str, str], str]] = set()
     eps_per_attack: dict[tuple[str, str], set] = {}
     for r in ok:
         eps_per_attack.setdefault((r["attack"], r["threat"]), set()).add(r.get("eps"))
@@ -55,6 +61,8 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None) -> 
         label = column_label(r, len(eps_per_attack[(r["attack"], r["threat"])]) > 1)
         columns[label] = None
         rows.setdefault(pair, {})[label] = r["robust_acc"]
+        if flags.get(r.get("cell_id", "")):
+            flagged.add((pair, label))
         clean.setdefault(pair, []).append(r["clean_acc"])
         if r.get("eps") is not None:  # minimal-norm attacks are unbounded: they always win against `none`
             per_example.setdefault(pair, []).append(r.get("per_example", ""))
@@ -70,6 +78,8 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None) -> 
         row["clean"] = _fmt(sum(c) / len(c) if c else None, ref.get(f"{train}/{runtime}/clean"))
         for col in columns:
             row[col] = _fmt(vals.get(col), ref.get(f"{train}/{runtime}/{col}"))
+            if ((train, runtime), col) in flagged:
+                row[col] += FLAG
         row[WORST] = _fmt(worst_case(per_example.get((train, runtime), [])), None)
         table.append(row)
     return pd.DataFrame(table, columns=["train-time", "runtime", "clean", *columns, WORST])
@@ -81,7 +91,10 @@ def _fmt(value: float | None, reference: float | None) -> str:
 
 
 def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | None = None) -> str:
-    df = build_table(records, spec)
+    from bench.reliability import cell_flags
+
+    flags = cell_flags(records)
+    df = build_table(records, spec, flags)
     ok = [r for r in records if r.get("status") == "ok"]
     failed = [r for r in records if r.get("status") != "ok"]
     n = max((r["n"] for r in ok), default=0)
@@ -100,6 +113,11 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
                   "shown beside ours, not in place of ours.", ""]
     table = df.to_markdown(index=False, tablefmt="pipe", disable_numparse=True) if len(df) else "(no finished cells)"
     lines.append(table)
+    if flags:
+        by_id = {r.get("cell_id"): r for r in ok}
+        lines += ["", f"{FLAG.strip()} Evaluation looks unreliable (AutoAttack-style checks), the number may "
+                  "overstate robustness:"]
+        lines += [f"- {by_id[cid]['key']}: {'; '.join(why)}" for cid, why in flags.items() if cid in by_id]
     lines += ["", f"Reproduce: `bench run --grid {spec.name}` then `bench leaderboard --grid {spec.name}`."]
     if ok:
         versions = sorted({r.get("code_version", "") for r in ok})

@@ -45,8 +45,27 @@ class ResultStore:
 
     def put(self, record: dict[str, Any]) -> None:
         self.records[record["cell_id"]] = record
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records.values())
-        atomic_write_text(self.path, text)
+        atomic_write_text(self.path, self._text())
+
+    def set_flags(self, flags: dict[str, list[str]]) -> None:
+        """Store reliability flags (bench.reliability) in the records; rewrites only on a change."""
+        changed = False
+        for cid, rec in self.records.items():
+            new = flags.get(cid, [])
+            if rec.get("flags", []) != new:
+                changed = True
+                if new:
+                    rec["flags"] = new
+                else:
+                    rec.pop("flags", None)
+        if changed:
+            atomic_write_text(self.path, self._text())
+
+    def all_finished(self, cell_ids: list[str]) -> bool:
+        return bool(cell_ids) and all(self.finished(c) for c in cell_ids)
+
+    def _text(self) -> str:
+        return "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records.values())
 
     def ok_records(self) -> list[dict[str, Any]]:
         return [r for r in self.records.values() if r.get("status") == "ok"]

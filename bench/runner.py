@@ -25,10 +25,13 @@ import attacks
 import defenses
 from bench import __version__, audit, data, models
 from bench.cache import atomic_torch_save, config_hash, default_cache_dir, torch_load_or_none
+from bench.cache import lock as cache_lock
 from bench.device import resolve as resolve_device
 from bench.errors import AuditError, BenchError
 from bench.grid import Cell, GridSpec
+from bench.reliability import cell_flags, zero_grad_fraction
 from bench.results import ResultStore
+from bench.stream import stream_order
 from bench.tracking import Tracker
 from bench.zoo import is_zoo_name, load_robustbench
 
@@ -42,6 +45,19 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{__version__}+{sha}" if sha else __version__
+
+
+def _finite_logits(predict: Any, name: str) -> Any:
+    """Wrap a runtime defense's predict so NaN / inf logits fail the cell instead of scoring."""
+
+    @functools.wraps(predict)
+    def checked(x: torch.Tensor) -> torch.Tensor:
+        logits = predict(x)
+        if not torch.isfinite(logits).all():
+            raise BenchError(f"non-finite logits (NaN or inf) from runtime defense {name!r}")
+        return logits
+
+    return checked
 
 
 @dataclass
@@ -123,6 +139,8 @@ class Runner:
         self.opt = options or RunOptions()
         if self.opt.limit is not None and self.opt.limit <= 0:
             raise BenchError(f"--limit must be positive, got {self.opt.limit}")
+        if spec.arch not in models.ARCHS and not is_zoo_name(spec.base_model):
+            models.ARCHS.get(spec.arch)  # raises a BenchError listing the valid names
         self.cells = spec.cells(limit=self.opt.limit, seed=self.opt.seed)
         self.store = ResultStore(Path(self.opt.results_dir) / f"{spec.name}.jsonl")
         self.family = data.family_of(spec.dataset)
@@ -148,7 +166,19 @@ class Runner:
         return Plan(todo, done, skipped)
 
     # -- running ---------------------------------------------------------------------------------
-    def run(self) -> Summary:
+    def setup(self) -> None:
+        """Device, seed and test data: what running cells in this process needs."""
+        self.device = resolve_device(self.opt.device)
+        torch.manual_seed(self.cells[0].seed)
+        limit = self.cells[0].limit
+        self.test = data.load(self.spec.dataset, "test", self.opt.data_dir, limit, self.opt.download)
+        self._train_set: data.Dataset | None = None
+
+    def run(self, executor: Any = None) -> Summary:
+        """Run the unfinished cells with ``executor`` (default: in this process, one after another)."""
+        from bench.executors import LocalExecutor
+
+        executor = executor or LocalExecutor()
         plan = self.plan()
         summary = Summary(skipped_done=len(plan.done), skipped_unavailable=len(plan.skipped),
                           results_path=self.store.path)
@@ -160,19 +190,19 @@ class Runner:
             tqdm.write(f"nothing to do: {len(plan.done)} cells already finished in {self.store.path}")
             return summary
         self.store.check_writable()
-        self.device = resolve_device(self.opt.device)
-        torch.manual_seed(self.cells[0].seed)
-        self.test = data.load(self.spec.dataset, "test", self.opt.data_dir, plan.todo[0].limit, self.opt.download)
-        self._train_set: data.Dataset | None = None
+        executor.start(self)
         with Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
-                     tags={"device": str(self.device), "grid_path": self.spec.path}) as tracker:
+                     tags={"device": executor.device_label(self), "executor": executor.name,
+                           "grid_path": self.spec.path}) as tracker:
             self.tracker = tracker
-            bar = tqdm(plan.todo, desc=f"grid {self.spec.name}", unit="cell", disable=not self.opt.progress or None)
-            for i, cell in enumerate(bar, 1):
+            bar = tqdm(executor.run(self, plan.todo), total=len(plan.todo), desc=f"grid {self.spec.name}",
+                       unit="cell", disable=not self.opt.progress or None)
+            for i, (cell, record, sample) in enumerate(bar, 1):
                 bar.set_postfix_str(cell.key)
-                record = self.run_cell(cell)
+                # MLflow first, then the record: a kill in between leaves an unfinished cell whose
+                # stray run the rerun replaces (one run per cell_id), never a record without a run.
+                self._log(cell, record, sample)
                 self.store.put(record)
-                self._log(cell, record)
                 summary.ran += 1
                 status = (f"clean {100 * record['clean_acc']:.1f}%  robust {100 * record['robust_acc']:.1f}%"
                           if record["status"] == "ok" else f"FAILED: {record['error']}")
@@ -180,43 +210,89 @@ class Runner:
                 if record["status"] != "ok":
                     summary.failed += 1
                     summary.failures.append(f"{cell.key}: {record['error']}")
+        self.store.set_flags(cell_flags(list(self.store.records.values())))
         return summary
 
-    def _log(self, cell: Cell, record: dict[str, Any]) -> None:
+    def sample(self, cell: Cell, record: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Eight clean and adversarial images for MLflow (None for a failed cell)."""
+        adv = self._adv.get(self._adv_key(cell)) if record["status"] == "ok" else None
+        return (self.test.x[:8].cpu(), adv[0][:8].cpu()) if (adv is not None and self.opt.log_samples) else None
+
+    def _log(self, cell: Cell, record: dict[str, Any], pair: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         if self.tracker is None:
             return
-        sample = self._adv.get(self._adv_key(cell)) if record["status"] == "ok" else None
-        pair = (self.test.x[:8], sample[0][:8]) if (sample is not None and self.opt.log_samples) else None
         params = {"dataset": cell.dataset, "arch": cell.arch, "train_defense": cell.train_defense,
                   "runtime_defense": cell.runtime_defense, "attack": cell.attack, "threat": cell.threat,
                   "eps": cell.eps, "limit": cell.limit, "seed": cell.seed, **{
                       f"attack.{k}": v for k, v in record.get("params", {}).get("attack", {}).items()}}
-        self.tracker.log_cell(record, params, pair)
+        try:
+            self.tracker.log_cell(record, params, pair)
+        except BenchError:
+            raise
+        except Exception as exc:  # the record still counts; say why MLflow lacks it
+            tqdm.write(f"warning: MLflow logging of {cell.key} failed ({type(exc).__name__}: {exc}"[:300] + ")")
 
-    def run_cell(self, cell: Cell) -> dict[str, Any]:
-        start = time.perf_counter()
-        base = {"key": cell.key, "cell_id": cell.cell_id, "config_hash": cell.cell_id, "grid": cell.grid,
+    def cell_fields(self, cell: Cell) -> dict[str, Any]:
+        return {"key": cell.key, "cell_id": cell.cell_id, "config_hash": cell.cell_id, "grid": cell.grid,
                 "dataset": cell.dataset, "arch": cell.arch, "train_defense": cell.train_defense,
                 "runtime_defense": cell.runtime_defense, "attack": cell.attack_label, "attack_name": cell.attack,
                 "threat": cell.threat, "eps": cell.eps, "seed": cell.seed, "device": str(self.device),
                 "code_version": code_version()}
+
+    @staticmethod
+    def failure(exc: BaseException) -> dict[str, Any]:
+        """The status / error fields of a cell that raised ``exc``."""
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        kind = "audit" if isinstance(exc, AuditError) else type(exc).__name__
+        rec: dict[str, Any] = {"status": "failed", "error": f"{kind}: {msg}"[:500]}
+        if not isinstance(exc, BenchError):
+            rec["traceback"] = "".join(traceback.format_exception(exc, limit=8))[-2000:]
+        return rec
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        start = time.perf_counter()
+        base = self.cell_fields(cell)
+        torch.manual_seed(cell.seed)  # per cell: a resumed grid or a Ray worker draws what a full local run does
         try:
             rec = self._evaluate(cell)
+            rec.update(self._diagnostics(cell))
             rec["status"], rec["error"] = "ok", ""
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # fault isolation: one broken cell must not stop the grid
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            kind = "audit" if isinstance(exc, AuditError) else type(exc).__name__
-            rec = {"status": "failed", "error": f"{kind}: {msg}"[:500]}
-            if not isinstance(exc, BenchError):
-                rec["traceback"] = traceback.format_exc(limit=8)[-2000:]
+            rec = self.failure(exc)
+            if isinstance(exc, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
+                torch.cuda.empty_cache()
         seconds = time.perf_counter() - start
         rec.update(base)
+        rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rec["seconds"] = round(seconds, 3)
         rec.setdefault("n", 0)
         rec["examples_per_second"] = round(rec["n"] / seconds, 3) if seconds > 0 else 0.0
         return rec
+
+    def _diagnostics(self, cell: Cell) -> dict[str, Any]:
+        """Cheap reliability signals (see bench.reliability): zero input gradients of the attacked
+        model, and for adaptive cells whether the defense is random and how many EOT draws the
+        attack takes. Non-finite logits fail the cell."""
+        model, model_key = self.model(cell.arch, cell.train_defense, cell.train_params, cell.seed)
+        out: dict[str, Any] = {}
+        target: Any = model
+        if cell.threat == "adaptive":
+            from attacks.eot import EOT
+
+            defense = self.runtime(cell, model, model_key)
+            randomized = bool(getattr(defense, "randomized", False))
+            target = defense.attack_model()
+            eot = int(self.attack(cell)[1].get("n", 8)) if cell.attack == "eot" else (
+                target.n if isinstance(target, EOT) else 0)
+            out.update(randomized=randomized, eot_samples=eot)
+            if randomized or getattr(defense, "stateful", False):
+                return out  # gradients of a random or stateful pipeline are neither cheap nor stable
+        elif cell.threat == "transfer":
+            return out
+        out["zero_grad_frac"] = round(zero_grad_fraction(target, self.test.x.to(self.device), self.test.y), 6)
+        return out
 
     # -- artifacts -------------------------------------------------------------------------------
     def train_set(self) -> data.Dataset:
@@ -247,17 +323,18 @@ class Runner:
             raise BenchError(self._failed_artifacts[key])
         path = Path(self.opt.cache_dir) / "models" / f"{key}.pt"
         nc, in_ch = self.test.num_classes, self.test.x.shape[1]
-        ckpt = torch_load_or_none(path)
-        if ckpt is not None:
-            model = factory(**params).build(models.create(arch, nc, in_ch))
-            model.load_state_dict(ckpt["state_dict"])
-        else:
-            try:
-                model = self._train(arch, defense, factory, params, key, nc, in_ch)
-            except BenchError as exc:
-                self._failed_artifacts[key] = str(exc)
-                raise
-            models.save(model, path, arch, defense=defense, params=params)
+        with cache_lock(path):  # concurrent Ray workers train a model once
+            ckpt = torch_load_or_none(path)
+            if ckpt is not None:
+                model = factory(**params).build(models.create(arch, nc, in_ch))
+                model.load_state_dict(ckpt["state_dict"])
+            else:
+                try:
+                    model = self._train(arch, defense, factory, params, key, nc, in_ch)
+                except BenchError as exc:
+                    self._failed_artifacts[key] = str(exc)
+                    raise
+                models.save(model, path, arch, defense=defense, params=params)
         model = model.to(self.device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -290,6 +367,7 @@ class Runner:
             defense = factory(**params)
             needs_train = cell.runtime_defense != "none"
             defense.prepare(model, self.train_set() if needs_train else None)
+            defense.predict = _finite_logits(defense.predict, cell.runtime_defense)
             self._runtime[key] = defense
         return self._runtime[key]
 
@@ -313,7 +391,7 @@ class Runner:
         if not getattr(defense, "stateful", False):
             return defense.predict(x).argmax(1).cpu(), None
         defense.reset()
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        order = stream_order(len(x), seed)
         pred = torch.empty(len(x), dtype=torch.long)
         pred[order] = defense.predict(x[order]).argmax(1).cpu()
         return pred, list(getattr(defense, "last_delays", []) or [])
@@ -342,19 +420,31 @@ class Runner:
         adv_pred, delays = self.predict(defense, x_adv, cell.seed)
         clean_ok, robust_ok = clean_pred == y, adv_pred == y
         n = len(y)
+        # Stream attacks with attack_rate < 1 interleave clean points: score the attack points only.
+        attacked = getattr(attack, "last_attacked", None)
+        mixed = attacked is not None and not bool(attacked.all())
+        stream_ok = robust_ok
+        if mixed:
+            clean_ok, robust_ok = clean_ok[attacked], robust_ok[attacked]
         flipped = (clean_ok & ~robust_ok).sum().item()
         rec: dict[str, Any] = {
             "n": n, "norm": norm,
-            "clean_acc": round(clean_ok.float().mean().item(), 6),
+            "clean_acc": round((clean_pred == y).float().mean().item(), 6),
             "robust_acc": round(robust_ok.float().mean().item(), 6),
             "attack_success_rate": round(flipped / max(int(clean_ok.sum()), 1), 6),
             "max_perturbation": round(report.max_perturbation, 6),
             "mean_l2": round(report.mean_l2, 6),
+            "mean_rho2": round(report.mean_rho2, 6),
             "per_example": "".join("1" if v else "0" for v in robust_ok.tolist()),
             "clean_per_example": "".join("1" if v else "0" for v in clean_ok.tolist()),
             "params": {"attack": attack_params, "train": cell.train_params, "runtime": cell.runtime_params,
                        "surrogate": cell.surrogate},
         }
+        if attacked is not None:
+            rec["n_attacked"] = int(attacked.sum())
+        if mixed:  # per_example / clean_per_example above cover the attack points only
+            rec["attacked"] = "".join("1" if v else "0" for v in attacked.tolist())
+            rec["stream_acc"] = round(stream_ok.float().mean().item(), 6)
         if delays:
             rec["delay_per_point_s"] = round(sum(delays) / len(delays), 6)
         return rec
@@ -377,5 +467,7 @@ class Runner:
         else:
             if getattr(attack, "needs_defense", False):
                 attack.bind(defense)
+            if hasattr(attack, "stream_seed"):  # stream-aware attacks replay the order predict() uses
+                attack.stream_seed = cell.seed
             target_model = defense.attack_model()
         return attack(target_model, x, y).detach()

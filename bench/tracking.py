@@ -89,6 +89,7 @@ class Tracker:
                                             "threat", "error") if record.get(k) not in (None, "")}
         tags["torch_version"] = torch.__version__
         flat = {k: str(v)[:500] for k, v in params.items()}
+        self.drop_cell_runs(record["cell_id"])
         with mlflow.start_run(run_name=record["key"], nested=True, tags=tags):
             mlflow.log_params(flat)
             mlflow.log_metrics(metrics)
@@ -97,6 +98,20 @@ class Tracker:
                     png = Path(tmp) / "clean_vs_adversarial.png"
                     save_sample_png(*sample, png)
                     mlflow.log_artifact(str(png))
+
+    def drop_cell_runs(self, cell_id: str) -> int:
+        """Delete earlier runs of this cell in the experiment (a failed attempt, or one logged just
+        before a kill, so never written to the results), so MLflow keeps one run per cell."""
+        mlflow = self._mlflow
+        run = mlflow.active_run()
+        if run is None:
+            return 0
+        client = mlflow.tracking.MlflowClient()
+        old = client.search_runs([run.info.experiment_id], filter_string=f"tags.cell_id = '{cell_id}'",
+                                 max_results=1000)
+        for r in old:
+            client.delete_run(r.info.run_id)
+        return len(old)
 
     def log_training(self, name: str, params: dict[str, Any], history: list[dict[str, float]]) -> None:
         """A nested run for one trained model, with per-epoch loss and accuracy."""

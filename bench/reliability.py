@@ -1,0 +1,99 @@
+"""Flags for cells whose evaluation looks unreliable (AutoAttack-style sanity checks).
+
+- robust accuracy rises with eps (same defenses, attack and threat model): the attack is not
+  converging, or the defense masks gradients;
+- a transfer or black-box attack beats the white-box one of the same attack and eps: the white-box
+  gradients are not informative (gradient masking or a broken adaptive attack);
+- zero gradients: a large share of examples whose input gradient of the attacked model is exactly
+  zero (recorded by the runner as ``zero_grad_frac``);
+- a randomized runtime defense attacked adaptively without EOT (``randomized`` and ``eot_samples``
+  in the record).
+
+Pure Python over result records (no torch), except :func:`zero_grad_fraction`, which the runner
+calls per cell.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+#: Flag a cell when more than this share of examples has an exactly-zero input gradient.
+ZERO_GRAD_MAX = 0.05
+WHITE_BOX = ("base", "adaptive")
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _is_black_box(r: dict[str, Any]) -> bool:
+    return r.get("threat") == "transfer" or bool(r.get("black_box"))
+
+
+def cell_flags(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """cell_id -> reasons the cell's number may overstate robustness (only cells with a flag)."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    out: dict[str, list[str]] = defaultdict(list)
+    for r in ok:
+        z = r.get("zero_grad_frac")
+        if z is not None and z > ZERO_GRAD_MAX:
+            out[r["cell_id"]].append(f"zero input gradient on {_pct(z)} of examples (gradient masking?)")
+        if r.get("threat") == "adaptive" and r.get("randomized") and int(r.get("eot_samples") or 0) <= 1:
+            out[r["cell_id"]].append("randomized defense attacked adaptively without EOT")
+
+    series: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        if r.get("eps") is not None:
+            series[(r["train_defense"], r["runtime_defense"], r["attack"], r["threat"])].append(r)
+    for rs in series.values():
+        rs.sort(key=lambda r: r["eps"])
+        for j, big in enumerate(rs):
+            smaller = [s for s in rs[:j] if s["eps"] < big["eps"]]
+            if not smaller:
+                continue
+            low = min(smaller, key=lambda s: s["robust_acc"])
+            if big["robust_acc"] > low["robust_acc"]:
+                out[big["cell_id"]].append(
+                    f"robust accuracy rises with eps: {_pct(big['robust_acc'])} at eps {big['eps']:.4g} > "
+                    f"{_pct(low['robust_acc'])} at eps {low['eps']:.4g}")
+
+    def same(r: dict[str, Any]) -> tuple:
+        return (r["train_defense"], r["runtime_defense"], r.get("attack_name", r["attack"]), r.get("eps"))
+
+    white = defaultdict(list)
+    for r in ok:
+        if r.get("threat") in WHITE_BOX and not _is_black_box(r) and r.get("eps") is not None:
+            white[same(r)].append(r)
+    for t in ok:
+        if not _is_black_box(t) or t.get("eps") is None:
+            continue
+        for w in white.get(same(t), []):
+            if t["robust_acc"] < w["robust_acc"]:
+                out[w["cell_id"]].append(
+                    f"{t['threat']} attack {t['attack']} is stronger: {_pct(t['robust_acc'])} < "
+                    f"{_pct(w['robust_acc'])} white-box")
+    return dict(out)
+
+
+def zero_grad_fraction(model: Any, x: Any, y: Any, max_n: int = 64) -> float:
+    """Share of (up to ``max_n``) examples whose cross-entropy input gradient is exactly zero.
+
+    Also refuses non-finite logits (raises), so a diverged model fails its cell loudly."""
+    import torch
+    import torch.nn.functional as F
+
+    from bench.errors import BenchError
+
+    x = x[:max_n].clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        if not torch.isfinite(logits).all():
+            raise BenchError("non-finite logits (NaN or inf) from the attacked model")
+        loss = F.cross_entropy(logits, y[:max_n].to(logits.device), reduction="sum")
+        if not loss.requires_grad:  # no gradient path to the input at all
+            return 1.0
+        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    if grad is None:
+        return 1.0
+    return float((grad.flatten(1).abs().amax(1) == 0).float().mean())
