@@ -13,6 +13,7 @@ torch is imported lazily, so planning and resuming a finished grid stay light.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -44,10 +45,19 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path(".bench-cache")
 
 
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process umask, read once (os.umask can only be read by setting it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results and leaderboards are for sharing
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -205,3 +205,15 @@ def test_cache_cli_ls_du_gc(reference, tmp_path):
     assert not list((c / "models").glob("*.pt")) and list((c / "adv").glob("*.pt"))
     run("gc", "--all")
     assert cache.scan(c) == []
+
+
+def test_atomic_writes_follow_the_umask_not_mkstemps_0600(tmp_path):
+    import os
+
+    from bench.cache import atomic_write_text
+
+    path = tmp_path / "shared.jsonl"
+    atomic_write_text(path, "{}\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
