@@ -153,9 +153,12 @@ class StreamAttack(Attack):
 
 @register("pgd-skip-delayed")
 class PGDSkipDelayed(StreamAttack):
-    """PGD-Skip-Delayed (RMC supplement C.2, Table 3a): the point at stream position j is crafted
-    against the weights the defender had before position j - q (the initial weights while j < q).
-    q = 0 is PGD-Skip. Keeps a deque of q + 1 weight snapshots (q + 1 state dicts of memory)."""
+    """PGD-Skip-Delayed (RMC supplement C.2, Table 3a): PGD-Skip against weights q points old.
+
+    The point at stream position j is crafted against the weights the defender had before position
+    j - q (the initial weights while j < q). q = 0 is PGD-Skip. Keeps a deque of q + 1 weight
+    snapshots (q + 1 state dicts of memory).
+    """
 
     def __init__(self, q: int = 0, **kw: Any) -> None:
         super().__init__(**kw)
@@ -189,9 +192,10 @@ class PGDSkip(PGDSkipDelayed):
 
 @register("pgd-skip-partial")
 class PGDSkipPartial(StreamAttack):
-    """PGD-Skip-Partial (RMC supplement C.2, Table 3b; Table 5b for RMC+): the attacker knows a
-    seeded random subset of round(known * n) stream positions and adapts its OWN simulated copy of
-    the defense on the known earlier points only, then attacks that copy's weights.
+    """PGD-Skip-Partial (RMC supplement C.2, Table 3b): the attacker knows part of the stream.
+
+    The attacker knows a seeded random subset of round(known * n) stream positions and adapts its OWN
+    simulated copy of the defense on the known earlier points only, then attacks that copy's weights.
 
     Out of order: known points reach the attacker in groups of ``chunk``, each group shuffled
     (seeded), so the copy also lags up to ``chunk`` - 1 known points. known = 1 is full knowledge
