@@ -386,11 +386,14 @@ class Runner:
 
     # -- one cell --------------------------------------------------------------------------------
     def predict(self, defense: Any, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[float] | None]:
-        """Predicted labels; stateful defenses see a fresh stream in a fixed, seeded order."""
+        """Predicted labels; stateful defenses see a fresh stream in a fixed, seeded order.
+
+        Every pass starts from the defense's reset state, so a random defense's draws (RIDE, TVM with
+        dropping) do not depend on which cells ran before: a resumed grid reproduces a full run."""
         x = x.to(self.device)
+        defense.reset()
         if not getattr(defense, "stateful", False):
             return defense.predict(x).argmax(1).cpu(), None
-        defense.reset()
         order = stream_order(len(x), seed)
         pred = torch.empty(len(x), dtype=torch.long)
         pred[order] = defense.predict(x[order]).argmax(1).cpu()
@@ -465,6 +468,7 @@ class Runner:
             target_model, _ = self.model(sur.get("arch", cell.arch), sur.get("defense", "standard"),
                                          sur.get("params", {}), int(sur.get("seed", cell.seed + 1)))
         else:
+            defense.reset()  # as in predict(): the attack's draws do not depend on earlier cells
             if getattr(attack, "needs_defense", False):
                 attack.bind(defense)
             if hasattr(attack, "stream_seed"):  # stream-aware attacks replay the order predict() uses

@@ -75,6 +75,10 @@ class RIDE(Purifier):
         self._calls = 0
         self.eot_samples = 4
 
+    def reset(self) -> None:
+        """Restart the draw counter: the next transforms repeat the same randomness."""
+        self._calls = 0
+
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         self._calls += 1  # fresh randomness per call (it is a random defense), reproducible per run
         seeds = [self.seed * 1_000_003 + self._calls * 10_007 + i for i in range(len(x))]

@@ -58,6 +58,10 @@ class TVM(Purifier):
         self.workers = workers or os.cpu_count() or 1
         self._gen = torch.Generator().manual_seed(self.seed)
 
+    def reset(self) -> None:
+        """Reseed the pixel-dropping generator: the next transforms repeat the same draws."""
+        self._gen = torch.Generator().manual_seed(self.seed)
+
     @property
     def randomized(self) -> bool:  # type: ignore[override]
         return self.drop > 0

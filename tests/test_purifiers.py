@@ -137,3 +137,57 @@ def test_median_on_fashion_mnist_gain_vanishes_under_bpda(shared_data):
     adaptive = _acc(med, x_bpda, y)
     assert base >= none + 0.03, (none, base)
     assert adaptive - none <= 0.5 * (base - none), (none, base, adaptive)
+
+
+RIDE_GRID = """
+name = "{name}"
+dataset = "digits"
+arch = "small-cnn"
+limit = 20
+train_limit = 300
+seed = 0
+[train.standard]
+epochs = 2
+[runtime.ride]
+iterations = 5
+checkpoints = 1
+lr = 1e-2
+sigma = 0.3
+{base}
+[[attacks]]
+name = "eot"
+label = "pgd"
+threat = "adaptive"
+eps = 0.1
+params = {{ attack = "pgd", n = 2, steps = 2 }}
+"""
+BASE_CELL = """
+[[attacks]]
+name = "pgd"
+eps = 0.1
+params = { steps = 2 }
+"""
+
+
+def test_random_defense_cell_does_not_depend_on_earlier_cells(tmp_path):
+    """RIDE draws fresh randomness per call; a resumed grid (the adaptive cell alone) must still
+    reproduce the full run's record, so every pass starts from the defense's reset state."""
+    import tomllib
+
+    from bench import grid
+    from bench.runner import Runner, RunOptions
+
+    def adaptive_record(name: str, base: str) -> dict:
+        spec = grid.parse(tomllib.loads(RIDE_GRID.format(name=name, base=base)))
+        opts = RunOptions(cache_dir=tmp_path / "cache", results_dir=tmp_path / name, tracking=False,
+                          progress=False, log_samples=False)
+        Runner(spec, opts).run()
+        recs = [r for r in Runner(spec, opts).store.records.values() if r["threat"] == "adaptive"]
+        assert len(recs) == 1 and recs[0]["status"] == "ok", recs
+        return recs[0]
+
+    full = adaptive_record("full", BASE_CELL)  # the base cell runs first and calls RIDE before it
+    alone = adaptive_record("alone", "")
+    assert full["cell_id"] == alone["cell_id"]
+    for field in ("clean_per_example", "per_example", "mean_l2", "max_perturbation"):
+        assert full[field] == alone[field], field
