@@ -284,7 +284,7 @@ class Runner:
             defense = self.runtime(cell, model, model_key)
             randomized = bool(getattr(defense, "randomized", False))
             target = defense.attack_model()
-            eot = int(self.attack(cell)[1].get("n", 8)) if cell.attack == "eot" else (
+            eot = self.attack(cell)[0].n if cell.attack == "eot" else (  # the attack's own default, not a copy
                 target.n if isinstance(target, EOT) else 0)
             out.update(randomized=randomized, eot_samples=eot)
             if randomized or getattr(defense, "stateful", False):
