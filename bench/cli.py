@@ -33,6 +33,25 @@ def _write_leaderboard(spec, records, out: Path | None) -> Path:
     return path
 
 
+_plugin_option = click.option(
+    "--plugin", "plugins", multiple=True, type=click.Path(path_type=Path),
+    help="A Python file whose @attacks.register / @defenses.register calls add methods (repeatable).")
+
+
+def _load_plugins(files: tuple[Path, ...], spec=None) -> None:
+    """Plugin files from the command line and the grid, then the grid's hyperparameters checked
+    against the methods' signatures: every mistake is one line before any work starts."""
+    from bench.plugins import load_files
+
+    if spec is not None:  # the spec carries them on, e.g. to Ray workers
+        spec.plugins = tuple(dict.fromkeys([*(str(f.resolve()) for f in files), *spec.plugins]))
+    load_files([*files, *(spec.plugins if spec is not None else ())])
+    if spec is not None:
+        from bench.validate import check_spec
+
+        check_spec(spec)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="advbench")
 def cli() -> None:
@@ -60,15 +79,28 @@ def cli() -> None:
               help="Run cells in this process or as Ray tasks (pip install -e '.[ray]').")
 @click.option("--ray-address", default=None,
               help="Existing Ray cluster (auto, host:6379 or ray://host:10001); default: start a local one.")
+@click.option("--smoke", is_flag=True,
+              help="Every cell with budgets shrunk (bench.smoke: <=16 points, 1 epoch, <=2 attack steps, ...), "
+                   "at the grid's real shapes; records go to results/<grid>.smoke.jsonl.")
+@click.option("--synthetic", is_flag=True,
+              help="Seeded data of the dataset's exact shape and label count for splits whose files are missing.")
+@_plugin_option
 def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path | None, results_dir: Path,
         tracking_uri: str | None, no_tracking: bool, device: str, limit: int | None, seed: int | None,
-        dry_run: bool, leaderboard: bool, executor: str, ray_address: str | None) -> None:
+        dry_run: bool, leaderboard: bool, executor: str, ray_address: str | None, smoke: bool, synthetic: bool,
+        plugins: tuple[Path, ...]) -> None:
     """Run a grid: train or load models, attack, audit, record every cell."""
     from bench import grid as grids
     from bench.cache import default_cache_dir
     from bench.executors import create as create_executor
 
     spec = grids.load(grid_name)
+    _load_plugins(plugins, spec)
+    if smoke:
+        from bench.smoke import LIMIT, smoke_spec
+
+        spec, leaderboard = smoke_spec(spec), False  # smoke numbers never reach a leaderboard
+        limit = None if limit is None else min(limit, LIMIT)
     runner_executor = create_executor(executor, ray_address)
     if not dry_run and _finished_already(spec, results_dir, limit, seed, leaderboard):
         return
@@ -76,12 +108,15 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
 
     opts = RunOptions(data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(), results_dir=results_dir,
                       tracking_uri=tracking_uri, tracking=not no_tracking, device=device, limit=limit, seed=seed,
-                      download=download)
+                      download=download, synthetic=synthetic, budget="smoke" if smoke else "full")
     runner = Runner(spec, opts)
     plan = runner.plan()
     if dry_run:
+        checked = runner.preflight(plan.todo) if plan.todo else []
         click.echo(f"grid {spec.name}: {len(runner.cells)} cells ({len(plan.todo)} to run, {len(plan.done)} done, "
                    f"{len(plan.skipped)} unavailable)")
+        if checked:
+            click.echo(f"preflight ok: {'; '.join(checked)}")
         for c in plan.todo:
             click.echo(f"  run   {c.key}")
         for c in plan.done:
@@ -92,6 +127,8 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
     summary = runner.run(runner_executor)
     click.echo(f"{summary.ran} cells run ({summary.failed} failed), {summary.skipped_done} already done, "
                f"{summary.skipped_unavailable} unavailable; records in {summary.results_path}")
+    if smoke:
+        _report_memory(runner)
     if leaderboard:
         _, records = _spec_records(grid_name, results_dir, limit, seed)
         path = _write_leaderboard(spec, records, None)
@@ -101,6 +138,17 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         for line in summary.failures:
             click.echo(f"  {line}", err=True)
         sys.exit(1)
+
+
+def _report_memory(runner) -> None:
+    """Peak memory per cell of this grid and the largest cell (smoke runs size the real one)."""
+    recs = [r for r in runner.store.records.values() if "peak_rss_mb" in r]
+    if not recs:
+        return
+    key = "peak_cuda_mb" if any("peak_cuda_mb" in r for r in recs) else "peak_rss_mb"
+    top = max(recs, key=lambda r: r.get(key, 0))
+    click.echo(f"peak memory ({'CUDA max allocated' if key == 'peak_cuda_mb' else 'CPU RSS'}): largest cell "
+               f"{top['key']} {top[key]:.0f} MB; median {sorted(r.get(key, 0) for r in recs)[len(recs) // 2]:.0f} MB")
 
 
 def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | None, leaderboard: bool) -> bool:
@@ -126,34 +174,45 @@ def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | No
 
 @cli.command("list")
 @click.argument("what", type=click.Choice(LISTABLE))
-def list_(what: str) -> None:
-    """List registered attacks, defenses, datasets, architectures or grids."""
+@_plugin_option
+def list_(what: str, plugins: tuple[Path, ...]) -> None:
+    """List registered attacks, defenses, datasets, architectures or grids (plugins marked)."""
+    _load_plugins(plugins)
     if what == "attacks":
         import attacks
 
         for name, cls in attacks.ATTACKS.items():
-            click.echo(f"{name:20s} {_summary(cls)}")
+            click.echo(f"{name:20s} {_summary(cls)}{_origin(attacks.ATTACKS, name)}")
     elif what == "defenses":
         import defenses
 
         for name, cls in defenses.DEFENSES.items():
-            click.echo(f"{name:20s} {cls.kind:8s} {_summary(cls)}")
+            click.echo(f"{name:20s} {cls.kind:8s} {_summary(cls)}{_origin(defenses.DEFENSES, name)}")
     elif what == "datasets":
         from bench.data import DATASETS
 
         for name, fn in DATASETS.items():
-            click.echo(f"{name:20s} {_summary(fn)}")
+            click.echo(f"{name:20s} {_summary(fn)}{_origin(DATASETS, name)}")
     elif what == "archs":
         from bench.models import ARCHS
 
         for name, fn in ARCHS.items():
-            click.echo(f"{name:20s} {_summary(fn)}")
+            click.echo(f"{name:20s} {_summary(fn)}{_origin(ARCHS, name)}")
     else:
         from bench import grid as grids
 
         for name in grids.GRIDS.list_names():
             spec = grids.load(name)
-            click.echo(f"{name:28s} {spec.dataset:14s} {len(spec.cells()):4d} cells  {spec.description}")
+            try:
+                count = f"{len(spec.cells()):4d} cells"
+            except BenchError as exc:  # e.g. a checkpoint this machine lacks
+                count = f"   ? cells ({exc})"
+            click.echo(f"{name:28s} {spec.dataset:14s} {count}  {spec.description}")
+
+
+def _origin(registry, name: str) -> str:
+    origin = registry.origin(name)
+    return "" if origin == "builtin" else f"  [{origin}]"
 
 
 def _summary(obj: object) -> str:

@@ -57,22 +57,56 @@ def default_data_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "bench" / "data"
 
 
+#: (channels, height, width) and classes of the built-in datasets, for ``synthetic`` stand-ins.
+SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10),
+          "cifar10": ((3, 32, 32), 10)}
+SYNTHETIC_SIZE = 1024
+
+
 def load(
     name: str,
     split: str,
     data_dir: str | Path | None = None,
     limit: int | None = None,
     download: bool = False,
+    synthetic: bool = False,
 ) -> Dataset:
-    """Load ``split`` ('train' or 'test') of dataset ``name``, the first ``limit`` examples."""
+    """Load ``split`` ('train' or 'test') of dataset ``name``, the first ``limit`` examples.
+
+    ``synthetic``: when the files are missing, seeded data of the dataset's exact shape and label
+    count instead (see ``synthetic``), announced on stderr."""
     if split not in SPLITS:
         raise BenchError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if limit is not None and limit <= 0:
         raise BenchError(f"limit must be positive, got {limit}")
     loader = DATASETS.get(name)
     root = Path(data_dir) if data_dir is not None else default_data_dir()
-    ds = loader(split=split, root=root, download=download)
+    try:
+        ds = loader(split=split, root=root, download=download)
+    except BenchError as exc:
+        if not synthetic:
+            raise
+        ds = make_synthetic(name, split, limit or SYNTHETIC_SIZE)
+        import sys
+
+        print(f"synthetic data: {name} {split}, {len(ds)} seeded images of shape {tuple(ds.x.shape[1:])}, "
+              f"{ds.num_classes} classes (real files not found: {str(exc)[:120]})", file=sys.stderr, flush=True)
     return ds.subset(limit) if limit is not None else ds
+
+
+def make_synthetic(name: str, split: str, n: int) -> Dataset:
+    """``n`` seeded images of dataset ``name``'s shape and label count: a fixed random template per
+    class plus noise, in [0, 1], so that a model can learn something. For smoke runs, never for numbers."""
+    if name not in SHAPES:
+        raise BenchError(f"no synthetic stand-in for dataset {name!r}; known shapes: {', '.join(SHAPES)}")
+    shape, nc = SHAPES[name]
+    gen = torch.Generator().manual_seed(0)
+    templates = torch.rand((nc, *shape), generator=gen)
+    gen.manual_seed({"train": 1, "test": 2}[split])
+    y = torch.arange(n) % nc
+    y = y[torch.randperm(n, generator=gen)]
+    x = (0.7 * templates[y] + 0.3 * torch.rand((n, *shape), generator=gen)).clamp_(0, 1)
+    return Dataset(name, split, x, y.long(), nc)
 
 
 def _to_tensor(images: np.ndarray, labels: np.ndarray, name: str, split: str, nc: int) -> Dataset:
@@ -202,3 +236,20 @@ def _torchvision_download(tv_class: str, root: Path, split: str) -> None:
     except Exception as exc:  # network errors come in many types
         raise BenchError(f"download of {tv_class} to {root} failed ({type(exc).__name__}); "
                          "are you offline? Put the files there by hand") from None
+
+
+def _contract(name: str, obj: object) -> str | None:
+    """A dataset is a loader (split, root, download) -> bench.data.Dataset."""
+    return None if callable(obj) else "must be callable: a loader (split, root, download) -> bench.data.Dataset"
+
+
+DATASETS.contract = _contract
+
+
+def _load_plugins() -> None:
+    from bench.plugins import GROUPS, load_entry_points
+
+    load_entry_points(GROUPS["datasets"], DATASETS)
+
+
+_load_plugins()

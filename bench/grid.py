@@ -56,6 +56,8 @@ class Cell:
     train_limit: int | None
     seed: int
     attack_label: str
+    train_split: str = "train"
+    train_offset: int = 0
 
     @property
     def key(self) -> str:
@@ -66,7 +68,10 @@ class Cell:
     def config(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return asdict(self)
+        cfg = asdict(self)
+        if (self.train_split, self.train_offset) == ("train", 0):  # ids of grids without a stand-in stay as they were
+            del cfg["train_split"], cfg["train_offset"]
+        return cfg
 
     @property
     def cell_id(self) -> str:
@@ -88,11 +93,17 @@ class GridSpec:
     base_model: str = "standard"
     limit: int | None = None
     train_limit: int | None = None
+    #: Where the training images come from: a stand-in such as "test" from ``train_offset`` on
+    #: (e.g. a KNN database of test images disjoint from the evaluated ones).
+    train_split: str = "train"
+    train_offset: int = 0
     seed: int = 0
     description: str = ""
     reference: dict[str, float] = field(default_factory=dict)
     reference_source: str = ""
     path: str = ""
+    plugins: tuple[str, ...] = ()
+    _resolved: dict[str, dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def pairs(self) -> list[tuple[str, str]]:
         """(train-time defense, runtime defense) pairs, in table order."""
@@ -102,9 +113,25 @@ class GridSpec:
         pairs += [(self.base_model, r) for r in self.runtime if r != "none"]
         return pairs
 
+    @property
+    def base_dir(self) -> Path | None:
+        """The grid file's folder: relative paths in the spec start there."""
+        return Path(self.path).parent if self.path else None
+
+    def resolved_train(self) -> dict[str, dict[str, Any]]:
+        """Train-time entries, with the sha256 of every checkpoint / model file a model source names
+        (so a changed file is a new cell); a missing file is one line."""
+        if self._resolved is None:
+            from bench import sources
+
+            self._resolved = {name: sources.fingerprint(p, self.base_dir) if sources.is_provided(p) else p
+                              for name, p in self.train.items()}
+        return self._resolved
+
     def cells(self, limit: int | None = None, seed: int | None = None) -> list[Cell]:
         lim = limit if limit is not None else self.limit
         sd = seed if seed is not None else self.seed
+        train_params = self.resolved_train()
         out = []
         for train, runtime in self.pairs():
             for a in self.attacks:
@@ -113,11 +140,12 @@ class GridSpec:
                 for eps in a.eps:
                     out.append(Cell(
                         grid=self.name, dataset=self.dataset, arch=self.arch,
-                        train_defense=train, train_params=self.train.get(train, {}),
+                        train_defense=train, train_params=train_params.get(train, {}),
                         runtime_defense=runtime, runtime_params=self.runtime.get(runtime, {}),
                         attack=a.name, attack_params=a.params, threat=a.threat, eps=eps,
                         surrogate=a.surrogate, limit=lim, train_limit=self.train_limit, seed=sd,
-                        attack_label=a.label or a.name,
+                        attack_label=a.label or a.name, train_split=self.train_split,
+                        train_offset=self.train_offset,
                     ))
         return out
 
@@ -194,16 +222,34 @@ def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, dict[str, Any
     return {k: dict(v) for k, v in val.items()}
 
 
+def _resolve_file(value: str, grid_path: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() or not grid_path else Path(grid_path).parent / p
+
+
 def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> GridSpec:
     where = path or default_name
     known = {"name", "description", "dataset", "arch", "train", "runtime", "attacks", "layout",
-             "base_model", "limit", "train_limit", "seed", "reference", "reference_source"}
+             "base_model", "limit", "train_limit", "seed", "reference", "reference_source", "plugins",
+             "train_split", "train_offset"}
     unknown = set(raw) - known
     if unknown:
         raise BenchError(f"{where}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+    train = _table(raw, "train", where) or {"standard": {}}
+    from bench import sources
+
+    for name, params in train.items():
+        if sources.is_provided(params):
+            sources.validate(name, params, where)
+    if "arch" not in raw and all(sources.is_provided(p) for p in train.values()):
+        archs = {p.get("arch", "custom") for p in train.values()}
+        raw = {**raw, "arch": archs.pop() if len(archs) == 1 else "custom"}
     for key in ("dataset", "arch"):
         if not isinstance(raw.get(key), str):
             raise BenchError(f"{where}: '{key}' is required (a name, see `bench list {key}s`)")
+    plugins = raw.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise BenchError(f"{where}: plugins must be a list of Python file paths, e.g. plugins = [\"my_defense.py\"]")
     layout = raw.get("layout", "star")
     if layout not in LAYOUTS:
         raise BenchError(f"{where}: layout {layout!r} unknown; use star or cross")
@@ -232,16 +278,24 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         ))
     for key in ("limit", "train_limit"):
         v = raw.get(key)
-        if v is not None and (not isinstance(v, int) or v <= 0):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
             raise BenchError(f"{where}: {key} must be a positive integer, got {v!r}")
+    train_split, train_offset = raw.get("train_split", "train"), raw.get("train_offset", 0)
+    if train_split not in ("train", "test"):
+        raise BenchError(f"{where}: train_split must be \"train\" or \"test\", got {train_split!r}")
+    if not isinstance(train_offset, int) or isinstance(train_offset, bool) or train_offset < 0:
+        raise BenchError(f"{where}: train_offset must be a non-negative integer, got {train_offset!r}")
     ref = raw.get("reference", {})
     spec = GridSpec(
         name=raw.get("name", default_name), dataset=raw["dataset"], arch=raw["arch"],
-        train=_table(raw, "train", where) or {"standard": {}}, runtime=_table(raw, "runtime", where) or {"none": {}},
-        attacks=attacks, layout=layout, base_model=raw.get("base_model", "standard"),
-        limit=raw.get("limit"), train_limit=raw.get("train_limit"), seed=int(raw.get("seed", 0)),
+        train=train, runtime=_table(raw, "runtime", where) or {"none": {}},
+        attacks=attacks, layout=layout,
+        base_model=raw.get("base_model", "standard" if "standard" in train else next(iter(train))),
+        limit=raw.get("limit"), train_limit=raw.get("train_limit"), train_split=train_split,
+        train_offset=train_offset, seed=int(raw.get("seed", 0)),
         description=raw.get("description", ""), reference={str(k): float(v) for k, v in ref.items()},
         reference_source=raw.get("reference_source", ""), path=path,
+        plugins=tuple(str(_resolve_file(p, path)) for p in plugins),
     )
     if layout == "star" and spec.base_model not in spec.train:
         raise BenchError(f"{where}: base_model {spec.base_model!r} must be one of the [train] defenses")

@@ -187,22 +187,33 @@ def save(model: nn.Module, path: str | Path, arch: str, **meta: object) -> None:
     atomic_torch_save({"arch": arch, "state_dict": model.state_dict(), **meta}, Path(path))
 
 
-def load(arch: str, checkpoint: str | Path, num_classes: int = 10, in_channels: int | None = None,
-         map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load weights (``weights_only=True``) into ``create(arch, ...)``; accepts our checkpoints and
-    akamaster's (``state_dict`` keys prefixed ``module.``)."""
+def read_state_dict(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict, loaded with ``weights_only=True``: a bare state dict or one inside
+    ``{"state_dict": ...}`` (ours, akamaster's) or ``{"model": ...}``; keys keep any ``module.`` prefix."""
     path = Path(checkpoint)
     if not path.is_file():
-        raise BenchError(f"checkpoint {path} not found; pass an existing file with --checkpoint")
+        raise BenchError(f"checkpoint {path} not found; pass an existing file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt files and refused pickles raise several types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BenchError(f"cannot load checkpoint {path} safely (weights_only=True): {first[:200]}") from None
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    state = None
+    if isinstance(ckpt, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(ckpt.get(key), dict):
+                state = ckpt[key]
+                break
+        else:
+            state = ckpt if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()) else None
     if not isinstance(state, dict):
         raise BenchError(f"checkpoint {path} holds no state_dict")
-    model = create(arch, num_classes, in_channels)
+    return state
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, arch: str) -> nn.Module:
+    """Load ``state`` into ``model``, dropping a DataParallel ``module.`` prefix; akamaster's CIFAR
+    ResNet keys are mapped under ``net.`` (our ResNets keep the normalisation in the model)."""
     if any(k.startswith("module.") for k in state):
         prefix = "net." if isinstance(model, CifarResNet) else ""
         state = {prefix + k.removeprefix("module."): v for k, v in state.items()}
@@ -211,6 +222,31 @@ def load(arch: str, checkpoint: str | Path, num_classes: int = 10, in_channels: 
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise BenchError(f"checkpoint {path} does not fit architecture {arch!r}: "
+        raise BenchError(f"checkpoint {source} does not fit architecture {arch!r}: "
                          f"{str(exc).splitlines()[0]}") from None
     return model.eval()
+
+
+def load(arch: str, checkpoint: str | Path, num_classes: int = 10, in_channels: int | None = None,
+         map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load weights (``weights_only=True``) into ``create(arch, ...)``; accepts our checkpoints and
+    akamaster's (``state_dict`` keys prefixed ``module.``)."""
+    state = read_state_dict(checkpoint, map_location)
+    return load_state(create(arch, num_classes, in_channels), state, str(checkpoint), arch)
+
+
+def _contract(name: str, obj: object) -> str | None:
+    """An architecture is a factory (num_classes, in_channels) -> nn.Module."""
+    return None if callable(obj) else "must be callable: a factory (num_classes, in_channels) -> nn.Module"
+
+
+ARCHS.contract = _contract
+
+
+def _load_plugins() -> None:
+    from bench.plugins import GROUPS, load_entry_points
+
+    load_entry_points(GROUPS["archs"], ARCHS)
+
+
+_load_plugins()

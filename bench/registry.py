@@ -9,6 +9,19 @@ from typing import Any, Generic, TypeVar
 from bench.errors import BenchError
 
 T = TypeVar("T")
+BUILTIN = "builtin"
+#: Where registrations come from right now (set while a plugin imports; see bench.plugins).
+_ORIGIN = {"current": BUILTIN}
+
+
+def current_origin() -> str:
+    return _ORIGIN["current"]
+
+
+def set_origin(origin: str) -> str:
+    """Set the origin of the registrations that follow; returns the previous one."""
+    previous, _ORIGIN["current"] = _ORIGIN["current"], origin
+    return previous
 
 
 class Registry(Generic[T]):
@@ -17,12 +30,18 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._origins: dict[str, str] = {}
+        #: ``contract(name, obj)`` -> what is wrong, or None; checked for plugin entries.
+        self.contract: Callable[[str, Any], str | None] | None = None
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
             if name in self._entries and self._entries[name] is not obj:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                origin, first = current_origin(), self._origins.get(name, BUILTIN)
+                raise BenchError(f"{origin}: {self.kind} {name!r} is already registered by {first}; "
+                                 "rename it")
             self._entries[name] = obj
+            self._origins.setdefault(name, current_origin())
             try:
                 obj.registry_name = name  # type: ignore[attr-defined]
             except (AttributeError, TypeError):
@@ -51,6 +70,13 @@ class Registry(Generic[T]):
             if "unexpected keyword" in str(exc) or "positional argument" in str(exc):
                 raise BenchError(f"bad parameters for {self.kind} {name!r}: {exc}") from None
             raise
+
+    def get_or_none(self, name: str) -> T | None:
+        return self._entries.get(name)
+
+    def origin(self, name: str) -> str:
+        """``builtin`` or ``plugin <distribution or file>``."""
+        return self._origins.get(name, BUILTIN)
 
     def list_names(self) -> list[str]:
         return sorted(self._entries)

@@ -23,16 +23,18 @@ from tqdm.auto import tqdm
 
 import attacks
 import defenses
-from bench import __version__, audit, data, models
+from bench import __version__, audit, data, memory, models, sources, user_model
 from bench.cache import atomic_torch_save, config_hash, default_cache_dir, torch_load_or_none
 from bench.cache import lock as cache_lock
 from bench.device import resolve as resolve_device
 from bench.errors import AuditError, BenchError
 from bench.grid import Cell, GridSpec
+from bench.plugins import load_files as load_plugin_files
 from bench.reliability import cell_flags, zero_grad_fraction
 from bench.results import ResultStore
 from bench.stream import stream_order
 from bench.tracking import Tracker
+from bench.validate import check_spec
 from bench.zoo import is_zoo_name, load_robustbench
 
 
@@ -73,6 +75,12 @@ class RunOptions:
     download: bool = False
     progress: bool = True
     log_samples: bool = True
+    #: Seeded stand-ins of the dataset's shape for splits whose files are missing (smoke runs).
+    synthetic: bool = False
+    #: "full", or "smoke" (bench.smoke): tagged in MLflow.
+    budget: str = "full"
+    #: Models passed from Python (bench.evaluate), by train-time entry name (source = "object").
+    provided_models: dict[str, torch.nn.Module] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,7 +122,7 @@ def resolve_params(factory: Any, family: str, given: dict[str, Any], **extra: An
 def unavailable_reason(cell: Cell) -> str | None:
     """Why a cell cannot run with what is registered (None when it can)."""
     for name, kind in ((cell.train_defense, "train"), (cell.runtime_defense, "runtime")):
-        if kind == "train" and is_zoo_name(name):
+        if kind == "train" and (is_zoo_name(name) or sources.is_provided(cell.train_params)):
             continue
         if name not in defenses.DEFENSES:
             return f"{kind}-time defense {name!r} is not registered (yet)"
@@ -139,9 +147,19 @@ class Runner:
         self.opt = options or RunOptions()
         if self.opt.limit is not None and self.opt.limit <= 0:
             raise BenchError(f"--limit must be positive, got {self.opt.limit}")
-        if spec.arch not in models.ARCHS and not is_zoo_name(spec.base_model):
+        load_plugin_files(spec.plugins)
+        check_spec(spec)
+        for params in spec.resolved_train().values():
+            if sources.is_provided(params):
+                user_model.check(params, spec.base_dir)
+        trained = [t for t, p in spec.train.items() if not is_zoo_name(t) and not sources.is_provided(p)]
+        if trained and spec.arch not in models.ARCHS:
             models.ARCHS.get(spec.arch)  # raises a BenchError listing the valid names
         self.cells = spec.cells(limit=self.opt.limit, seed=self.opt.seed)
+        limit = self.cells[0].limit if self.cells else None
+        if spec.train_split == "test" and (limit is None or limit > spec.train_offset):
+            raise BenchError(f"{spec.name}: the training stand-in starts at test image {spec.train_offset}, so "
+                             f"evaluate at most that many test points (--limit {spec.train_offset})")
         self.store = ResultStore(Path(self.opt.results_dir) / f"{spec.name}.jsonl")
         self.family = data.family_of(spec.dataset)
         self._models: dict[str, tuple[torch.nn.Module, str]] = {}
@@ -149,6 +167,8 @@ class Runner:
         self._clean: dict[tuple[str, str], torch.Tensor] = {}
         self._adv: dict[str, tuple[torch.Tensor, Any]] = {}
         self._failed_artifacts: dict[str, str] = {}
+        self._train_set: data.Dataset | None = None
+        self.test: data.Dataset | None = None
         self.device = torch.device("cpu")
         self.tracker: Tracker | None = None
 
@@ -170,9 +190,44 @@ class Runner:
         """Device, seed and test data: what running cells in this process needs."""
         self.device = resolve_device(self.opt.device)
         torch.manual_seed(self.cells[0].seed)
-        limit = self.cells[0].limit
-        self.test = data.load(self.spec.dataset, "test", self.opt.data_dir, limit, self.opt.download)
-        self._train_set: data.Dataset | None = None
+        self.setup_data()
+
+    def preflight(self, todo: list[Cell]) -> list[str]:
+        """Before any cell runs: the device, the test split, and the training split where some cell
+        needs it (a model to train that is not cached, a runtime defense with a database). Raises a
+        one-line BenchError for the first missing piece; returns what was checked."""
+        resolve_device(self.opt.device)
+        self.setup_data()
+        checked = [f"device {self.opt.device}", f"{self.spec.dataset} test split ({len(self.test)} images)"]
+        why = self._train_needed(todo)
+        if why:
+            self.train_set()
+            checked.append(f"{self.spec.dataset} {self.spec.train_split} split ({len(self._train_set)} images, "
+                           f"for {why})")
+        return checked
+
+    def setup_data(self) -> None:
+        if self.test is None:
+            self.test = data.load(self.spec.dataset, "test", self.opt.data_dir, self.cells[0].limit,
+                                  self.opt.download, self.opt.synthetic)
+
+    def _train_needed(self, todo: list[Cell]) -> str | None:
+        for cell in todo:
+            if cell.runtime_defense in defenses.DEFENSES and getattr(
+                    defenses.DEFENSES.get(cell.runtime_defense), "needs_train_set", False):
+                return f"runtime defense {cell.runtime_defense}"
+            trained = [(cell.arch, cell.train_defense, cell.train_params, cell.seed)]
+            if cell.threat == "transfer":
+                sur = cell.surrogate
+                trained.append((sur.get("arch", cell.arch), sur.get("defense", "standard"), sur.get("params", {}),
+                                int(sur.get("seed", cell.seed + 1))))
+            for arch, name, params, seed in trained:
+                if is_zoo_name(name) or sources.is_provided(params) or name not in defenses.DEFENSES:
+                    continue
+                key = self._model_key(arch, name, params, seed)
+                if not (Path(self.opt.cache_dir) / "models" / f"{key}.pt").is_file():
+                    return f"training {name}"
+        return None
 
     def run(self, executor: Any = None) -> Summary:
         """Run the unfinished cells with ``executor`` (default: in this process, one after another)."""
@@ -190,10 +245,11 @@ class Runner:
             tqdm.write(f"nothing to do: {len(plan.done)} cells already finished in {self.store.path}")
             return summary
         self.store.check_writable()
+        self.preflight(plan.todo)
         executor.start(self)
         with Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
                      tags={"device": executor.device_label(self), "executor": executor.name,
-                           "grid_path": self.spec.path}) as tracker:
+                           "grid_path": self.spec.path, "budget": self.opt.budget}) as tracker:
             self.tracker = tracker
             bar = tqdm(executor.run(self, plan.todo), total=len(plan.todo), desc=f"grid {self.spec.name}",
                        unit="cell", disable=not self.opt.progress or None)
@@ -250,6 +306,7 @@ class Runner:
         return rec
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:
+        memory.reset()
         start = time.perf_counter()
         base = self.cell_fields(cell)
         torch.manual_seed(cell.seed)  # per cell: a resumed grid or a Ray worker draws what a full local run does
@@ -267,6 +324,7 @@ class Runner:
         rec.update(base)
         rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rec["seconds"] = round(seconds, 3)
+        rec.update(memory.peak())
         rec.setdefault("n", 0)
         rec["examples_per_second"] = round(rec["n"] / seconds, 3) if seconds > 0 else 0.0
         return rec
@@ -296,27 +354,51 @@ class Runner:
 
     # -- artifacts -------------------------------------------------------------------------------
     def train_set(self) -> data.Dataset:
+        """The training split (or the grid's stand-in: ``train_split``, from ``train_offset``)."""
         if self._train_set is None:
-            self._train_set = data.load(self.spec.dataset, "train", self.opt.data_dir, self.spec.train_limit,
-                                        self.opt.download)
+            spec = self.spec
+            full = data.load(spec.dataset, spec.train_split, self.opt.data_dir, None, self.opt.download,
+                             self.opt.synthetic)
+            self._train_set = full.subset(spec.train_limit, offset=spec.train_offset)
+            if not len(self._train_set):
+                raise BenchError(f"{spec.name}: train_offset {spec.train_offset} leaves no {spec.train_split} "
+                                 f"images (the split has {len(full)})")
         return self._train_set
+
+    def _model_key(self, arch: str, defense: str, given: dict[str, Any], seed: int) -> str:
+        params = resolve_params(defenses.DEFENSES.get(defense), self.family, given, seed=seed)
+        stand_in = {} if (self.spec.train_split, self.spec.train_offset) == ("train", 0) else {
+            "train_split": self.spec.train_split, "train_offset": self.spec.train_offset}
+        return config_hash({"dataset": self.spec.dataset, "train_limit": self.spec.train_limit, "arch": arch,
+                            "defense": defense, "params": params, "version": __version__, **stand_in})
 
     def model(self, arch: str, defense: str, given: dict[str, Any], seed: int) -> tuple[torch.nn.Module, str]:
         """A trained model for (arch, train-time defense, hyperparameters, seed), cached on disk;
-        ``robustbench:<Name>`` loads a RobustBench zoo model instead."""
+        ``robustbench:<Name>`` loads a RobustBench zoo model and a ``source`` entry a user's model
+        (bench.sources) instead."""
+        if sources.is_provided(given):
+            key = config_hash({"source": given})
+            if key not in self._models:
+                if given["source"] == "object":
+                    if defense not in self.opt.provided_models:
+                        raise BenchError(f"[train.{defense}] source = \"object\" needs the model from Python "
+                                         "(bench.evaluate)")
+                    model = self.opt.provided_models[defense]
+                else:
+                    model = user_model.load_model(given, self.spec.base_dir, self.test.num_classes,
+                                                  self.test.x.shape[1])
+                self._models[key] = (self._frozen(model), key)
+            return self._models[key]
         if is_zoo_name(defense):
             key = config_hash({"zoo": defense, "params": given})
             if key not in self._models:
                 zoo = load_robustbench(defense, self.spec.dataset, given.get("threat", "Linf"),
-                                       Path(self.opt.cache_dir) / "robustbench").to(self.device)
-                for p in zoo.parameters():
-                    p.requires_grad_(False)
-                self._models[key] = (zoo, key)
+                                       Path(self.opt.cache_dir) / "robustbench")
+                self._models[key] = (self._frozen(zoo), key)
             return self._models[key]
         factory = defenses.DEFENSES.get(defense)
         params = resolve_params(factory, self.family, given, seed=seed)
-        key = config_hash({"dataset": self.spec.dataset, "train_limit": self.spec.train_limit, "arch": arch,
-                           "defense": defense, "params": params, "version": __version__})
+        key = self._model_key(arch, defense, given, seed)
         if key in self._models:
             return self._models[key]
         if key in self._failed_artifacts:
@@ -335,11 +417,15 @@ class Runner:
                     self._failed_artifacts[key] = str(exc)
                     raise
                 models.save(model, path, arch, defense=defense, params=params)
+        self._models[key] = (self._frozen(model), key)
+        return self._models[key]
+
+    def _frozen(self, model: torch.nn.Module) -> torch.nn.Module:
+        """On the run's device, in eval mode, without parameter gradients (attacks need input ones only)."""
         model = model.to(self.device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        self._models[key] = (model, key)
-        return model, key
+        return model
 
     def _train(self, arch: str, defense: str, factory: Any, params: dict[str, Any], key: str,
                nc: int, in_ch: int) -> torch.nn.Module:
@@ -365,8 +451,7 @@ class Runner:
         key = (model_key, cell.runtime_defense + config_hash(params))
         if key not in self._runtime:
             defense = factory(**params)
-            needs_train = cell.runtime_defense != "none"
-            defense.prepare(model, self.train_set() if needs_train else None)
+            defense.prepare(model, self.train_set() if getattr(defense, "needs_train_set", False) else None)
             defense.predict = _finite_logits(defense.predict, cell.runtime_defense)
             self._runtime[key] = defense
         return self._runtime[key]

@@ -56,6 +56,9 @@ class RuntimeDefense(Defense):
     stateful: ClassVar[bool] = False
     #: Predictions are random (adaptive attacks must use EOT).
     randomized: ClassVar[bool] = False
+    #: ``prepare`` needs the training set (nearest-neighbour databases); others get None, so a
+    #: pretrained model with such defenses is evaluated from the test split alone.
+    needs_train_set: ClassVar[bool] = False
 
     model: nn.Module
 

@@ -19,6 +19,7 @@ class NeighbourDefense(RuntimeDefense):
 
     #: True: the database is D' (D plus adversarial copies); False: the clean training set D.
     uses_adversarial_database = True
+    needs_train_set = True
 
     def __init__(self, k: int = 64, copies: int = 1, db_attacks: list[str] | tuple[str, ...] = ("pgd",),
                  db_params: dict[str, Any] | None = None, seed: int = 0, cache_dir: str | None = None) -> None:

@@ -1,0 +1,110 @@
+"""``--smoke``: every cell of any grid in minutes, at the grid's real shapes.
+
+The rule, applied to every method's value (the grid's, else the seed paper's dataset default, else
+the signature default; ``None`` counts as unbounded) and never raising one:
+
+- test points: ``limit`` <= 16; training images: ``train_limit`` <= 512
+- training: ``epochs``, ``pretrain_epochs`` <= 1; adversarial-training and DeepFool unrolling
+  ``steps`` / ``iterations`` <= 2 (transfer surrogates too)
+- attacks: ``steps`` <= 2, ``restarts`` / ``n_restarts`` / ``binary_search_steps`` / ``rounds`` <= 1,
+  AutoAttack ``n_iter`` <= 2 and ``n_queries`` <= 20, EOT draws ``n`` <= 2
+- runtime defenses: K (``k``) <= 32, adversarial copies in D' (``copies``) <= 1 and their attack's
+  ``steps`` <= 2, RMC ``max_epochs`` / ``patience`` <= 1, RIDE ``iterations`` <= 2 with one checkpoint
+
+Architecture, input shape, normalisation, batch sizes, eps and the device stay as the grid says. The
+smoke grid is named ``<grid>.smoke``: its records go to ``results/<grid>.smoke.jsonl`` and its MLflow
+experiment is separate and tagged ``budget=smoke``, so nothing reaches real results, baselines or
+leaderboards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bench.grid import AttackSpec, GridSpec
+
+LIMIT, TRAIN_LIMIT = 16, 512
+TRAIN_CAPS = {"epochs": 1, "pretrain_epochs": 1, "steps": 2, "iterations": 2}
+ATTACK_CAPS = {"steps": 2, "restarts": 1, "n_restarts": 1, "binary_search_steps": 1, "rounds": 1, "n_iter": 2,
+               "n_queries": 20, "n": 2}
+RUNTIME_CAPS = {"k": 32, "copies": 1, "max_epochs": 1, "patience": 1, "iterations": 2, "checkpoints": 1}
+NESTED = {"db_params": {"steps": 2}, "params": TRAIN_CAPS}  # D' attack; a surrogate's training
+
+
+def _defaults(factory: Any, family: str) -> dict[str, Any]:
+    import inspect
+
+    from bench.validate import signature_params
+
+    out: dict[str, Any] = {}
+    names, _ = signature_params(factory)
+    for cls in reversed(getattr(factory, "__mro__", (factory,))):
+        init = vars(cls).get("__init__") if isinstance(cls, type) else None
+        if init is None:
+            continue
+        for name, p in inspect.signature(init).parameters.items():
+            if name in names and p.default is not inspect.Parameter.empty:
+                out[name] = p.default
+    out.update(getattr(factory, "dataset_defaults", {}).get(family, {}))
+    return out
+
+
+def shrink(params: dict[str, Any], caps: dict[str, int], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``params`` with every capped name at min(its value, the cap); names only in ``defaults`` are
+    added when the default exceeds the cap (or is None)."""
+    out = dict(params)
+    defaults = defaults or {}
+    for name, cap in caps.items():
+        if name in out or name in defaults:
+            value = out.get(name, defaults.get(name))
+            if isinstance(value, bool):
+                continue
+            if value is None or (isinstance(value, (int, float)) and value > cap):
+                out[name] = cap
+    for name, inner in NESTED.items():
+        if name in out and isinstance(out[name], dict):
+            out[name] = shrink(out[name], inner)
+        elif name == "db_params" and name in defaults and isinstance(defaults[name], dict):
+            out[name] = shrink(defaults[name], inner)
+    return out
+
+
+def smoke_spec(spec: GridSpec) -> GridSpec:
+    """The grid with every budget shrunk by the rule above (see the module docstring)."""
+    import attacks
+    import defenses
+    from bench import data, sources
+    from bench.zoo import is_zoo_name
+
+    family = data.family_of(spec.dataset)
+
+    def method(name: str, registry: Any) -> Any:
+        return registry.get(name) if name in registry else None
+
+    train = {}
+    for name, params in spec.train.items():
+        factory = None if is_zoo_name(name) or sources.is_provided(params) else method(name, defenses.DEFENSES)
+        train[name] = params if factory is None else shrink(params, TRAIN_CAPS, _defaults(factory, family))
+    runtime = {}
+    for name, params in spec.runtime.items():
+        factory = method(name, defenses.DEFENSES)
+        runtime[name] = params if factory is None else shrink(params, RUNTIME_CAPS, _defaults(factory, family))
+    shrunk_attacks = []
+    for a in spec.attacks:
+        factory = method(a.name, attacks.ATTACKS)
+        params = a.params if factory is None else shrink(a.params, ATTACK_CAPS, _defaults(factory, family))
+        if a.name in ("bpda", "eot"):  # wrappers: the inner attack's budget too
+            inner = method(params.get("attack", "pgd"), attacks.ATTACKS)
+            if inner is not None:
+                params = shrink(params, ATTACK_CAPS, _defaults(inner, family))
+        surrogate = dict(a.surrogate)
+        if surrogate:
+            sur_factory = method(surrogate.get("defense", "standard"), defenses.DEFENSES)
+            surrogate["params"] = shrink(dict(surrogate.get("params", {})), TRAIN_CAPS,
+                                         _defaults(sur_factory, family) if sur_factory else None)
+        shrunk_attacks.append(AttackSpec(a.name, a.threat, a.eps, params, surrogate, a.runtime, a.label))
+    return dataclasses.replace(
+        spec, name=f"{spec.name}.smoke", train=train, runtime=runtime, attacks=shrunk_attacks,
+        limit=min(spec.limit or LIMIT, LIMIT), train_limit=min(spec.train_limit or TRAIN_LIMIT, TRAIN_LIMIT),
+        description=f"smoke run of {spec.name} (budgets shrunk, see bench.smoke)", _resolved=None)
