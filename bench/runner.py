@@ -244,8 +244,8 @@ class Runner:
         if not plan.todo:
             tqdm.write(f"nothing to do: {len(plan.done)} cells already finished in {self.store.path}")
             return summary
-        self.store.check_writable()
         self.preflight(plan.todo)
+        self.store.check_writable()
         executor.start(self)
         with Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
                      tags={"device": executor.device_label(self), "executor": executor.name,
