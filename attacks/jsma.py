@@ -23,12 +23,15 @@ class JSMA(Attack):
     # gamma 0.1 is the paper's (MNIST: 39 pixel pairs); 8x8 digits have 64 features, so allow 30%.
     dataset_defaults = {"digits": {"gamma": 0.3}}
 
-    def __init__(self, gamma: float = 0.1, theta: float = 1.0, targeted: bool = True, **kw) -> None:
+    def __init__(self, gamma: float = 0.1, theta: float = 1.0, targeted: bool = True, max_iters: int | None = None,
+                 **kw) -> None:
         kw.pop("eps", None)
         kw.pop("norm", None)
         kw.setdefault("batch_size", 32)
         super().__init__(norm="L0", targeted=targeted, **kw)
         self.gamma, self.theta = float(gamma), float(theta)
+        #: Optional cap on the pixel-pair iterations (default: gamma's budget, gamma x features / 2).
+        self.max_iters = None if max_iters is None else int(max_iters)
 
     def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 gen: torch.Generator) -> torch.Tensor:
@@ -40,6 +43,8 @@ class JSMA(Attack):
         x_adv = x.clone().flatten(1)
         domain = x_adv < 1.0 if self.theta > 0 else x_adv > 0.0
         max_iters = int(nf * self.gamma / 2)
+        if self.max_iters is not None:
+            max_iters = min(max_iters, self.max_iters)
         ar = torch.arange(n, device=x.device)
         eye = torch.eye(nf, dtype=torch.bool, device=x.device)
         for _ in range(max_iters):

@@ -172,6 +172,36 @@ def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | No
     return True
 
 
+@cli.command()
+@click.option("--grid", "grid_name", default="default", show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--gpus", "--workers", "workers", type=int, default=1, show_default=True,
+              help="Also predict the wall time on N workers (Ray, one device each).")
+@click.option("--limit", type=int, default=None, help="The --limit the real run will use.")
+@click.option("--synthetic", is_flag=True, help="Seeded stand-ins for splits whose files are missing.")
+@_plugin_option
+def estimate(grid_name: str, data_dir: Path | None, device: str, workers: int, limit: int | None, synthetic: bool,
+             plugins: tuple[Path, ...]) -> None:
+    """Predict a grid's wall time from its smoke run, every piece timed here and scaled to the real budget."""
+    import tempfile
+
+    from bench import grid as grids
+    from bench.estimate import estimate as run_estimate
+    from bench.estimate import format_report
+    from bench.runner import RunOptions
+
+    if workers < 1:
+        raise BenchError(f"--gpus / --workers must be at least 1, got {workers}")
+    spec = grids.load(grid_name)
+    _load_plugins(plugins, spec)
+    with tempfile.TemporaryDirectory(prefix="bench-estimate-") as tmp:  # time real training, not cache hits
+        opts = RunOptions(data_dir=data_dir, cache_dir=Path(tmp) / "cache", results_dir=Path(tmp) / "results",
+                          tracking=False, device=device, limit=limit, download=False, synthetic=synthetic,
+                          progress=False, log_samples=False, budget="smoke")
+        click.echo(format_report(run_estimate(spec, opts, workers)))
+
+
 @cli.command("list")
 @click.argument("what", type=click.Choice(LISTABLE))
 @_plugin_option

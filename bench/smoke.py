@@ -7,7 +7,7 @@ the signature default; ``None`` counts as unbounded) and never raising one:
 - training: ``epochs``, ``pretrain_epochs`` <= 1; adversarial-training and DeepFool unrolling
   ``steps`` / ``iterations`` <= 2 (transfer surrogates too)
 - attacks: ``steps`` <= 2, ``restarts`` / ``n_restarts`` / ``binary_search_steps`` / ``rounds`` <= 1,
-  AutoAttack ``n_iter`` <= 2 and ``n_queries`` <= 20, EOT draws ``n`` <= 2
+  AutoAttack ``n_iter`` <= 2 and ``n_queries`` <= 20, EOT draws ``n`` <= 2, JSMA ``max_iters`` <= 2
 - runtime defenses: K (``k``) <= 32, adversarial copies in D' (``copies``) <= 1 and their attack's
   ``steps`` <= 2, RMC ``max_epochs`` / ``patience`` <= 1, RIDE ``iterations`` <= 2 with one checkpoint
 
@@ -27,7 +27,7 @@ from bench.grid import AttackSpec, GridSpec
 LIMIT, TRAIN_LIMIT = 16, 512
 TRAIN_CAPS = {"epochs": 1, "pretrain_epochs": 1, "steps": 2, "iterations": 2}
 ATTACK_CAPS = {"steps": 2, "restarts": 1, "n_restarts": 1, "binary_search_steps": 1, "rounds": 1, "n_iter": 2,
-               "n_queries": 20, "n": 2}
+               "n_queries": 20, "n": 2, "max_iters": 2}
 RUNTIME_CAPS = {"k": 32, "copies": 1, "max_epochs": 1, "patience": 1, "iterations": 2, "checkpoints": 1}
 NESTED = {"db_params": {"steps": 2}, "params": TRAIN_CAPS}  # D' attack; a surrogate's training
 
@@ -65,8 +65,8 @@ def shrink(params: dict[str, Any], caps: dict[str, int], defaults: dict[str, Any
     for name, inner in NESTED.items():
         if name in out and isinstance(out[name], dict):
             out[name] = shrink(out[name], inner)
-        elif name == "db_params" and name in defaults and isinstance(defaults[name], dict):
-            out[name] = shrink(defaults[name], inner)
+        elif name == "db_params" and name in defaults:  # None: the D' attack's own (uncapped) defaults
+            out[name] = shrink(defaults[name] or {}, inner)
     return out
 
 

@@ -1,0 +1,267 @@
+"""``bench estimate``: what a grid will cost, from real steps timed on this machine.
+
+It runs the grid's smoke version (bench.smoke: same architecture, shapes, batch sizes and device,
+budgets shrunk) with every piece of work timed, then scales each piece to the real budget:
+
+- training a model: x (real training images / smoke images) x (real epochs / smoke epochs) x
+  (1 + real attack steps) / (1 + smoke attack steps) for adversarial training (linear in steps);
+- building a runtime defense (D'): x (real / smoke training images) x (real / smoke copies) x the
+  D' attack's step ratio;
+- crafting adversarial examples: x (real / smoke points) x the attack's work ratio, the product of
+  its budgets (steps, restarts, binary-search steps, rounds, EOT draws, AutoAttack iterations);
+- predicting: x (real / smoke points) x the defense's work ratio (K, RMC's max_epochs cap, RIDE's
+  iterations); RMC's early stop is ignored, so RMC figures are upper bounds.
+
+It prints each timed piece with its factor, the prediction per cell and the total, for one device
+and for N workers (total / N, but never below the longest single piece). Work shared between cells
+(a trained model, D', one set of adversarial examples for every runtime defense) is counted once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.grid import Cell, GridSpec
+from bench.runner import Runner, RunOptions
+from bench.smoke import ATTACK_CAPS, RUNTIME_CAPS, _defaults, smoke_spec
+
+
+@dataclass
+class Piece:
+    kind: str  # train / prepare / craft / predict
+    label: str
+    measured_s: float
+    factor: float
+    how: str
+    cells: set[int] = field(default_factory=set)
+
+    @property
+    def predicted_s(self) -> float:
+        return self.measured_s * self.factor
+
+
+def _value(params: dict[str, Any], defaults: dict[str, Any], name: str, unbounded: float) -> float:
+    v = params.get(name, defaults.get(name))
+    if isinstance(v, bool):
+        return 1.0
+    return float(unbounded if v is None else v)
+
+
+#: What an unset (None) budget means in the libraries (AutoAttack: 100 iterations, 5,000 queries;
+#: JSMA: gamma x features / 2 pixel pairs, set per grid in ``estimate``).
+UNBOUNDED = {"n_iter": 100, "n_queries": 5000}
+
+
+def work_ratio(full: dict[str, Any], smoke: dict[str, Any], defaults: dict[str, Any], caps: dict[str, int],
+               skip: tuple[str, ...] = (), factory: Any = None) -> tuple[float, str]:
+    """Product over budget names of full / smoke value, and a description of the factors. A method's
+    ``work_params`` (if it declares them) names the budgets its cost grows with; others are ignored."""
+    ratio, parts = 1.0, []
+    only = getattr(factory, "work_params", None)
+    for name in caps:
+        if name in skip or (only is not None and name not in only):
+            continue
+        if name not in full and name not in defaults and name not in smoke:
+            continue
+        f = _value(full, defaults, name, UNBOUNDED.get(name, caps[name]))
+        s = _value(smoke, defaults, name, UNBOUNDED.get(name, caps[name]))
+        if f != s and s > 0:
+            ratio *= f / s
+            parts.append(f"{name} {f:g}/{s:g}")
+    return ratio, " x ".join(parts)
+
+
+class TimingRunner(Runner):
+    """A Runner that times its pieces of work per cell (a smoke run, see the module docstring)."""
+
+    def __init__(self, spec: GridSpec, options: RunOptions) -> None:
+        super().__init__(spec, options)
+        self.timed: dict[tuple[str, str], float] = {}
+        self.cell_pieces: dict[int, list[tuple[str, str]]] = {}
+        self._cell_index = -1
+
+    def _note(self, kind: str, key: str, seconds: float) -> None:
+        self.timed[(kind, key)] = self.timed.get((kind, key), 0.0) + seconds
+        self.cell_pieces.setdefault(self._cell_index, []).append((kind, key))
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        self._cell_index = self.cells.index(cell)
+        return super().run_cell(cell)
+
+    def _train(self, arch: str, defense: str, factory: Any, params: dict[str, Any], key: str, nc: int,
+               in_ch: int) -> Any:
+        start = time.perf_counter()
+        try:
+            return super()._train(arch, defense, factory, params, key, nc, in_ch)
+        finally:
+            self._note("train", f"{defense}|{arch}|{key}", time.perf_counter() - start)
+
+    def runtime(self, cell: Cell, model: Any, model_key: str) -> Any:
+        before = len(self._runtime)
+        start = time.perf_counter()
+        defense = super().runtime(cell, model, model_key)
+        if len(self._runtime) > before:
+            self._note("prepare", f"{cell.runtime_defense}|{model_key}", time.perf_counter() - start)
+        return defense
+
+    def _craft(self, cell: Cell, *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return super()._craft(cell, *args)
+        finally:
+            self._note("craft", self._adv_key(cell), time.perf_counter() - start)
+
+    def predict(self, defense: Any, x: Any, seed: int) -> Any:
+        start = time.perf_counter()
+        try:
+            return super().predict(defense, x, seed)
+        finally:
+            cell = self.cells[self._cell_index]
+            self._note("predict", f"{cell.cell_id}|{id(x)}", time.perf_counter() - start)
+
+
+def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str, Any]:
+    """Time the smoke run of ``spec`` and scale each piece to the real budget (see module docstring)."""
+    import attacks
+    import defenses
+    from bench import data
+
+    small = smoke_spec(spec)
+    runner = TimingRunner(small, options)
+    full_cells = spec.cells(limit=options.limit, seed=options.seed)
+    plan = runner.plan()
+    runner.preflight(plan.todo)
+    runner.setup()
+    _warm_up(runner)
+    wall = time.perf_counter()
+    for cell in plan.todo:
+        runner.run_cell(cell)
+    wall = time.perf_counter() - wall
+    family = data.family_of(spec.dataset)
+    n_smoke = len(runner.test)
+    n_full = full_cells[0].limit or n_smoke
+    train_smoke = len(runner._train_set) if runner._train_set is not None else 0
+    pieces: dict[tuple[str, str], Piece] = {}
+    for i, cell in enumerate(runner.cells):
+        full = full_cells[i]
+        for kind, key in runner.cell_pieces.get(i, []):
+            if (kind, key) in pieces:
+                pieces[(kind, key)].cells.add(i)
+                continue
+            measured = runner.timed[(kind, key)]
+            if kind == "train":
+                name = key.split("|")[0]
+                factory = defenses.DEFENSES.get(name)
+                dflt = _defaults(factory, family)
+                full_p = spec.train.get(name, {}) if name in spec.train else {}
+                ep_f = _value(full_p, dflt, "epochs", 1) + _value(full_p, dflt, "pretrain_epochs", 0)
+                ep_s = _value(small.train.get(name, {}), dflt, "epochs", 1) + _value(
+                    small.train.get(name, {}), dflt, "pretrain_epochs", 0)
+                n_train = spec.train_limit or _train_size(spec, options)
+                uses_steps = "steps" in getattr(factory, "work_params", ("steps",))
+                steps_f = 1 + (_value(full_p, dflt, "steps", 0) if uses_steps else 0)
+                steps_s = 1 + (_value(small.train.get(name, {}), dflt, "steps", 0) if uses_steps else 0)
+                factor = (n_train / max(train_smoke, 1)) * (ep_f / ep_s) * (steps_f / steps_s)
+                how = f"images {n_train}/{train_smoke} x epochs {ep_f:g}/{ep_s:g} x (1+steps) {steps_f:g}/{steps_s:g}"
+                label = f"train {name}"
+            elif kind == "prepare":
+                factory = defenses.DEFENSES.get(cell.runtime_defense)
+                dflt = _defaults(factory, family)
+                if getattr(factory, "needs_train_set", False):
+                    n_train = spec.train_limit or _train_size(spec, options)
+                    r, h = work_ratio(full.runtime_params, cell.runtime_params, dflt, {"copies": 1})
+                    db_f = dict(dflt.get("db_params") or {}, **(full.runtime_params.get("db_params") or {}))
+                    db_s = cell.runtime_params.get("db_params") or {}
+                    s_f, s_s = 1 + _value(db_f, {}, "steps", 10), 1 + _value(db_s, {}, "steps", 10)
+                    factor = (n_train / max(train_smoke, 1)) * r * (s_f / s_s)
+                    how = f"images {n_train}/{train_smoke}" + (f" x {h}" if h else "") + f" x (1+steps) {s_f:g}/{s_s:g}"
+                else:
+                    factor, how = 1.0, "fixed"
+                label = f"prepare {cell.runtime_defense}"
+            elif kind == "craft":
+                factory = attacks.ATTACKS.get(cell.attack)
+                dflt = _defaults(factory, family)
+                full_params = dict(full.attack_params)
+                if "max_iters" in dflt and full_params.get("max_iters") is None:  # JSMA: gamma's pixel pairs
+                    gamma = _value(full_params, dflt, "gamma", 0.1)
+                    full_params["max_iters"] = max(int(runner.test.x[0].numel() * gamma / 2), 1)
+                r, h = work_ratio(full_params, cell.attack_params, dflt, ATTACK_CAPS, factory=factory)
+                runtime_cls = defenses.DEFENSES.get(cell.runtime_defense)
+                if cell.threat == "adaptive" and getattr(runtime_cls, "stateful", False):
+                    rd = _defaults(runtime_cls, family)
+                    r2, h2 = work_ratio(full.runtime_params, cell.runtime_params, rd, RUNTIME_CAPS, skip=("copies",))
+                    r, h = max(r, r2), f"max({h or '1'}; {h2 or '1'})"
+                factor = (n_full / n_smoke) * r
+                how = f"points {n_full}/{n_smoke}" + (f" x {h}" if h else "")
+                label = f"craft {cell.attack_label} ({cell.threat}) {cell.train_defense}" + (
+                    f"/{cell.runtime_defense}" if cell.threat == "adaptive" else "")
+            else:
+                factory = defenses.DEFENSES.get(cell.runtime_defense)
+                dflt = _defaults(factory, family)
+                r, h = work_ratio(full.runtime_params, cell.runtime_params, dflt, RUNTIME_CAPS, skip=("copies",))
+                factor = (n_full / n_smoke) * r
+                how = f"points {n_full}/{n_smoke}" + (f" x {h}" if h else "")
+                label = f"predict {cell.train_defense}/{cell.runtime_defense}"
+            pieces[(kind, key)] = Piece(kind, label, measured, factor, how, {i})
+    total = sum(p.predicted_s for p in pieces.values())
+    per_cell = {full_cells[i].key: 0.0 for i in range(len(full_cells))}
+    for p in pieces.values():  # shared work is charged to the first cell that needs it
+        per_cell[full_cells[min(p.cells)].key] += p.predicted_s
+    longest = max((p.predicted_s for p in pieces.values()), default=0.0)
+    return {"grid": spec.name, "device": str(runner.device), "smoke_wall_s": wall, "pieces": list(pieces.values()),
+            "per_cell": per_cell, "total_s": total, "workers": workers,
+            "total_workers_s": max(total / max(workers, 1), longest), "n": n_full, "n_smoke": n_smoke}
+
+
+def _warm_up(runner: Runner) -> None:
+    """An optimizer and a few forward/backward passes of the grid's architecture first, so that one-off
+    start-up costs (torch._dynamo's import, kernel selection, thread pools) are not charged to the
+    first timed piece."""
+    import torch
+
+    from bench import models
+
+    if runner.spec.arch not in models.ARCHS:
+        return
+    net = models.create(runner.spec.arch, runner.test.num_classes, runner.test.x.shape[1]).to(runner.device)
+    x = runner.test.x[:128].to(runner.device)
+    torch.optim.Adam(net.parameters())  # the first optimizer imports torch._dynamo: seconds, once per process
+    for _ in range(3):
+        net(x.requires_grad_(True)).sum().backward()
+    torch.manual_seed(runner.cells[0].seed)
+
+
+def _train_size(spec: GridSpec, options: RunOptions) -> int:
+    """Training images the real run reads (the split's size, or the stand-in's)."""
+    from bench import data
+
+    try:
+        full = data.load(spec.dataset, spec.train_split, options.data_dir, None, options.download)
+        return max(len(full) - spec.train_offset, 0)
+    except Exception:  # noqa: BLE001 - missing files: the smoke run used synthetic data; say the known size
+        return {"cifar10": 50000, "mnist": 60000, "fashion-mnist": 60000, "digits": 1297}.get(spec.dataset, 1)
+
+
+def human_seconds(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    lines = [f"estimate for grid {rep['grid']} on {rep['device']}: timed its smoke run ({rep['n_smoke']} points, "
+             f"{rep['smoke_wall_s']:.1f} s) and scaled every piece to the real budget ({rep['n']} points)", "",
+             "| piece | measured | factor (real / smoke) | predicted |", "| --- | --- | --- | --- |"]
+    for p in sorted(rep["pieces"], key=lambda p: -p.predicted_s):
+        lines.append(f"| {p.label} | {p.measured_s:.2f} s | {p.factor:,.1f} = {p.how or '1'} | "
+                     f"{human_seconds(p.predicted_s)} |")
+    lines += ["", "| cell | predicted (shared work charged to its first cell) |", "| --- | --- |"]
+    lines += [f"| {k} | {human_seconds(v)} |" for k, v in rep["per_cell"].items()]
+    lines += ["", f"total: {human_seconds(rep['total_s'])} on one {rep['device']} device; "
+                  f"{human_seconds(rep['total_workers_s'])} on {rep['workers']} workers "
+                  "(total / workers, never below the longest piece)"]
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""bench estimate: every cell predicted, from timed smoke pieces and stated factors."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import grid as grids
+from bench.estimate import estimate, format_report, work_ratio
+from bench.runner import RunOptions
+from bench.smoke import ATTACK_CAPS
+from tests.test_extension_api import run_cli
+
+GRID = """
+name = "est"
+dataset = "digits"
+arch = "small-cnn"
+limit = 64
+[train.standard]
+epochs = 8
+[runtime.none]
+[runtime.deepnn]
+[[attacks]]
+name = "pgd"
+eps = 0.1
+params = { steps = 20 }
+[[attacks]]
+name = "fgsm"
+eps = 0.1
+"""
+
+
+def test_work_ratio_is_the_product_of_budget_ratios():
+    r, how = work_ratio({"steps": 20, "restarts": 3}, {"steps": 2, "restarts": 1}, {}, ATTACK_CAPS)
+    assert r == pytest.approx(30.0) and "steps 20/2" in how and "restarts 3/1" in how
+    import attacks
+
+    assert work_ratio({"steps": 20}, {"steps": 2}, {}, ATTACK_CAPS, factory=attacks.ATTACKS.get("fgsm"))[0] == 1.0
+
+
+@pytest.mark.slow
+def test_estimate_lists_every_cell_with_scaled_pieces(tmp_path, capsys):
+    (tmp_path / "est.toml").write_text(GRID)
+    spec = grids.load(str(tmp_path / "est.toml"))
+    rep = estimate(spec, RunOptions(cache_dir=tmp_path / "c", results_dir=tmp_path / "r", tracking=False,
+                                    device="cpu", progress=False, log_samples=False), workers=2)
+    assert list(rep["per_cell"]) == [c.key for c in spec.cells()]
+    assert all(v > 0 for v in rep["per_cell"].values())
+    train = next(p for p in rep["pieces"] if p.label == "train standard")
+    assert train.factor == pytest.approx(1297 / 512 * 8)  # images x epochs; plain training has no steps
+    pgd = next(p for p in rep["pieces"] if p.label.startswith("craft pgd"))
+    assert pgd.factor == pytest.approx(64 / 16 * 20 / 2) and "steps 20/2" in pgd.how
+    assert rep["total_s"] == pytest.approx(sum(p.predicted_s for p in rep["pieces"]))
+    assert rep["total_workers_s"] >= rep["total_s"] / 2
+    text = format_report(rep)
+    assert all(key in text for key in rep["per_cell"]) and "total:" in text
+    code, out, err = run_cli("estimate", "--grid", str(tmp_path / "est.toml"), "--device", "cpu", capsys=capsys)
+    assert code == 0 and all(key in out for key in rep["per_cell"]), err
