@@ -6,7 +6,8 @@ In a grid, a train-time entry takes a model instead of training one::
     source = "checkpoint"
     arch = "resnet32"                 # a registered architecture, or
     model = "nets.py:LeNet"           # a factory / nn.Module class: "pkg.mod:name" or "file.py:name"
-    checkpoint = "lenet.pt"           # weights_only=True; optional when the factory loads its own
+    checkpoint = "lenet.pt"           # weights_only=True; optional when the factory loads its own;
+                                      # $VARS expand ("$BENCH_WEIGHTS_DIR/resnet32.th")
     mean = [0.1307]                   # optional: the model normalises internally,
     std = [0.3081]                    # so attacks always see [0, 1] images
 
@@ -17,6 +18,8 @@ This module reads specs only (no torch); bench.user_model builds the models.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,8 @@ def is_provided(params: dict[str, Any]) -> bool:
 
 
 def resolve_path(value: str, base_dir: str | Path | None) -> Path:
-    p = Path(value).expanduser()
+    """``$VARS`` and ``~`` expanded; relative paths start at ``base_dir`` (the grid file's folder)."""
+    p = Path(os.path.expandvars(value)).expanduser()
     return p if p.is_absolute() or base_dir is None else Path(base_dir) / p
 
 
@@ -76,9 +80,13 @@ def fingerprint(params: dict[str, Any], base_dir: str | Path | None) -> dict[str
     out = dict(params)
     if "checkpoint" in params:
         path = resolve_path(params["checkpoint"], base_dir)
+        unset = re.findall(r"\$\{?(\w+)", os.path.expandvars(params["checkpoint"]))
+        if unset:
+            raise BenchError(f"checkpoint {params['checkpoint']!r} names {', '.join(unset)}, which is not set: "
+                             f"export {unset[0]}=<folder> first")
         if not path.is_file():
-            raise BenchError(f"checkpoint {path} not found (named by a [train] entry with source = "
-                             "\"checkpoint\"; relative paths start at the grid file's folder)")
+            raise BenchError(f"checkpoint {path} not found (named by a [train] entry with source = \"checkpoint\"; "
+                             "relative paths start at the grid file's folder)")
         out["sha256"] = file_sha256(path)
     if "model" in params:
         digest = ref_fingerprint(params["model"], base_dir)
