@@ -74,6 +74,16 @@ def _load_module(path: Path, name: str):
 
 
 @pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    """nets.py and an untrained checkpoint of it: enough for the checks that run before any cell."""
+    folder = tmp_path_factory.mktemp("user_files")
+    (folder / "nets.py").write_text(NETS_PY)
+    net = _load_module(folder / "nets.py", "user_nets_untrained").ClassicLeNet()
+    torch.save({"state_dict": net.state_dict()}, folder / "lenet.pt")
+    return folder
+
+
+@pytest.fixture(scope="module")
 def user_lenet(tmp_path_factory, shared_data):
     """nets.py and a checkpoint (``module.``-prefixed, inside {"state_dict"}) the package never saw,
     trained on MNIST test images 2,000-9,999 (the grids evaluate the first 100, which it never saw)."""
@@ -172,9 +182,9 @@ def test_changed_checkpoint_is_a_new_cell(tmp_path):
     (('model = "nets.py:ClassicLeNet"', 'model = "nets.py:NoSuchNet"'), "has no attribute 'NoSuchNet'"),
     (('std = [0.3081]', 'std = "wide"'), "std must be a list of numbers"),
 ])
-def test_bad_source_entries_are_one_line(user_lenet, tmp_path, capsys, edit, needle):
+def test_bad_source_entries_are_one_line(user_files, tmp_path, capsys, edit, needle):
     for name in ("nets.py", "lenet.pt"):
-        (tmp_path / name).write_bytes((user_lenet / name).read_bytes())
+        (tmp_path / name).write_bytes((user_files / name).read_bytes())
     (tmp_path / "g.toml").write_text(USER_GRID.replace(*edit))
     code, _, err = run_cli("run", "--grid", str(tmp_path / "g.toml"), "--no-tracking", "--dry-run",
                            "--results-dir", str(tmp_path / "r"), capsys=capsys)
@@ -222,6 +232,7 @@ eps = 0.2
 """
 
 
+@pytest.mark.slow
 def test_plugin_file_lists_and_runs(tmp_path, capsys):
     (tmp_path / "plug.py").write_text(PLUGIN_PY)
     code, out, _ = run_cli("list", "defenses", "--plugin", str(tmp_path / "plug.py"), capsys=capsys)
@@ -294,6 +305,7 @@ def test_wrapper_attack_params_checked_against_the_inner_attack():
         check_attack("eot", {"n": 4, "stepz": 5}, "g")
 
 
+@pytest.mark.slow
 def test_evaluate_a_model_from_python(digits_model, tmp_path):
     df = bench.evaluate(digits_model, dataset="digits", attacks=["fgsm", {"name": "pgd", "params": {"steps": 10}}],
                         eps=0.1, limit=60, device="cpu", cache_dir=tmp_path / "c", progress=False)
