@@ -467,7 +467,11 @@ class Runner:
         return config_hash({"cell": cell.cell_id}) if cell.threat == "adaptive" else config_hash({
             "train": [cell.train_defense, cell.train_params], "attack": cell.attack, "params": cell.attack_params,
             "eps": cell.eps, "threat": cell.threat, "surrogate": cell.surrogate, "limit": cell.limit,
-            "seed": cell.seed, "dataset": cell.dataset, "arch": cell.arch, "version": __version__})
+            "seed": cell.seed, "dataset": cell.dataset, "arch": cell.arch, "version": __version__,
+            # the trained models differ with their training images, so their adversarial examples do too
+            **({} if cell.train_limit is None else {"train_limit": cell.train_limit}),
+            **({} if (cell.train_split, cell.train_offset) == ("train", 0) else
+               {"train_split": cell.train_split, "train_offset": cell.train_offset})})
 
     # -- one cell --------------------------------------------------------------------------------
     def predict(self, defense: Any, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[float] | None]:
