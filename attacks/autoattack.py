@@ -33,6 +33,9 @@ class AutoAttack(Attack):
     """Parameter-free ensemble (APGD-CE, APGD-T, FAB-T, Square); ``rand`` adds EOT for random defenses."""
 
     dataset_defaults = {"digits": {"eps": 0.3}, "mnist": {"eps": 0.3}, "cifar10": {"eps": 8 / 255}}
+    # APGD's iterations and restarts dominate; Square's queries go only to points APGD left robust
+    # (read by bench.estimate).
+    work_params = ("n_iter", "n_restarts")
 
     def __init__(self, eps: float = 0.3, norm: str = "Linf", version: str = "standard",
                  attacks: list[str] | None = None, n_iter: int | None = None, n_restarts: int | None = None,

@@ -9,8 +9,8 @@ budgets shrunk) with every piece of work timed, then scales each piece to the re
   D' attack's step ratio;
 - crafting adversarial examples: x (real / smoke points) x the attack's work ratio, the product of
   its budgets (steps, restarts, binary-search steps, rounds, EOT draws, AutoAttack iterations);
-- predicting: x (real / smoke points) x the defense's work ratio (K, RMC's max_epochs cap, RIDE's
-  iterations); RMC's early stop is ignored, so RMC figures are upper bounds.
+- predicting: x (real / smoke points) x the defense's work ratio (RMC: adaptation batches
+  ceil(K / batch) at its real epochs, which the smoke run keeps; RIDE: iterations x checkpoints).
 
 It prints each timed piece with its factor, the prediction per cell and the total, for one device
 and for N workers (total / N, but never below the longest single piece). Work shared between cells
@@ -19,6 +19,7 @@ and for N workers (total / N, but never below the longest single piece). Work sh
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,11 @@ def work_ratio(full: dict[str, Any], smoke: dict[str, Any], defaults: dict[str, 
             continue
         f = _value(full, defaults, name, UNBOUNDED.get(name, caps[name]))
         s = _value(smoke, defaults, name, UNBOUNDED.get(name, caps[name]))
+        if name == "k":  # K costs adaptation batches where the method trains on its neighbours (RMC)
+            if "batch_size" not in defaults:
+                continue  # a search: about as fast for any K
+            bs = _value(full, defaults, "batch_size", 128)
+            f, s = math.ceil(f / bs), math.ceil(s / bs)
         if f != s and s > 0:
             ratio *= f / s
             parts.append(f"{name} {f:g}/{s:g}")
