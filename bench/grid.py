@@ -231,7 +231,15 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
             raise BenchError(f"{aw}: threat {threat!r} unknown; use one of {', '.join(THREATS)}")
         if threat == "transfer" and not a.get("surrogate"):
             raise BenchError(f"{aw}: a transfer attack needs surrogate = {{arch = ..., seed = ...}}")
+        for key in ("params", "surrogate"):
+            if not isinstance(a.get(key, {}), dict):
+                raise BenchError(f"{aw}: {key} must be a table, e.g. {key} = {{ steps = 10 }}")
         runtime = a.get("runtime", [])
+        names = [runtime] if isinstance(runtime, str) else runtime
+        if not isinstance(names, list) or not all(isinstance(r, str) for r in names):
+            raise BenchError(f"{aw}: runtime must be a runtime defense name or a list of names")
+        if not isinstance(a.get("label", ""), str):
+            raise BenchError(f"{aw}: label must be a string")
         attacks.append(AttackSpec(
             name=a["name"], threat=threat, eps=_eps_list(a.get("eps"), aw, lambda a=a: _ball_norm(a["name"])),
             params=dict(a.get("params", {})),

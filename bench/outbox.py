@@ -78,37 +78,54 @@ class Outbox:
             raise (disk_error(path, exc) or exc) from None
 
 
-def replay(results_dir: Path, grid: str, uri: str | None, retry_s: float | None = None,
-           verbose: bool = False) -> tuple[int, int]:
-    """Log every queued payload to MLflow, removing each once logged; returns (replayed, dropped).
+def drain(box: Outbox, tracker: Any) -> tuple[int, int, int]:
+    """Mirror every queued payload through ``tracker`` (removing each once logged) until one fails;
+    returns (replayed, dropped, left).
 
     An entry whose record never reached the results (a kill between the two writes) is dropped:
-    MLflow mirrors the results, nothing else. Raises BenchError (one line) when the store is
-    unreachable; what was replayed stays replayed."""
+    MLflow mirrors the results, nothing else. Entries of a cell another live run has claimed are
+    left alone: that run is writing or mirroring it right now."""
+    from bench.locks import CellClaim
     from bench.results import ResultStore
+
+    records = ResultStore(box.path.parent / f"{box.grid}.jsonl").records
+    done = dropped = 0
+    entries = box.entries()
+    for i, entry in enumerate(entries):
+        cid = entry["cell_id"]
+        claim = CellClaim(box.path.parent, box.grid, cid)
+        if not claim.acquire():
+            continue
+        try:
+            rec = records.get(cid)
+            if rec is None or rec.get("finished_at") != entry["record"].get("finished_at"):
+                box.remove(cid)
+                dropped += 1
+                continue
+            png = box.sample_path(cid)
+            if not tracker.mirror(entry["record"], entry["params"], png=png if png.is_file() else None):
+                return done, dropped, len(entries) - i
+            box.remove(cid)
+            done += 1
+        finally:
+            claim.release()
+    return done, dropped, 0
+
+
+def replay(results_dir: Path, grid: str, uri: str | None, retry_s: float | None = None,
+           verbose: bool = False) -> tuple[int, int]:
+    """``bench track``: mirror the outbox into MLflow under a parent run ``<grid> sync``; returns
+    (replayed, dropped). Raises BenchError (one line) when the store is unreachable or fails again;
+    what was replayed stays replayed."""
     from bench.tracking import Tracker
 
     box = Outbox(results_dir, grid)
-    records = ResultStore(Path(results_dir) / f"{grid}.jsonl").records
-    entries, dropped = [], 0
-    for entry in box.entries():
-        rec = records.get(entry["cell_id"])
-        if rec is None or rec.get("finished_at") != entry["record"].get("finished_at"):
-            box.remove(entry["cell_id"])
-            dropped += 1
-        else:
-            entries.append(entry)
-    if not entries:
-        return 0, dropped
-    done = 0
+    if not box.entries():
+        return 0, 0
     with Tracker(grid, uri, tags={"kind": "sync"}, run_name=f"{grid} sync", retry_s=retry_s, verbose=verbose,
                  warn=lambda line: None) as tracker:
-        for entry in entries:
-            png = box.sample_path(entry["cell_id"])
-            if not tracker.mirror(entry["record"], entry["params"], png=png if png.is_file() else None):
-                raise BenchError(f"tracking store {tracker.uri} failed again ({tracker.degraded}); {done} of "
-                                 f"{len(entries)} outbox entries replayed, the rest stay in {box.path}; "
-                                 "run `bench track` again later")
-            box.remove(entry["cell_id"])
-            done += 1
+        done, dropped, left = drain(box, tracker)
+    if left:
+        raise BenchError(f"tracking store {tracker.uri} failed again ({tracker.degraded}); {done} cells "
+                         f"replayed, {left} stay in {box.path}; run `bench track` again later")
     return done, dropped

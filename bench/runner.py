@@ -188,7 +188,7 @@ class Runner:
         from bench.errors import DiskError
         from bench.executors import LocalExecutor
         from bench.locks import CellClaim
-        from bench.outbox import Outbox
+        from bench.outbox import Outbox, drain
 
         executor = executor or LocalExecutor()
         plan = self.plan()
@@ -246,12 +246,12 @@ class Runner:
                         # any point leaves either no record or a record whose payload `bench track` has.
                         outbox.add(record, params)
                     self.store.put(record)
-                    claims.pop(cell.cell_id).release()
                     summary.ran += 1
                     if tracker.mirror(record, params, sample):
                         outbox.remove(cell.cell_id)
                     elif tracker.active and sample is not None:
                         outbox.save_sample(cell.cell_id, sample)
+                    claims.pop(cell.cell_id).release()  # after the mirror: a drain elsewhere leaves it alone
                     status = (f"clean {100 * record['clean_acc']:.1f}%  robust {100 * record['robust_acc']:.1f}%"
                               if record["status"] == "ok" else f"FAILED: {record['error']}")
                     tqdm.write(f"[{i}/{len(plan.todo)}] {cell.key}: {status} ({record['seconds']:.1f}s)")
@@ -262,7 +262,12 @@ class Runner:
                 bar.close()
                 for claim in claims.values():
                     claim.release()
-            summary.queued = len(outbox) if tracker.degraded else 0
+            if tracker.active and tracker.degraded is None and len(outbox):
+                # Payloads left by an earlier outage or kill: the store works now, so catch up.
+                replayed = drain(outbox, tracker)[0]
+                if replayed:
+                    tqdm.write(f"replayed {replayed} queued cells from {outbox.path} into MLflow")
+            summary.queued = len(outbox) if tracker.active else 0
         self.store.set_flags(cell_flags)
         return summary
 

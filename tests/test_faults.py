@@ -335,6 +335,9 @@ def test_enospc_on_an_mlflow_artifact_stops_the_run_and_keeps_the_payload(tmp_pa
         runner(tmp_path).run()
     recs = records(tmp_path)
     assert len(recs) == 1 and len(Outbox(tmp_path / "results", "fz")) == 1
+    monkeypatch.undo()
+    assert runner(tmp_path).run().queued == 0  # a healthy rerun also drains what the outbox held
+    assert sorted(cell_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")) == sorted(records(tmp_path))
 
 
 def test_cli_disk_full_is_one_line_exit_2(tmp_path, monkeypatch, capsys):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,8 +34,9 @@ UNKNOWN = st.dictionaries(st.sampled_from(["colour", "épsilon", "train2", "x"])
 
 
 def maybe(good: st.SearchStrategy) -> st.SearchStrategy:
-    """Mostly plausible values, sometimes anything at all."""
-    return st.one_of(good, good, ANY)
+    """Mostly plausible values (9 in 10), sometimes anything at all: most files then break one rule,
+    so the checks deep in the parser and the runner's plan are reached too."""
+    return st.integers(0, 9).flatmap(lambda i: ANY if i == 0 else good)
 
 
 def with_unknown(d: st.SearchStrategy) -> st.SearchStrategy:
@@ -43,7 +45,7 @@ def with_unknown(d: st.SearchStrategy) -> st.SearchStrategy:
 
 HYPER = with_unknown(st.dictionaries(st.sampled_from(["epochs", "lr", "steps", "eps", "n"]),
                                      maybe(st.integers(-5, 5)), max_size=3))
-EPS = maybe(st.one_of(st.floats(0, 1), st.lists(st.floats(-1, 2, allow_nan=True), max_size=4),
+EPS = maybe(st.one_of(st.floats(0, 1), st.lists(st.floats(-1, 2) | st.just(math.nan), max_size=4),
                       st.sampled_from(["8/255", "1/0", "0/0", "x/y", "1e999"])))
 ATTACK = with_unknown(st.fixed_dictionaries(
     {"name": maybe(st.sampled_from(["fgsm", "pgd", "deepfool", "eot", "nope"]))},
@@ -52,18 +54,19 @@ ATTACK = with_unknown(st.fixed_dictionaries(
               "surrogate": maybe(st.fixed_dictionaries({}, optional={"arch": maybe(st.sampled_from(["lenet5"])),
                                                                      "seed": maybe(st.integers(-2, 2))})),
               "runtime": maybe(st.lists(st.sampled_from(["none", "deepnn", "bogus"]), max_size=2))}))
-ATTACKS = maybe(st.lists(ATTACK, max_size=3).flatmap(lambda a: st.sampled_from([a, a + a])))  # a + a: duplicate cells
-TABLES = maybe(st.dictionaries(maybe(st.sampled_from(["standard", "adv-fgsm", "none", "deepnn", "bogus"])),
+# a + a: every cell listed twice
+ATTACKS = maybe(st.lists(ATTACK, min_size=1, max_size=3).flatmap(lambda a: st.sampled_from([a, a + a])))
+TABLES = maybe(st.dictionaries(st.sampled_from(["standard", "adv-fgsm", "none", "deepnn", "bogus"]) | TEXT,
                                maybe(HYPER), max_size=3))
 GRID = with_unknown(st.fixed_dictionaries(
     {"dataset": maybe(st.sampled_from(["digits", "mnist", "nope"])),
-     "arch": maybe(st.sampled_from(["small-cnn", "x"]))},
+     "arch": maybe(st.sampled_from(["small-cnn", "x"])), "attacks": ATTACKS},
     optional={"name": maybe(TEXT), "description": maybe(TEXT),
               "layout": maybe(st.sampled_from(["star", "cross", "ring"])),
               "base_model": maybe(st.sampled_from(["standard", "none"])), "limit": maybe(st.integers(-(2**70), 2**70)),
               "train_limit": maybe(st.integers(-5, 10**12)), "seed": maybe(st.integers(-(2**80), 2**80)),
               "reference": maybe(st.dictionaries(TEXT, maybe(st.floats()), max_size=2)),
-              "reference_source": maybe(TEXT), "train": TABLES, "runtime": TABLES, "attacks": ATTACKS}))
+              "reference_source": maybe(TEXT), "train": TABLES, "runtime": TABLES}))
 
 
 def toml_value(v: Any) -> str:
@@ -74,20 +77,26 @@ def toml_value(v: Any) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
+        return toml_str(v)
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return "{" + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)} = {toml_value(x)}" for k, x in v.items()) + "}"
+    return "{" + ", ".join(f"{toml_str(str(k))} = {toml_value(x)}" for k, x in v.items()) + "}"
+
+
+def toml_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML forbids a raw DEL
 
 
 def to_toml(grid: dict[str, Any]) -> str:
-    return "".join(f"{json.dumps(k, ensure_ascii=False)} = {toml_value(v)}\n" for k, v in grid.items())
+    return "".join(f"{toml_str(k)} = {toml_value(v)}\n" for k, v in grid.items())
 
 
-DOCUMENT = st.one_of(GRID.map(to_toml).map(str.encode), GRID.map(to_toml).map(str.encode),
-                     GRID.map(to_toml).map(str.encode), TEXT.map(str.encode), st.binary(max_size=40))
+# One file in ten is not TOML at all (random text, bytes that are not UTF-8).
+DOCUMENT = st.integers(0, 9).flatmap(lambda i: st.one_of(TEXT.map(str.encode), st.binary(max_size=40)) if i == 0
+                                     else GRID.map(to_toml).map(str.encode))
 
 
+@pytest.mark.slow
 @settings(max_examples=220, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(DOCUMENT)
 def test_dry_run_on_any_grid_file_exits_0_or_one_line(document: bytes) -> None:
