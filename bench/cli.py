@@ -309,7 +309,12 @@ def track(grid_name: str, results_dir: Path, tracking_uri: str | None, verbose: 
     from bench import grid as grids
     from bench.outbox import replay
 
-    name = grids.load(grid_name).name
+    try:
+        name = grids.load(grid_name).name
+    except BenchError:
+        if not (Path(results_dir) / f"{grid_name}.outbox.jsonl").is_file():
+            raise
+        name = grid_name  # the grid's name as in results/ (its .toml may live elsewhere)
     done, _ = replay(results_dir, name, tracking_uri, verbose=verbose)
     if done:
         click.echo(f"replayed {done} cells into MLflow; the outbox of {name} is empty")

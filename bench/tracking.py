@@ -42,6 +42,8 @@ def default_retry_s() -> float:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
+    if "Failed to establish a new connection" in text or "Connection refused" in text:
+        text = "connection refused"  # instead of urllib3's 300-character retry report
     return f"{type(exc).__name__}: {text.splitlines()[0][:150]}" if text else type(exc).__name__
 
 
@@ -164,9 +166,8 @@ class Tracker:
 
     def _degrade(self, exc: BaseException) -> None:
         self.degraded = _first_line(exc)
-        self.warn(f"warning: MLflow tracking at {self.uri} failed ({self.degraded}); cells go on and "
-                  "records are safe; their MLflow payloads wait in the outbox: run "
-                  f"`bench track --grid {self.grid}` when the server is back")
+        self.warn(f"warning: MLflow tracking at {self.uri} failed ({self.degraded}); cells go on and their "
+                  "records are safe; MLflow payloads wait in the outbox for `bench track` (see the end of the run)")
 
     def _unwind(self) -> None:
         """After a failure inside a nested run, make the parent the active run again."""

@@ -112,7 +112,7 @@ def test_tracking_failure_mid_run_queues_then_track_replays(tmp_path, monkeypatc
     summary = runner(tmp_path).run()
     assert summary.ran == N_CELLS and summary.failed == 0 and summary.queued == N_CELLS - 2
     out = capsys.readouterr().out
-    assert out.count("warning:") == 1 and "bench track --grid fz" in out and "View run" not in out
+    assert out.count("warning:") == 1 and "bench track" in out and "View run" not in out
     recs = records(tmp_path)
     assert len(recs) == N_CELLS and all(r["status"] == "ok" for r in recs.values())
     box = Outbox(tmp_path / "results", "fz")
@@ -130,6 +130,15 @@ def test_tracking_failure_mid_run_queues_then_track_replays(tmp_path, monkeypatc
     assert len(box) == 0 and not list(box.samples.glob("*.png"))
     assert replay(tmp_path / "results", "fz", uri) == (0, 0)  # idempotent
     assert sorted(cell_runs(uri)) == sorted(recs)
+
+
+def test_bench_sync_with_an_empty_outbox_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    result = CliRunner().invoke(cli, ["sync", "--grid", "ci", "--results-dir", str(tmp_path)])
+    assert result.exit_code == 0 and "nothing to replay" in result.output
 
 
 def test_outbox_entry_without_a_record_is_dropped(tmp_path):
