@@ -354,6 +354,10 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted; finished cells are saved, rerun to resume", err=True)
         sys.exit(130)
+    except OSError as exc:  # an I/O failure no specific check named: still one line, never a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}; finished cells are saved, rerun to resume", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

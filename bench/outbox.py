@@ -78,6 +78,25 @@ class Outbox:
             raise (disk_error(path, exc) or exc) from None
 
 
+def drop_stale(box: Outbox) -> int:
+    """Drop queued payloads whose record never reached the results (and no live run claims)."""
+    from bench.locks import CellClaim
+    from bench.results import ResultStore
+
+    records = ResultStore(box.path.parent / f"{box.grid}.jsonl").records
+    dropped = 0
+    for entry in box.entries():
+        rec = records.get(entry["cell_id"])
+        if rec is not None and rec.get("finished_at") == entry["record"].get("finished_at"):
+            continue
+        claim = CellClaim(box.path.parent, box.grid, entry["cell_id"])
+        if claim.acquire():
+            box.remove(entry["cell_id"])
+            dropped += 1
+            claim.release()
+    return dropped
+
+
 def drain(box: Outbox, tracker: Any) -> tuple[int, int, int]:
     """Mirror every queued payload through ``tracker`` (removing each once logged) until one fails;
     returns (replayed, dropped, left).
@@ -120,11 +139,13 @@ def replay(results_dir: Path, grid: str, uri: str | None, retry_s: float | None 
     from bench.tracking import Tracker
 
     box = Outbox(results_dir, grid)
+    dropped = drop_stale(box)
     if not box.entries():
-        return 0, 0
+        return 0, dropped
     with Tracker(grid, uri, tags={"kind": "sync"}, run_name=f"{grid} sync", retry_s=retry_s, verbose=verbose,
                  warn=lambda line: None) as tracker:
-        done, dropped, left = drain(box, tracker)
+        done, more, left = drain(box, tracker)
+    dropped += more
     if left:
         raise BenchError(f"tracking store {tracker.uri} failed again ({tracker.degraded}); {done} cells "
                          f"replayed, {left} stay in {box.path}; run `bench track` again later")

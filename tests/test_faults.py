@@ -96,6 +96,7 @@ def wait_for_records(folder: Path, proc: subprocess.Popen, n: int = 1, timeout: 
 
 
 # -- (1) tracking failures never fail a cell ----------------------------------------------------------
+@pytest.mark.slow
 def test_tracking_failure_mid_run_queues_then_track_replays(tmp_path, monkeypatch, capsys):
     """MLflow fails from the third cell on: every cell is ok, one warning, the rest wait in the
     outbox; the replay logs one run per cell with the record's metrics, and a second replay is a no-op."""
@@ -335,6 +336,7 @@ def test_full_or_read_only_cache_stops_the_run_without_failed_records(tmp_path, 
     assert runner(tmp_path, tracking=False).run().ran == N_CELLS
 
 
+@pytest.mark.slow
 def test_enospc_on_an_mlflow_artifact_stops_the_run_and_keeps_the_payload(tmp_path, monkeypatch):
     def full(self, *a, **kw):
         raise OSError(errno.ENOSPC, "No space left on device")
