@@ -230,7 +230,7 @@ class Runner:
 
         with Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
                      tags={"device": executor.device_label(self), "executor": executor.name,
-                           "grid_path": self.spec.path}, verbose=getattr(self.opt, "verbose", False),
+                           "grid_path": self.spec.path}, verbose=self.opt.verbose,
                      warn=tqdm.write) as tracker:
             self.tracker = tracker
             bar = tqdm(executor.run(self, claimed_cells()), total=len(plan.todo), desc=f"grid {self.spec.name}",
