@@ -72,11 +72,30 @@ def _denied(path: Path) -> BenchError:
     return BenchError(f"cannot write to {Path(path).parent}: permission denied; choose a writable folder")
 
 
+def disk_error(path: Path | str, exc: OSError) -> BenchError | None:
+    """The one-line error for a write that failed because the disk is full or read-only (None for
+    other OS errors, which are bugs or transient and keep their traceback for the record)."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    elif exc.errno == errno.EROFS:
+        why = "read-only file system"
+    else:
+        return None
+    from bench.errors import DiskError
+
+    return DiskError(f"cannot write {path}: {why}; records finished so far are kept, free space (or make "
+                     "the folder writable) and rerun the same command to continue")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         _atomic_write(Path(path), lambda f: f.write(data))
     except PermissionError:
         raise _denied(path) from None
+    except OSError as exc:
+        raise (disk_error(path, exc) or exc) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -119,6 +138,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         _atomic_write(checksum_path(path), lambda f: f.write(h.hexdigest().encode()))
     except PermissionError:
         raise _denied(path) from None
+    except OSError as exc:
+        raise (disk_error(path, exc) or exc) from None
 
 
 def entry_status(path: Path) -> str:
@@ -181,6 +202,8 @@ def lock(path: Path) -> Iterator[None]:
         f = open(lock_path, "a+b")  # noqa: SIM115 - held for the with-block
     except PermissionError:
         raise _denied(lock_path) from None
+    except OSError as exc:
+        raise (disk_error(lock_path, exc) or exc) from None
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         yield

@@ -84,11 +84,12 @@ def cli() -> None:
                    "at the grid's real shapes; records go to results/<grid>.smoke.jsonl.")
 @click.option("--synthetic", is_flag=True,
               help="Seeded data of the dataset's exact shape and label count for splits whose files are missing.")
+@click.option("--verbose", is_flag=True, help="Show MLflow's own console lines and log messages.")
 @_plugin_option
 def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path | None, results_dir: Path,
         tracking_uri: str | None, no_tracking: bool, device: str, limit: int | None, seed: int | None,
         dry_run: bool, leaderboard: bool, executor: str, ray_address: str | None, smoke: bool, synthetic: bool,
-        plugins: tuple[Path, ...]) -> None:
+        verbose: bool, plugins: tuple[Path, ...]) -> None:
     """Run a grid: train or load models, attack, audit, record every cell."""
     from bench import grid as grids
     from bench.cache import default_cache_dir
@@ -108,7 +109,8 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
 
     opts = RunOptions(data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(), results_dir=results_dir,
                       tracking_uri=tracking_uri, tracking=not no_tracking, device=device, limit=limit, seed=seed,
-                      download=download, synthetic=synthetic, budget="smoke" if smoke else "full")
+                      download=download, synthetic=synthetic, budget="smoke" if smoke else "full",
+                      verbose=verbose)
     runner = Runner(spec, opts)
     plan = runner.plan()
     if dry_run:
@@ -124,11 +126,17 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         for c, why in plan.skipped:
             click.echo(f"  skip  {c.key}: {why}")
         return
-    summary = runner.run(runner_executor)
+    summary = _run_interruptible(runner, runner_executor, len(plan.todo))
     click.echo(f"{summary.ran} cells run ({summary.failed} failed), {summary.skipped_done} already done, "
                f"{summary.skipped_unavailable} unavailable; records in {summary.results_path}")
     if smoke:
         _report_memory(runner)
+    if summary.claimed_elsewhere:
+        click.echo(f"{summary.claimed_elsewhere} cells were being computed by another run on this results "
+                   "folder; rerun after it ends to include them in the leaderboard")
+    if summary.queued:
+        click.echo(f"{summary.queued} cells wait in the tracking outbox; run `bench track --grid {grid_name}` "
+                   "when the MLflow server is back")
     if leaderboard:
         _, records = _spec_records(grid_name, results_dir, limit, seed)
         path = _write_leaderboard(spec, records, None)
@@ -149,6 +157,31 @@ def _report_memory(runner) -> None:
     top = max(recs, key=lambda r: r.get(key, 0))
     click.echo(f"peak memory ({'CUDA max allocated' if key == 'peak_cuda_mb' else 'CPU RSS'}): largest cell "
                f"{top['key']} {top[key]:.0f} MB; median {sorted(r.get(key, 0) for r in recs)[len(recs) // 2]:.0f} MB")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so it unwinds like Ctrl-C (parent MLflow run KILLED)."""
+
+
+def _run_interruptible(runner, executor, todo: int):
+    """``runner.run`` with Ctrl-C and SIGTERM turned into one line and exit code 130."""
+    import signal
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return runner.run(executor)
+    except KeyboardInterrupt as exc:
+        summary = getattr(runner, "summary", None)
+        done = summary.ran if summary is not None else 0
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        click.echo(f"{what}: {done} of {todo} cells finished and saved; rerun the same command to resume",
+                   err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | None, leaderboard: bool) -> bool:
@@ -356,6 +389,32 @@ def cache_gc(cache_dir: Path | None, older_than: float | None, everything: bool,
                f"{'would be freed' if dry_run else 'freed'}")
 
 
+@cli.command("track")
+@click.option("--grid", "grid_name", required=True, help="Grid name or .toml path whose outbox to replay.")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+@click.option("--verbose", is_flag=True, help="Show MLflow's own console lines and log messages.")
+def track(grid_name: str, results_dir: Path, tracking_uri: str | None, verbose: bool) -> None:
+    """Replay the tracking outbox (cells MLflow missed during an outage) into MLflow; idempotent."""
+    from bench import grid as grids
+    from bench.outbox import replay
+
+    try:
+        name = grids.load(grid_name).name
+    except BenchError:
+        if not (Path(results_dir) / f"{grid_name}.outbox.jsonl").is_file():
+            raise
+        name = grid_name  # the grid's name as in results/ (its .toml may live elsewhere)
+    done, _ = replay(results_dir, name, tracking_uri, verbose=verbose)
+    if done:
+        click.echo(f"replayed {done} cells into MLflow; the outbox of {name} is empty")
+    else:
+        click.echo(f"nothing to replay: the outbox of {name} in {results_dir} is empty")
+
+
+cli.add_command(track, "sync")
+
+
 @cli.command()
 @click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
 @click.option("--port", type=int, default=5000, show_default=True)
@@ -385,6 +444,10 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted; finished cells are saved, rerun to resume", err=True)
         sys.exit(130)
+    except OSError as exc:  # an I/O failure no specific check named: still one line, never a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}; finished cells are saved, rerun to resume", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -7,3 +7,8 @@ class BenchError(Exception):
 
 class AuditError(BenchError):
     """An attack returned x_adv outside [0, 1] or outside its norm ball."""
+
+
+class DiskError(BenchError):
+    """A write failed because the disk is full or the folder is read-only: the run stops; records
+    finished before are kept, and a rerun after freeing space continues."""

@@ -173,10 +173,18 @@ def resolve_path(name_or_path: str) -> Path:
 def load(name_or_path: str) -> GridSpec:
     path = resolve_path(name_or_path)
     try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BenchError(f"malformed grid file {path}: {exc}") from None
-    return parse(raw, default_name=path.stem, path=str(path))
+    except OSError as exc:
+        raise BenchError(f"cannot read grid file {path}: {exc.strerror}") from None
+    try:
+        return parse(raw, default_name=path.stem, path=str(path))
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError, AttributeError, RecursionError) as exc:
+        # A value of the wrong type that no specific check below names: still one line, never a traceback.
+        why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise BenchError(f"{path}: invalid value in grid file ({type(exc).__name__}: {why}); see "
+                         "bench/grids/*.toml for the expected types") from None
 
 
 def _ball_norm(attack: str) -> str:
@@ -201,9 +209,9 @@ def _eps_list(value: Any, where: str, norm: str | Callable[[], str] = "Linf") ->
             try:
                 num, _, den = v.partition("/")
                 v = float(num) / float(den) if den else float(num)
-            except ValueError:
+            except (ValueError, ZeroDivisionError):
                 raise BenchError(f"{where}: eps {v!r} is not a number (write 0.03 or \"8/255\")") from None
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v:  # v != v: NaN
             raise BenchError(f"{where}: eps {v!r} is not a number")
         if float(v) > 1.0 and callable(norm):
             norm = norm()
@@ -269,7 +277,15 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
             raise BenchError(f"{aw}: threat {threat!r} unknown; use one of {', '.join(THREATS)}")
         if threat == "transfer" and not a.get("surrogate"):
             raise BenchError(f"{aw}: a transfer attack needs surrogate = {{arch = ..., seed = ...}}")
+        for key in ("params", "surrogate"):
+            if not isinstance(a.get(key, {}), dict):
+                raise BenchError(f"{aw}: {key} must be a table, e.g. {key} = {{ steps = 10 }}")
         runtime = a.get("runtime", [])
+        names = [runtime] if isinstance(runtime, str) else runtime
+        if not isinstance(names, list) or not all(isinstance(r, str) for r in names):
+            raise BenchError(f"{aw}: runtime must be a runtime defense name or a list of names")
+        if not isinstance(a.get("label", ""), str):
+            raise BenchError(f"{aw}: label must be a string")
         attacks.append(AttackSpec(
             name=a["name"], threat=threat, eps=_eps_list(a.get("eps"), aw, lambda a=a: _ball_norm(a["name"])),
             params=dict(a.get("params", {})),
@@ -285,6 +301,14 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         raise BenchError(f"{where}: train_split must be \"train\" or \"test\", got {train_split!r}")
     if not isinstance(train_offset, int) or isinstance(train_offset, bool) or train_offset < 0:
         raise BenchError(f"{where}: train_offset must be a non-negative integer, got {train_offset!r}")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise BenchError(f"{where}: seed must be an integer in [0, 2**63), got {seed!r}")
+    for key in ("name", "base_model", "description", "reference_source"):
+        if key in raw and not isinstance(raw[key], str):
+            raise BenchError(f"{where}: {key} must be a string, got {raw[key]!r}"[:300])
+    if "/" in str(raw.get("name", "")) or raw.get("name") == "":
+        raise BenchError(f"{where}: name {raw['name']!r} must be a non-empty file name (no '/')")
     ref = raw.get("reference", {})
     spec = GridSpec(
         name=raw.get("name", default_name), dataset=raw["dataset"], arch=raw["arch"],

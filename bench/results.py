@@ -1,23 +1,30 @@
 """Result records: one JSON object per cell in results/<grid>.jsonl, written atomically.
 
 The whole file is rewritten through a temporary file and a rename, so a crash never leaves a
-half record; a record for a cell replaces any earlier record of the same cell.
+half record; a record for a cell replaces any earlier record of the same cell. Every write
+re-reads the file under ``<file>.lock`` (bench.locks) and merges, so runs sharing a results
+folder never lose each other's records, whatever the interleaving.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.cache import atomic_write_text
 from bench.errors import BenchError
+from bench.locks import file_lock
 
 
 class ResultStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, dict[str, Any]] = self._read()
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        records: dict[str, dict[str, Any]] = {}
         if self.path.is_file():
             for lineno, line in enumerate(self.path.read_text().splitlines(), 1):
                 if not line.strip():
@@ -26,7 +33,12 @@ class ResultStore:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     raise BenchError(f"{self.path}:{lineno} is not valid JSON; fix or remove that line") from None
-                self.records[rec["cell_id"]] = rec
+                records[rec["cell_id"]] = rec
+        return records
+
+    def reload(self) -> None:
+        """Pick up records other runs wrote since this store was opened."""
+        self.records = self._read()
 
     def check_writable(self) -> None:
         folder = self.path.parent
@@ -44,11 +56,24 @@ class ResultStore:
         return rec is not None and rec.get("status") == "ok"
 
     def put(self, record: dict[str, Any]) -> None:
-        self.records[record["cell_id"]] = record
-        atomic_write_text(self.path, self._text())
+        with file_lock(self.path):
+            self.records = {**self._read(), record["cell_id"]: record}
+            atomic_write_text(self.path, self._text())
 
-    def set_flags(self, flags: dict[str, list[str]]) -> None:
-        """Store reliability flags (bench.reliability) in the records; rewrites only on a change."""
+    def set_flags(self, flags: dict[str, list[str]] | Callable[[list[dict[str, Any]]], dict[str, list[str]]]
+                  ) -> None:
+        """Store reliability flags (bench.reliability) in the records; rewrites only on a change.
+        A callable is given the records as re-read under the lock (others' included)."""
+        if not self._flags_differ(flags(list(self.records.values())) if callable(flags) else flags):
+            return  # no lock needed: a finished grid in a read-only folder stays readable
+        with file_lock(self.path):
+            self.records = self._read()
+            self._set_flags(flags(list(self.records.values())) if callable(flags) else flags)
+
+    def _flags_differ(self, flags: dict[str, list[str]]) -> bool:
+        return any(rec.get("flags", []) != flags.get(cid, []) for cid, rec in self.records.items())
+
+    def _set_flags(self, flags: dict[str, list[str]]) -> None:
         changed = False
         for cid, rec in self.records.items():
             new = flags.get(cid, [])

@@ -81,6 +81,7 @@ class RunOptions:
     budget: str = "full"
     #: Models passed from Python (bench.evaluate), by train-time entry name (source = "object").
     provided_models: dict[str, torch.nn.Module] = field(default_factory=dict)
+    verbose: bool = False
 
 
 @dataclass
@@ -98,6 +99,8 @@ class Summary:
     skipped_unavailable: int = 0
     results_path: Path | None = None
     failures: list[str] = field(default_factory=list)
+    claimed_elsewhere: int = 0  # cells another live run was computing
+    queued: int = 0  # cells whose MLflow payload waits in the outbox
 
 
 def _accepts(factory: Any, name: str) -> bool:
@@ -230,13 +233,23 @@ class Runner:
         return None
 
     def run(self, executor: Any = None) -> Summary:
-        """Run the unfinished cells with ``executor`` (default: in this process, one after another)."""
+        """Run the unfinished cells with ``executor`` (default: in this process, one after another).
+
+        Runs sharing a results folder split the work: each cell is claimed (bench.locks) before it
+        runs and skipped when another live run holds it or has finished it meanwhile. A record is
+        merged into the results file under its lock. Tracking never fails a cell: payloads MLflow did
+        not take stay in the outbox (bench.outbox) for ``bench track``. A full or read-only disk
+        stops the run with a DiskError; Ctrl-C leaves every finished record in place."""
+        from bench.errors import DiskError
         from bench.executors import LocalExecutor
+        from bench.locks import CellClaim
+        from bench.outbox import Outbox, drain
 
         executor = executor or LocalExecutor()
         plan = self.plan()
         summary = Summary(skipped_done=len(plan.done), skipped_unavailable=len(plan.skipped),
                           results_path=self.store.path)
+        self.summary = summary  # read by the CLI after a Ctrl-C
         for cell, reason in plan.skipped:
             tqdm.write(f"skip {cell.key}: {reason}")
         if not self.cells:
@@ -247,26 +260,71 @@ class Runner:
         self.preflight(plan.todo)
         self.store.check_writable()
         executor.start(self)
+        folder = self.store.path.parent
+        outbox = Outbox(folder, self.spec.name)
+        claims: dict[str, CellClaim] = {}
+        seen: set[str] = set()
+
+        def claimed_cells() -> Any:
+            """The planned cells this process claims, lazily (a local executor claims one at a time)."""
+            for cell in plan.todo:
+                if cell.cell_id in seen:  # the same cell listed twice in the grid
+                    continue
+                seen.add(cell.cell_id)
+                claim = CellClaim(folder, self.spec.name, cell.cell_id)
+                if not claim.acquire():
+                    summary.claimed_elsewhere += 1
+                    tqdm.write(f"skip {cell.key}: another run is computing it")
+                    continue
+                self.store.reload()
+                if self.store.finished(cell.cell_id):  # another run finished it after our plan
+                    claim.release()
+                    summary.skipped_done += 1
+                    continue
+                claims[cell.cell_id] = claim
+                yield cell
+
         with Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
                      tags={"device": executor.device_label(self), "executor": executor.name,
-                           "grid_path": self.spec.path, "budget": self.opt.budget}) as tracker:
+                           "grid_path": self.spec.path, "budget": self.opt.budget}, verbose=self.opt.verbose,
+                     warn=tqdm.write) as tracker:
             self.tracker = tracker
-            bar = tqdm(executor.run(self, plan.todo), total=len(plan.todo), desc=f"grid {self.spec.name}",
+            bar = tqdm(executor.run(self, claimed_cells()), total=len(plan.todo), desc=f"grid {self.spec.name}",
                        unit="cell", disable=not self.opt.progress or None)
-            for i, (cell, record, sample) in enumerate(bar, 1):
-                bar.set_postfix_str(cell.key)
-                # MLflow first, then the record: a kill in between leaves an unfinished cell whose
-                # stray run the rerun replaces (one run per cell_id), never a record without a run.
-                self._log(cell, record, sample)
-                self.store.put(record)
-                summary.ran += 1
-                status = (f"clean {100 * record['clean_acc']:.1f}%  robust {100 * record['robust_acc']:.1f}%"
-                          if record["status"] == "ok" else f"FAILED: {record['error']}")
-                tqdm.write(f"[{i}/{len(plan.todo)}] {cell.key}: {status} ({record['seconds']:.1f}s)")
-                if record["status"] != "ok":
-                    summary.failed += 1
-                    summary.failures.append(f"{cell.key}: {record['error']}")
-        self.store.set_flags(cell_flags(list(self.store.records.values())))
+            try:
+                for i, (cell, record, sample) in enumerate(bar, 1):
+                    bar.set_postfix_str(cell.key)
+                    if record["status"] != "ok" and record["error"].startswith("DiskError: "):
+                        raise DiskError(record["error"][len("DiskError: "):])  # not the cell's fault: stop
+                    params = self._tracking_params(cell, record)
+                    if tracker.active:
+                        # Write-ahead: the payload is queued before the record exists, so a kill at
+                        # any point leaves either no record or a record whose payload `bench track` has.
+                        outbox.add(record, params)
+                    self.store.put(record)
+                    summary.ran += 1
+                    if tracker.mirror(record, params, sample):
+                        outbox.remove(cell.cell_id)
+                    elif tracker.active and sample is not None:
+                        outbox.save_sample(cell.cell_id, sample)
+                    claims.pop(cell.cell_id).release()  # after the mirror: a drain elsewhere leaves it alone
+                    status = (f"clean {100 * record['clean_acc']:.1f}%  robust {100 * record['robust_acc']:.1f}%"
+                              if record["status"] == "ok" else f"FAILED: {record['error']}")
+                    tqdm.write(f"[{i}/{len(plan.todo)}] {cell.key}: {status} ({record['seconds']:.1f}s)")
+                    if record["status"] != "ok":
+                        summary.failed += 1
+                        summary.failures.append(f"{cell.key}: {record['error']}")
+            finally:
+                bar.close()
+                for claim in claims.values():
+                    claim.release()
+            if tracker.active and tracker.degraded is None and len(outbox):
+                # Payloads left by an earlier outage or kill: the store works now, so catch up.
+                replayed = drain(outbox, tracker)[0]
+                if replayed:
+                    tqdm.write(f"replayed {replayed} queued cells from {outbox.path} into MLflow")
+            summary.queued = len(outbox) if tracker.active else 0
+        self.store.set_flags(cell_flags)
         return summary
 
     def sample(self, cell: Cell, record: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -274,19 +332,11 @@ class Runner:
         adv = self._adv.get(self._adv_key(cell)) if record["status"] == "ok" else None
         return (self.test.x[:8].cpu(), adv[0][:8].cpu()) if (adv is not None and self.opt.log_samples) else None
 
-    def _log(self, cell: Cell, record: dict[str, Any], pair: tuple[torch.Tensor, torch.Tensor] | None) -> None:
-        if self.tracker is None:
-            return
-        params = {"dataset": cell.dataset, "arch": cell.arch, "train_defense": cell.train_defense,
-                  "runtime_defense": cell.runtime_defense, "attack": cell.attack, "threat": cell.threat,
-                  "eps": cell.eps, "limit": cell.limit, "seed": cell.seed, **{
-                      f"attack.{k}": v for k, v in record.get("params", {}).get("attack", {}).items()}}
-        try:
-            self.tracker.log_cell(record, params, pair)
-        except BenchError:
-            raise
-        except Exception as exc:  # the record still counts; say why MLflow lacks it
-            tqdm.write(f"warning: MLflow logging of {cell.key} failed ({type(exc).__name__}: {exc}"[:300] + ")")
+    def _tracking_params(self, cell: Cell, record: dict[str, Any]) -> dict[str, Any]:
+        return {"dataset": cell.dataset, "arch": cell.arch, "train_defense": cell.train_defense,
+                "runtime_defense": cell.runtime_defense, "attack": cell.attack, "threat": cell.threat,
+                "eps": cell.eps, "limit": cell.limit, "seed": cell.seed, **{
+                    f"attack.{k}": v for k, v in record.get("params", {}).get("attack", {}).items()}}
 
     def cell_fields(self, cell: Cell) -> dict[str, Any]:
         return {"key": cell.key, "cell_id": cell.cell_id, "config_hash": cell.cell_id, "grid": cell.grid,

@@ -47,8 +47,12 @@ def test_malformed_toml_and_missing_data(tmp_path):
 def test_list_and_dry_run(tmp_path):
     proc = bench("list", "attacks", cwd=tmp_path)
     assert proc.returncode == 0 and "pgd" in proc.stdout
-    proc = bench("run", "--grid", "cifar10", "--dry-run", cwd=tmp_path)
-    assert proc.returncode == 0 and "cells" in proc.stdout
+    # The dry run runs the preflight: without CIFAR-10's files it says which to put where ...
+    proc = bench("run", "--grid", "cifar10", "--dry-run", "--data-dir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and "cifar10 test files not found" in proc.stderr
+    # ... and with seeded stand-ins it lists the cells.
+    proc = bench("run", "--grid", "cifar10", "--dry-run", "--synthetic", "--data-dir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0 and "cells" in proc.stdout and "preflight ok" in proc.stdout
     assert not (tmp_path / "results").exists()
 
 
