@@ -13,8 +13,9 @@ database rows for the current features (M capped at the database size). Torch di
 ``model.features(x_adv)`` and those rows' stored features give soft weights
 w = softmax(-d / (``temperature`` x median_k d_k)) (the median makes the temperature independent of
 the feature scale), and the soft neighbourhood prediction is sum_k w_k p_k, p_k the fixed model's
-softmax on row k (the defense's precomputed ``_probs`` when it has them, otherwise computed once per
-``bind``). The gradient reaches x only through ``defense.model.features``.
+softmax on row k (``defense.row_probs()``). Whether the attack succeeded is judged with the defense's
+own ``score_rows`` on the exact top-K rows (the method its ``predict`` uses; see
+defenses.neighbors). The gradient reaches x only through ``defense.model.features``.
 
 ``objective="guide"`` (pgd-nn; Sitawarin & Wagner, "On the robustness of deep k-nearest neighbors",
 2019) instead pulls the features toward the mean feature of the K nearest database rows of a guide
@@ -30,7 +31,6 @@ DeepNN and WebNN the result fools the defense whenever any iterate did; for RMC 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -78,11 +78,10 @@ class NeighbourPGD(Attack):
         self.candidates, self.temperature = int(candidates), float(temperature)
         if self.step_size is None:
             self.step_size = 2.5 * self.eps / self.steps
-        self._db_probs: torch.Tensor | None = None
         self._db: _Database | None = None
 
     def bind(self, defense: Any) -> NeighbourPGD:
-        self.defense, self._db_probs = defense, None
+        self.defense = defense
         return self
 
     # -- public --------------------------------------------------------------------------------
@@ -120,15 +119,7 @@ class NeighbourPGD(Attack):
     # -- the soft neighbourhood ------------------------------------------------------------------
     def _database(self, device: torch.device) -> _Database:
         d = self.defense
-        probs = getattr(d, "_probs", None)
-        if probs is None:
-            if self._db_probs is None:
-                self._db_probs = d.database_probs()
-            probs = self._db_probs
-        labels = d.database.y
-        rows = getattr(d, "_fit", None)  # conformal DkNN indexes only the fit part of D
-        if rows is not None:
-            probs, labels = probs[rows], labels[rows]
+        probs, labels = d.row_probs(), d.row_labels()  # the rows the defense's index searches
         feats = d.index.vectors().to(device)
         if len(feats) != len(probs):
             raise BenchError(f"{self.registry_name}: the defense's index ({len(feats)} rows) and database "
@@ -153,18 +144,7 @@ class NeighbourPGD(Attack):
 
     def _hard_scores(self, top: torch.Tensor) -> torch.Tensor:
         """The defense's own K-NN scores (argmax = its prediction) from the exact top-K rows."""
-        db, d = self._db, self.defense
-        if getattr(d, "mode", "mean") == "conformal":
-            votes = F.one_hot(db.labels[top], db.probs.shape[1]).sum(1)
-            alpha = db.k - votes
-            cal = d._cal_scores.to(top.device)
-            return (cal[None, None, :] >= alpha[:, :, None]).float().mean(2)
-        s = db.probs[top]
-        if getattr(d, "weighting", "uniform") == "cbw-e":
-            entropy = -(s * s.clamp_min(1e-12).log()).sum(2)
-            w = (math.log(s.shape[2]) - entropy).clamp_min(1e-6)
-            return (w[:, :, None] * s).sum(1) / w.sum(1, keepdim=True)
-        return s.mean(1)
+        return self.defense.score_rows(top)
 
     @staticmethod
     def _margin_key(scores: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:

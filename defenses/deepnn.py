@@ -15,8 +15,6 @@ from defenses.knn_index import KnnIndex
 from defenses.neighbors import NeighbourDefense
 from defenses.registry import register
 
-EPS = 1e-12
-
 
 @register("deepnn")
 class DeepNN(NeighbourDefense):
@@ -33,11 +31,12 @@ class DeepNN(NeighbourDefense):
 
     def prepare(self, model, train_set=None):
         super().prepare(model, train_set)
-        self._probs = self.database_probs()
+        self._row_probs = self.database_probs()
         if self.mode == "conformal":
             n = len(self.database.y)
             n_cal = max(1, int(n * self.calibration))
             self._fit = torch.arange(n - n_cal)
+            self._row_probs = self._row_probs[self._fit]  # the index searches the fit part only
             self.index = KnnIndex(self.database.features[self._fit])
             cal_idx = self.index.search(self.database.features[n - n_cal :], self.k)[1]
             cal_labels = self.database.y[n - n_cal :]
@@ -45,14 +44,17 @@ class DeepNN(NeighbourDefense):
             self._cal_scores = self.k - votes.gather(1, cal_labels[:, None]).squeeze(1)
         return self
 
-    def _votes(self, idx: torch.Tensor) -> torch.Tensor:
-        labels = self.database.y[self._fit][idx]
-        return torch.nn.functional.one_hot(labels, self._probs.shape[1]).sum(1)
+    def row_labels(self) -> torch.Tensor:
+        return self.database.y[self._fit] if self.mode == "conformal" else self.database.y
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        idx = self.neighbours(x)
+    def _votes(self, idx: torch.Tensor) -> torch.Tensor:
+        labels = self.row_labels().to(idx.device)[idx]
+        return torch.nn.functional.one_hot(labels, self._row_probs.shape[1]).sum(1)
+
+    def score_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Mean of the rows' outputs, or conformal p-values per candidate label."""
         if self.mode == "mean":
-            return self._probs[idx].mean(1).clamp_min(EPS).log()
-        alpha = self.k - self._votes(idx)  # (B, C) nonconformity per candidate label
-        p = (self._cal_scores[None, None, :] >= alpha[:, :, None]).float().mean(2)
-        return p.clamp_min(EPS).log()
+            return super().score_rows(rows)
+        alpha = self.k - self._votes(rows)  # (B, C) nonconformity per candidate label
+        cal = self._cal_scores.to(rows.device)
+        return (cal[None, None, :] >= alpha[:, :, None]).float().mean(2)

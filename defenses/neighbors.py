@@ -49,6 +49,30 @@ class NeighbourDefense(RuntimeDefense):
         feats = self.model.features(x.to(self.device))
         return self.index.search(feats, k or self.k)[1]
 
+    # -- the declared scoring contract (predict and pgd-nn share it) ----------------------------
+    def row_probs(self) -> torch.Tensor:
+        """The fixed model's softmax output on each row the index searches (row i = index row i).
+        Stateful defenses (RMC+ rewrites D') compute it afresh, from the database as it is now."""
+        if self.stateful:
+            return self.database_probs()
+        if getattr(self, "_row_probs", None) is None:
+            self._row_probs = self.database_probs()
+        return self._row_probs
+
+    def row_labels(self) -> torch.Tensor:
+        """The label of each row the index searches."""
+        return self.database.y
+
+    def score_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Class scores (B, C) from each input's K nearest index rows (B, K), nearest first; the
+        prediction is their log. Default: the mean of the rows' outputs. Differentiable attacks
+        (pgd-nn) score their exact top-K rows with this very method."""
+        return self.row_probs().to(rows.device)[rows].mean(1)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score_rows(self.neighbours(x)).clamp_min(1e-12).log()
+
     @torch.no_grad()
     def database_probs(self, model: nn.Module | None = None, batch_size: int = 512) -> torch.Tensor:
         """Softmax outputs of the (fixed) model on every database image."""

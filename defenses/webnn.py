@@ -33,15 +33,15 @@ class WebNN(NeighbourDefense):
 
     def prepare(self, model, train_set=None):
         super().prepare(model, train_set)
-        self._probs = self.database_probs()
+        self._row_probs = self.database_probs()
         return self
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        s = self._probs[self.neighbours(x)]  # (B, K, C)
+    def score_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Uniform (UW) or CBW-E weighted mean of the rows' softmax vectors."""
+        s = self.row_probs().to(rows.device)[rows]  # (B, K, C)
         if self.weighting == "uniform":
-            w = torch.ones(s.shape[:2])
+            w = torch.ones(s.shape[:2], device=s.device)
         else:
             entropy = -(s * s.clamp_min(1e-12).log()).sum(2)
             w = (math.log(s.shape[2]) - entropy).clamp_min(1e-6)
-        pred = (w[:, :, None] * s).sum(1) / w.sum(1, keepdim=True)
-        return pred.clamp_min(1e-12).log()
+        return (w[:, :, None] * s).sum(1) / w.sum(1, keepdim=True)
