@@ -90,6 +90,7 @@ def test_list_and_dry_run(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_tracking_server_unreachable(tmp_path):
     proc = bench("run", "--grid", "ci", "--tracking-uri", "http://127.0.0.1:9", "--limit", "5", cwd=tmp_path)
     assert proc.returncode == 2 and "MLflow" in proc.stderr and "Traceback" not in proc.stderr

@@ -71,6 +71,7 @@ def test_rmc_state_changes_along_the_stream_and_restore_is_exact(digits_model, d
     assert len(rmc.last_delays) == 3 and all(d > 0 for d in rmc.last_delays)
 
 
+@pytest.mark.slow
 def test_rmc_keeps_batchnorm_statistics_frozen(cifar_resnet32, cifar_test, tmp_path):
     from bench.data import Dataset
 

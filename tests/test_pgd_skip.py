@@ -116,6 +116,7 @@ def test_stream_order_is_the_runners():
         attack_mask(30, 0.0, 7)
 
 
+@pytest.mark.slow
 def test_pgd_skip_beats_pgd_on_the_fixed_model(defaults):
     # Measured (40 points, eps 0.1): base PGD leaves RMC at 0.925, PGD-Skip at 0.80. Most of the gap
     # is PGD-Skip's last iterate (the first successful iterate, our PGD's output, is undone by the
@@ -124,6 +125,7 @@ def test_pgd_skip_beats_pgd_on_the_fixed_model(defaults):
     assert acc["pgd-skip"] <= acc["pgd"] - 0.075, acc
 
 
+@pytest.mark.slow
 def test_delay_and_partial_knowledge_weaken_pgd_skip(fast):
     # Measured (30 points): pgd-skip 0.733; q = 30 (the fixed weights throughout) 0.833; known = 0.3
     # 0.833. Noise margin: 1 of 30 examples; at least one must be strictly weaker.
@@ -133,6 +135,7 @@ def test_delay_and_partial_knowledge_weaken_pgd_skip(fast):
     assert max(acc["delayed-all"], acc["partial-0.3"]) > acc["pgd-skip"], acc
 
 
+@pytest.mark.slow
 def test_fpa_and_gmsa_return_their_worst_round_and_beat_pgd(fast):
     # The runner's evaluation replays the attack's own stream bit for bit, so its accuracy is the
     # minimum over the rounds the attack evaluated (round 0: PGD on the fixed model). Measured:
@@ -144,6 +147,7 @@ def test_fpa_and_gmsa_return_their_worst_round_and_beat_pgd(fast):
         assert acc[name] < acc["pgd"], (name, acc)
 
 
+@pytest.mark.slow
 def test_every_x_adv_passes_the_audit(defaults, fast):
     for x, advs in ((defaults[0], defaults[1]), (fast[0], fast[1])):
         for name, x_adv in advs.items():
