@@ -38,6 +38,7 @@ def test_ball_attacks_respect_contract_and_lower_accuracy(digits_model, digits_b
     assert accuracy(digits_model, x_adv, y) < accuracy(digits_model, x, y) - 0.2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kw", [("deepfool", {}), ("cw-l2", {"lr": 0.05, "steps": 60}),
                                      ("jsma", {"gamma": 0.3})])
 def test_minimal_norm_attacks_flip_predictions(digits_model, digits_batch, name, kw):

@@ -155,6 +155,7 @@ def test_every_x_adv_passes_the_audit(defaults, fast):
             assert report.max_perturbation > 0.5 * EPS, name
 
 
+@pytest.mark.slow
 def test_zero_delay_and_full_knowledge_reduce_exactly_to_pgd_skip(rmc, digits_model, digits_test):
     x, y = digits_test.x[:N_SMALL], digits_test.y[:N_SMALL]
     skip = _attack("pgd-skip", rmc)(digits_model, x, y)
@@ -163,6 +164,7 @@ def test_zero_delay_and_full_knowledge_reduce_exactly_to_pgd_skip(rmc, digits_mo
     assert not torch.equal(_attack("pgd-skip-delayed", rmc, q=3)(digits_model, x, y), skip)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["rmc", "rmc-plus"])
 def test_state_untouched_and_runner_evaluation_unchanged(name, digits_model, digits_train, digits_test, cache):
     x, y = digits_test.x[:8], digits_test.y[:8]
@@ -176,6 +178,7 @@ def test_state_untouched_and_runner_evaluation_unchanged(name, digits_model, dig
     assert torch.equal(after_attack, _runner_predict(fresh, x_adv))
 
 
+@pytest.mark.slow
 def test_gmsa_min_leaves_state_and_respects_the_ball(rmc, digits_model, digits_test):
     x, y = digits_test.x[:6], digits_test.y[:6]
     before = rmc.snapshot()
@@ -184,6 +187,7 @@ def test_gmsa_min_leaves_state_and_respects_the_ball(rmc, digits_model, digits_t
     audit.audit(x, x_adv, "Linf", EPS)
 
 
+@pytest.mark.slow
 def test_attack_rate_leaves_other_points_exactly_clean(rmc, digits_model, digits_test):
     x, y = digits_test.x[:N_SMALL], digits_test.y[:N_SMALL]
     atk = _attack("pgd-skip", rmc, attack_rate=0.5)
@@ -226,6 +230,7 @@ params = { attack_rate = 0.5 }
 """
 
 
+@pytest.mark.slow
 def test_runner_runs_a_pgd_skip_cell_and_scores_attack_points_only(tmp_path):
     path = tmp_path / "skip-tiny.toml"
     path.write_text(GRID)
