@@ -29,7 +29,8 @@ from bench.errors import BenchError
 def stream_with_weights(defense: Any, x: torch.Tensor, order: torch.Tensor,
                         record: torch.Tensor) -> tuple[torch.Tensor, dict[int, dict[str, torch.Tensor]]]:
     """Run ``defense`` (from its current state) on x in ``order``: predicted labels (index order)
-    and, for each index i with ``record[i]``, the weights that predicted it.
+    and, for each index i with ``record[i]``, the weights that predicted it. The defense's
+    per-point delays of this stream are left in its ``last_delays``.
 
     RMC calls ``after_prediction`` right after predicting, with the weights it predicted with; we
     wrap that hook on the instance for the duration of the stream.
@@ -77,6 +78,7 @@ class _RoundsAttack(StreamAttack):
         x_adv[idx] = self.craft(model, x[idx], y[idx], gen)  # round 0: the fixed model
         history: list[dict[int, dict[str, torch.Tensor]]] = []
         best, best_acc, accs = x_adv, float("inf"), []
+        best_stream: tuple[torch.Tensor, list[float]] | None = None
         nets = [frozen_copy(defense.adapted) for _ in range(self.rounds)]
         y_cpu = y.cpu()
         for r in range(self.rounds + 1):
@@ -86,6 +88,8 @@ class _RoundsAttack(StreamAttack):
             accs.append(acc)
             if acc < best_acc:  # strict: the earliest round wins ties
                 best, best_acc = x_adv, acc
+                # this round's stream (reset state, the runner's order) is the one the runner scores
+                best_stream = (pred, list(getattr(defense, "last_delays", []) or []))
             if r == self.rounds:
                 break
             history.append(weights)
@@ -101,6 +105,8 @@ class _RoundsAttack(StreamAttack):
             finally:
                 self.pgd.ensemble = None
         self.last_round_acc = accs
+        if best_stream is not None:
+            self._keep_stream(*best_stream)
         return best
 
 

@@ -15,6 +15,12 @@ restore the snapshot. RMC is deterministic given its seeded generator, so the ru
 evaluation replays exactly the simulated stream: at each attack point the defender holds the
 weights PGD-Skip attacked. ``last_attacked`` marks the attack points (the runner reports robust
 accuracy over those).
+
+One pass: where the simulated stream IS the scored stream (PGD-Skip and PGD-Skip-Delayed feed each
+final x_adv to the defender, from its reset state, in the runner's order; FPA / GMSA evaluate the
+stream of the round they return), the attack keeps the defender's predictions and per-point delays
+(``online_result``), and the runner scores those instead of replaying the stream.
+PGD-Skip-Partial swaps the attacker's copy in and out of the defense, so it keeps the replay.
 """
 
 from __future__ import annotations
@@ -106,6 +112,19 @@ class StreamAttack(Attack):
                              random_start=self.random_start, seed=self.seed)
         self.step_size = self.pgd.step_size
         self.last_attacked: torch.Tensor | None = None
+        self._stream_result: tuple[int, torch.Tensor, list[float]] | None = None
+
+    def online_result(self, n: int, seed: int) -> tuple[torch.Tensor, list[float]] | None:
+        """The defender's predicted labels (index order) and per-point delays on the returned x_adv, as
+        the runner's evaluation stream (``stream_order(n, seed)`` from the reset state) would produce
+        them, when the last call already ran that stream; None otherwise."""
+        res = self._stream_result
+        if res is None or res[0] != int(seed) or len(res[1]) != int(n):
+            return None
+        return res[1].clone(), list(res[2])
+
+    def _keep_stream(self, pred: torch.Tensor, delays: list[float]) -> None:
+        self._stream_result = (self._order_seed, pred, delays)
 
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in super().config().items() if k != "last_attacked"}
@@ -128,7 +147,9 @@ class StreamAttack(Attack):
             raise BenchError(f"{type(self).__name__} is untargeted")
         defense = self._defense()
         n = len(x)
-        order = stream_order(n, self.seed if self.stream_seed is None else self.stream_seed)
+        self._stream_result = None
+        self._order_seed = self.seed if self.stream_seed is None else self.stream_seed
+        order = stream_order(n, self._order_seed)
         attacked = attack_mask(n, self.attack_rate, self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         y = y.to(x.device)
@@ -171,12 +192,19 @@ class PGDSkipDelayed(StreamAttack):
         net = frozen_copy(defense.adapted)
         history: deque[dict[str, torch.Tensor]] = deque(maxlen=self.q + 1)
         x_adv = x.clone()
+        pred = torch.empty(len(x), dtype=torch.long)
+        delays: list[float] = []
         for i in order.tolist():
-            history.append(state_copy(defense.adapted))  # the defender's weights before this position
+            if self.q:  # q = 0 attacks the current weights: no history to keep
+                history.append(state_copy(defense.adapted))  # the defender's weights before this position
             if attacked[i]:
-                net.load_state_dict(history[0])
+                net.load_state_dict(history[0] if self.q else defense.adapted.state_dict())
                 x_adv[i : i + 1] = self.craft(net, x[i : i + 1], y[i : i + 1], gen)
-            defense.predict(x_adv[i : i + 1])
+            # The defender sees the final x_adv[i] here, after every earlier point and before any
+            # later one: exactly the runner's evaluation stream, so its prediction is kept.
+            pred[i] = defense.predict(x_adv[i : i + 1]).argmax(1).cpu()[0]
+            delays.extend(getattr(defense, "last_delays", []) or [])
+        self._keep_stream(pred, delays)
         return x_adv
 
 

@@ -50,6 +50,10 @@ class RMC(NeighbourDefense):
         self.patience, self.max_epochs, self.calibrate = int(patience), int(max_epochs), bool(calibrate)
         self.last_delays: list[float] = []
         self.last_timing: dict[str, float] = {}
+        #: per point of the last predict: epochs of adaptation / calibration and why each stopped
+        self.last_stats: list[dict[str, Any]] = []
+        self._point_stats: dict[str, Any] = {}
+        self.last_stop = "cap"
 
     # -- state -----------------------------------------------------------------------------------
     def prepare(self, model: nn.Module, train_set: Dataset | None = None) -> RMC:
@@ -57,7 +61,10 @@ class RMC(NeighbourDefense):
         self.adapted = copy.deepcopy(model).eval()
         for p in self.adapted.parameters():
             p.requires_grad_(True)
-        self.optimizer = torch.optim.Adam(self.adapted.parameters(), lr=self.lr)
+        # foreach: one multi-tensor kernel per Adam op instead of a Python loop over the parameters
+        # (torch's CPU default); the same arithmetic, so the same weights (tests/test_rmc_speed.py).
+        self.optimizer = torch.optim.Adam(self.adapted.parameters(), lr=self.lr, foreach=True)
+        self._best = None
         self.generator = torch.Generator().manual_seed(self.seed)
         self._initial = self.snapshot()
         return self
@@ -81,28 +88,45 @@ class RMC(NeighbourDefense):
         with torch.no_grad():
             return float(F.cross_entropy(self.adapted(x), y))
 
+    def _best_buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(live tensor, preallocated copy) for every entry of the adapted state dict: the best
+        weights are copied in place, instead of a deep copy of the state dict per improving epoch."""
+        if getattr(self, "_best", None) is None:
+            live = [t.detach() for t in self.adapted.state_dict(keep_vars=True).values()]
+            self._best = [(t, torch.empty_like(t)) for t in live]
+        return self._best
+
     def fit_early_stopped(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor) -> int:
-        """Adam epochs on (x, y) until the validation loss stalls; keeps the best weights. Returns epochs."""
+        """Adam epochs on (x, y) until the validation loss stalls; keeps the best weights. Returns epochs
+        (``last_stop`` says why it stopped: ``"early"``, patience ran out, or ``"cap"``, max_epochs)."""
         self.adapted.eval()  # BN statistics frozen; dropout off
-        best_loss, best_state, stall, done = self._epoch_loss(x_val, y_val), None, 0, 0
+        best = self._best_buffers()
+        best_loss, improved, stall, done = self._epoch_loss(x_val, y_val), False, 0, 0
+        self.last_stop = "cap"
+        n, bs = len(x), self.batch_size
+        model, opt = self.adapted, self.optimizer
         for epoch in range(1, self.max_epochs + 1):
             done = epoch
-            perm = torch.randperm(len(x), generator=self.generator)
-            for i in range(0, len(x), self.batch_size):
-                idx = perm[i : i + self.batch_size]
-                loss = F.cross_entropy(self.adapted(x[idx]), y[idx])
-                self.optimizer.zero_grad(set_to_none=True)
+            perm = torch.randperm(n, generator=self.generator)
+            for i in range(0, n, bs):
+                idx = perm[i : i + bs]
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
                 loss.backward()
-                self.optimizer.step()
+                opt.step()
             val = self._epoch_loss(x_val, y_val)
             if val < best_loss - 1e-6:
-                best_loss, best_state, stall = val, copy.deepcopy(self.adapted.state_dict()), 0
+                best_loss, improved, stall = val, True, 0
+                with torch.no_grad():
+                    torch._foreach_copy_([b for _, b in best], [t for t, _ in best])
             else:
                 stall += 1
                 if stall >= self.patience:
+                    self.last_stop = "early"
                     break
-        if best_state is not None:
-            self.adapted.load_state_dict(best_state)
+        if improved:  # never improved: the last epoch's weights stay (as before this was optimised)
+            with torch.no_grad():
+                torch._foreach_copy_([t for t, _ in best], [b for _, b in best])
         return done
 
     def _split(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,8 +140,9 @@ class RMC(NeighbourDefense):
         idx = self.index.search(feats, self.k)[1][0]
         train_idx, val_idx = self._split(idx)
         db = self.database
-        self.fit_early_stopped(db.x[train_idx].to(dev), db.y[train_idx].to(dev),
-                               db.x[val_idx].to(dev), db.y[val_idx].to(dev))
+        epochs = self.fit_early_stopped(db.x[train_idx].to(dev), db.y[train_idx].to(dev),
+                                        db.x[val_idx].to(dev), db.y[val_idx].to(dev))
+        self._point_stats = {"adapt_epochs": epochs, "adapt_stop": self.last_stop}
         return idx
 
     def calibrate_step(self) -> None:
@@ -126,15 +151,16 @@ class RMC(NeighbourDefense):
         idx = torch.randperm(len(self.train_set), generator=self.generator)[: self.k]
         train_idx, val_idx = self._split(idx)
         ts = self.train_set
-        self.fit_early_stopped(ts.x[train_idx].to(dev), ts.y[train_idx].to(dev),
-                               ts.x[val_idx].to(dev), ts.y[val_idx].to(dev))
+        epochs = self.fit_early_stopped(ts.x[train_idx].to(dev), ts.y[train_idx].to(dev),
+                                        ts.x[val_idx].to(dev), ts.y[val_idx].to(dev))
+        self._point_stats.update(calib_epochs=epochs, calib_stop=self.last_stop)
 
     def after_prediction(self, neighbours: torch.Tensor) -> None:
         """Hook for RMC+ (D' cleansing)."""
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Process the points of x in order, one at a time, adapting as the stream goes."""
-        out, delays = [], []
+        out, delays, stats = [], [], []
         timing = {"search_and_adapt": 0.0, "predict": 0.0, "calibrate": 0.0, "refresh": 0.0}
         for i in range(len(x)):
             t0 = time.perf_counter()
@@ -154,7 +180,8 @@ class RMC(NeighbourDefense):
             timing["refresh"] += t3 - t2
             timing["calibrate"] += t4 - t3
             delays.append(t4 - t0)
-        self.last_delays, self.last_timing = delays, timing
+            stats.append(self._point_stats)
+        self.last_delays, self.last_timing, self.last_stats = delays, timing, stats
         return torch.cat(out) if out else torch.empty(0, 0)
 
 

@@ -38,6 +38,7 @@ def test_ball_attacks_respect_contract_and_lower_accuracy(digits_model, digits_b
     assert accuracy(digits_model, x_adv, y) < accuracy(digits_model, x, y) - 0.2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kw", [("deepfool", {}), ("cw-l2", {"lr": 0.05, "steps": 60}),
                                      ("jsma", {"gamma": 0.3})])
 def test_minimal_norm_attacks_flip_predictions(digits_model, digits_batch, name, kw):
@@ -71,6 +72,7 @@ def test_deepfool_reports_norms(digits_model, digits_batch):
     assert torch.allclose(atk.last_norms, (x_adv - x).flatten(1).norm(dim=1), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_pgd10_on_resnet32_and_fgsm_is_weaker(cifar_resnet32, cifar200):
     x, y = cifar200
     assert accuracy(cifar_resnet32, x, y) > 0.9
@@ -80,6 +82,7 @@ def test_pgd10_on_resnet32_and_fgsm_is_weaker(cifar_resnet32, cifar200):
     assert fgsm >= pgd + 0.05
 
 
+@pytest.mark.slow
 def test_robust_accuracy_does_not_rise_with_eps(cifar_resnet32, cifar200):
     x, y = cifar200
     accs = []
@@ -90,6 +93,7 @@ def test_robust_accuracy_does_not_rise_with_eps(cifar_resnet32, cifar200):
     assert accs[0] > accs[-1] + 0.3
 
 
+@pytest.mark.slow
 def test_more_pgd_steps_never_help_the_model(cifar_resnet32, cifar200):
     x, y = cifar200
     eps = 1 / 255
@@ -104,6 +108,7 @@ def test_more_pgd_steps_never_help_the_model(cifar_resnet32, cifar200):
     assert robust[2].float().mean() <= robust[0].float().mean()
 
 
+@pytest.mark.slow
 def test_cw_finds_smaller_perturbations_than_deepfool(cifar_resnet32, cifar_test):
     x, y = cifar_test.x[:16], cifar_test.y[:16]
     with torch.no_grad():
@@ -116,6 +121,7 @@ def test_cw_finds_smaller_perturbations_than_deepfool(cifar_resnet32, cifar_test
     assert l2(cw) <= l2(df)
 
 
+@pytest.mark.slow
 def test_our_pgd_is_not_weaker_than_foolbox_and_apgd(cifar_resnet32, cifar200):
     import foolbox as fb
 
@@ -132,6 +138,7 @@ def test_our_pgd_is_not_weaker_than_foolbox_and_apgd(cifar_resnet32, cifar200):
     assert abs(ours - apgd_acc) <= 0.05, (ours, apgd_acc)
 
 
+@pytest.mark.slow
 def test_autoattack_cheap_budget_respects_the_ball(digits_model, digits_batch):
     x, y = digits_batch
     atk = attacks.create("autoattack", eps=0.1, attacks=["apgd-ce", "apgd-t"], n_iter=10)

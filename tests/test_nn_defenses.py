@@ -53,6 +53,7 @@ def stream(digits_model, digits_test):
     return x, y, attacks.create("pgd", eps=0.2)(digits_model, x, y)
 
 
+@pytest.mark.slow
 def test_rmc_state_changes_along_the_stream_and_restore_is_exact(digits_model, digits_train, stream, tmp_path):
     x, _, _ = stream
     rmc = _make("rmc", digits_model, digits_train, tmp_path)
@@ -71,6 +72,7 @@ def test_rmc_state_changes_along_the_stream_and_restore_is_exact(digits_model, d
     assert len(rmc.last_delays) == 3 and all(d > 0 for d in rmc.last_delays)
 
 
+@pytest.mark.slow
 def test_rmc_keeps_batchnorm_statistics_frozen(cifar_resnet32, cifar_test, tmp_path):
     from bench.data import Dataset
 
@@ -84,6 +86,7 @@ def test_rmc_keeps_batchnorm_statistics_frozen(cifar_resnet32, cifar_test, tmp_p
     assert any(not torch.equal(rmc._initial["model"][k], after[k]) for k in after if "weight" in k)
 
 
+@pytest.mark.slow
 def test_rmc_plus_rewrites_database_and_restores_it(digits_model, digits_train, stream, tmp_path):
     x, _, _ = stream
     plus = _make("rmc-plus", digits_model, digits_train, tmp_path, delta=1.0)

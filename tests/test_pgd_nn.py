@@ -83,6 +83,7 @@ def test_registered_as_defense_aware_attacks():
         assert set(cls.applies_to) == {"deepnn", "webnn", "rmc", "rmc-plus"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["deepnn", "webnn"])
 def test_pgd_nn_breaks_neighbour_defenses_far_beyond_base_pgd(lab, name):
     base = lab.acc(name, lab.adv("pgd"))
@@ -92,12 +93,14 @@ def test_pgd_nn_breaks_neighbour_defenses_far_beyond_base_pgd(lab, name):
     assert nn < 0.25, (name, nn)
 
 
+@pytest.mark.slow
 def test_guide_objective_also_beats_base_pgd(lab):
     base = lab.acc("deepnn", lab.adv("pgd"))
     guide = lab.acc("deepnn", lab.adv("pgd-nn", "deepnn", objective="guide"))
     assert guide < base - 0.3, (base, guide)  # measured 68.3 -> 18.3
 
 
+@pytest.mark.slow
 def test_pgd_nn2_lowers_webnn_below_clean(lab):
     clean = lab.acc("webnn", lab.x)
     nn2 = lab.acc("webnn", lab.adv("pgd-nn2", "webnn"))

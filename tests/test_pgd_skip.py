@@ -116,6 +116,7 @@ def test_stream_order_is_the_runners():
         attack_mask(30, 0.0, 7)
 
 
+@pytest.mark.slow
 def test_pgd_skip_beats_pgd_on_the_fixed_model(defaults):
     # Measured (40 points, eps 0.1): base PGD leaves RMC at 0.925, PGD-Skip at 0.80. Most of the gap
     # is PGD-Skip's last iterate (the first successful iterate, our PGD's output, is undone by the
@@ -124,6 +125,7 @@ def test_pgd_skip_beats_pgd_on_the_fixed_model(defaults):
     assert acc["pgd-skip"] <= acc["pgd"] - 0.075, acc
 
 
+@pytest.mark.slow
 def test_delay_and_partial_knowledge_weaken_pgd_skip(fast):
     # Measured (30 points): pgd-skip 0.733; q = 30 (the fixed weights throughout) 0.833; known = 0.3
     # 0.833. Noise margin: 1 of 30 examples; at least one must be strictly weaker.
@@ -133,6 +135,7 @@ def test_delay_and_partial_knowledge_weaken_pgd_skip(fast):
     assert max(acc["delayed-all"], acc["partial-0.3"]) > acc["pgd-skip"], acc
 
 
+@pytest.mark.slow
 def test_fpa_and_gmsa_return_their_worst_round_and_beat_pgd(fast):
     # The runner's evaluation replays the attack's own stream bit for bit, so its accuracy is the
     # minimum over the rounds the attack evaluated (round 0: PGD on the fixed model). Measured:
@@ -144,6 +147,7 @@ def test_fpa_and_gmsa_return_their_worst_round_and_beat_pgd(fast):
         assert acc[name] < acc["pgd"], (name, acc)
 
 
+@pytest.mark.slow
 def test_every_x_adv_passes_the_audit(defaults, fast):
     for x, advs in ((defaults[0], defaults[1]), (fast[0], fast[1])):
         for name, x_adv in advs.items():
@@ -151,6 +155,7 @@ def test_every_x_adv_passes_the_audit(defaults, fast):
             assert report.max_perturbation > 0.5 * EPS, name
 
 
+@pytest.mark.slow
 def test_zero_delay_and_full_knowledge_reduce_exactly_to_pgd_skip(rmc, digits_model, digits_test):
     x, y = digits_test.x[:N_SMALL], digits_test.y[:N_SMALL]
     skip = _attack("pgd-skip", rmc)(digits_model, x, y)
@@ -159,6 +164,7 @@ def test_zero_delay_and_full_knowledge_reduce_exactly_to_pgd_skip(rmc, digits_mo
     assert not torch.equal(_attack("pgd-skip-delayed", rmc, q=3)(digits_model, x, y), skip)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["rmc", "rmc-plus"])
 def test_state_untouched_and_runner_evaluation_unchanged(name, digits_model, digits_train, digits_test, cache):
     x, y = digits_test.x[:8], digits_test.y[:8]
@@ -172,6 +178,7 @@ def test_state_untouched_and_runner_evaluation_unchanged(name, digits_model, dig
     assert torch.equal(after_attack, _runner_predict(fresh, x_adv))
 
 
+@pytest.mark.slow
 def test_gmsa_min_leaves_state_and_respects_the_ball(rmc, digits_model, digits_test):
     x, y = digits_test.x[:6], digits_test.y[:6]
     before = rmc.snapshot()
@@ -180,6 +187,7 @@ def test_gmsa_min_leaves_state_and_respects_the_ball(rmc, digits_model, digits_t
     audit.audit(x, x_adv, "Linf", EPS)
 
 
+@pytest.mark.slow
 def test_attack_rate_leaves_other_points_exactly_clean(rmc, digits_model, digits_test):
     x, y = digits_test.x[:N_SMALL], digits_test.y[:N_SMALL]
     atk = _attack("pgd-skip", rmc, attack_rate=0.5)
@@ -222,6 +230,7 @@ params = { attack_rate = 0.5 }
 """
 
 
+@pytest.mark.slow
 def test_runner_runs_a_pgd_skip_cell_and_scores_attack_points_only(tmp_path):
     path = tmp_path / "skip-tiny.toml"
     path.write_text(GRID)

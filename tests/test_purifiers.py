@@ -169,6 +169,7 @@ params = { steps = 2 }
 """
 
 
+@pytest.mark.slow
 def test_random_defense_cell_does_not_depend_on_earlier_cells(tmp_path):
     """RIDE draws fresh randomness per call; a resumed grid (the adaptive cell alone) must still
     reproduce the full run's record, so every pass starts from the defense's reset state."""

@@ -53,6 +53,7 @@ def _run(folder: Path, executor, tracking: bool = False) -> dict[str, dict]:
     return {r["cell_id"]: {k: v for k, v in r.items() if k not in TIMING} for r in map(json.loads, lines)}
 
 
+@pytest.mark.slow
 def test_ray_records_equal_local_records(local_cluster, tmp_path):
     local = _run(tmp_path / "local", LocalExecutor())
     on_ray = _run(tmp_path / "ray", RayExecutor(), tracking=True)

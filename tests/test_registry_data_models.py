@@ -92,6 +92,7 @@ def test_corrupt_idx_file(tmp_path):
         data.load("mnist", "test", data_dir=tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,fname,expected", [("resnet20", "resnet20-12fca82f.th", 0.915),
                                                  ("resnet32", "resnet32-d509ac18.th", 0.928)])
 def test_cifar_checkpoints_load_with_their_accuracy(shared_weights, cifar_test, arch, fname, expected):

@@ -79,6 +79,7 @@ def reference(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_sigkill_mid_grid_then_rerun_equals_uninterrupted(reference, tmp_path):
     (tmp_path / "rz.toml").write_text(GRID)
     proc = subprocess.Popen(bench_cmd(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -103,6 +104,7 @@ def test_sigkill_mid_grid_then_rerun_equals_uninterrupted(reference, tmp_path):
     assert sorted(runs) == sorted(final), "MLflow must hold exactly one run per finished cell"
 
 
+@pytest.mark.slow
 def test_second_run_is_fast_and_light(reference):
     """A finished grid is answered from results/<grid>.jsonl alone: no torch, data, models or MLflow."""
     code = ("import sys; from bench.cli import cli; cli.main(sys.argv[1:], standalone_mode=False); "
@@ -117,6 +119,7 @@ def test_second_run_is_fast_and_light(reference):
     assert len(mlflow_cell_runs(reference)) == N_CELLS
 
 
+@pytest.mark.slow
 def test_adding_a_runtime_defense_runs_only_its_cells(reference, monkeypatch):
     spec_text = GRID.replace("[runtime.none]", "[runtime.none]\n[runtime.median]")
     (reference / "rz2.toml").write_text(spec_text)
@@ -149,6 +152,7 @@ def test_corrupt_or_partial_entry_is_detected_and_rebuilt(tmp_path, capsys):
     assert "partial" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_corrupt_cached_model_is_rebuilt_by_the_runner(reference, tmp_path):
     """A grid whose cached model was damaged retrains it and gets the same records."""
     import shutil
@@ -174,6 +178,7 @@ def test_corrupt_cached_model_is_rebuilt_by_the_runner(reference, tmp_path):
         assert rec == ref[cid]
 
 
+@pytest.mark.slow
 def test_cache_cli_ls_du_gc(reference, tmp_path):
     import shutil
 
