@@ -24,6 +24,8 @@ from bench.registry import Registry
 
 GRIDS: Registry = Registry("grid")
 THREATS = ("base", "adaptive", "transfer")
+#: Extra per-model metrics a grid can ask for in every record (``metrics = [...]``; see bench.metrics).
+METRICS = ("deep-defense",)
 LAYOUTS = ("star", "cross")
 
 
@@ -93,6 +95,7 @@ class GridSpec:
     reference: dict[str, float] = field(default_factory=dict)
     reference_source: str = ""
     path: str = ""
+    metrics: tuple[str, ...] = ()
 
     def pairs(self) -> list[tuple[str, str]]:
         """(train-time defense, runtime defense) pairs, in table order."""
@@ -197,7 +200,7 @@ def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, dict[str, Any
 def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> GridSpec:
     where = path or default_name
     known = {"name", "description", "dataset", "arch", "train", "runtime", "attacks", "layout",
-             "base_model", "limit", "train_limit", "seed", "reference", "reference_source"}
+             "base_model", "limit", "train_limit", "seed", "reference", "reference_source", "metrics"}
     unknown = set(raw) - known
     if unknown:
         raise BenchError(f"{where}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
@@ -235,13 +238,16 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         if v is not None and (not isinstance(v, int) or v <= 0):
             raise BenchError(f"{where}: {key} must be a positive integer, got {v!r}")
     ref = raw.get("reference", {})
+    metrics = raw.get("metrics", [])
+    if not isinstance(metrics, list) or not set(metrics) <= set(METRICS):
+        raise BenchError(f"{where}: metrics must be a list drawn from {', '.join(METRICS)}, got {metrics!r}")
     spec = GridSpec(
         name=raw.get("name", default_name), dataset=raw["dataset"], arch=raw["arch"],
         train=_table(raw, "train", where) or {"standard": {}}, runtime=_table(raw, "runtime", where) or {"none": {}},
         attacks=attacks, layout=layout, base_model=raw.get("base_model", "standard"),
         limit=raw.get("limit"), train_limit=raw.get("train_limit"), seed=int(raw.get("seed", 0)),
         description=raw.get("description", ""), reference={str(k): float(v) for k, v in ref.items()},
-        reference_source=raw.get("reference_source", ""), path=path,
+        reference_source=raw.get("reference_source", ""), path=path, metrics=tuple(metrics),
     )
     if layout == "star" and spec.base_model not in spec.train:
         raise BenchError(f"{where}: base_model {spec.base_model!r} must be one of the [train] defenses")

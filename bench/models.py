@@ -214,3 +214,4 @@ def load(arch: str, checkpoint: str | Path, num_classes: int = 10, in_channels: 
         raise BenchError(f"checkpoint {path} does not fit architecture {arch!r}: "
                          f"{str(exc).splitlines()[0]}") from None
     return model.eval()
+from bench import archs_deepdefense as _archs_deepdefense  # noqa: E402,F401  (registers dd-* archs)
