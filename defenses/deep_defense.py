@@ -54,19 +54,19 @@ def differentiable_deepfool(model: nn.Module, x: torch.Tensor, iterations: int =
             break
         source = torch.where(targeted, current, pred0)
         f = logits - logits.gather(1, source[:, None])  # f_k - f_source, zero at the source class
-        grads = torch.stack([torch.autograd.grad(f[:, k].sum(), xi if it else x, create_graph=create_graph,
-                                                 retain_graph=True)[0]
-                             for k in range(k_all)], 1)
-        wn = grads.flatten(2).norm(dim=2) + 1e-8
-        ratio = f.abs() / wn
+        inp = xi if it else x
+        # Choosing the nearest boundary needs every class's gradient, but not through the graph:
+        # only the chosen one's is differentiated again (the choice itself is piecewise constant).
+        wn_all = torch.stack([torch.autograd.grad(f[:, k].sum(), inp, retain_graph=True)[0].flatten(1).norm(dim=1)
+                              for k in range(k_all)], 1) + 1e-8
         allowed = (classes != source[:, None]) & (~targeted[:, None] | (classes == goal[:, None]))
-        ratio = ratio.masked_fill(~allowed, float("inf"))
-        best = ratio.detach().argmin(1)
-        ar = torch.arange(n, device=x.device)
-        w = grads[ar, best]
-        # Finished examples can have no allowed class (ratio inf): zero them before the division.
-        dist = torch.where(active, ratio[ar, best], torch.zeros_like(ratio[:, 0]))
-        step = ((dist + 1e-4) / wn[ar, best]).view(shape) * w
+        best = (f.detach().abs() / wn_all).masked_fill(~allowed, float("inf")).argmin(1)
+        f_best = f.gather(1, best[:, None]).squeeze(1)
+        (w,) = torch.autograd.grad(f_best.sum(), inp, create_graph=create_graph, retain_graph=True)
+        wn = w.flatten(1).norm(dim=1) + 1e-8
+        # Finished examples can have no allowed class: zero their distance before the division.
+        dist = torch.where(active, f_best.abs() / wn, torch.zeros_like(wn))
+        step = ((dist + 1e-4) / wn).view(shape) * w
         r = r + step * active.view(shape)
     return (1 + overshoot) * r, logits0
 
