@@ -110,8 +110,9 @@ def fgs_eps_at_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rate: fl
 
 
 def pass_score(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """PASS per image: SSIM (scikit-image, Gaussian 11x11 window as in Wang et al. 2004) between x and
-    x_adv aligned onto x by an ECC homography (OpenCV); unaligned where ECC does not converge."""
+    """PASS per image: SSIM (scikit-image, Gaussian 11x11 window as in Wang et al. 2004; a smaller
+    uniform window on images under 11 pixels) between x and x_adv aligned onto x by an ECC
+    homography (OpenCV); unaligned where ECC does not converge."""
     import cv2
     from skimage.metrics import structural_similarity
 
@@ -128,8 +129,12 @@ def pass_score(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         except cv2.error:  # ECC fails on flat images or when it does not converge: compare unaligned
             aligned = a
         aligned = aligned.reshape(h, w, c)
-        ssim = structural_similarity(aligned, b, data_range=1.0, channel_axis=2, gaussian_weights=True,
-                                     sigma=1.5, use_sample_covariance=False)
+        if min(h, w) >= 11:
+            ssim = structural_similarity(aligned, b, data_range=1.0, channel_axis=2, gaussian_weights=True,
+                                         sigma=1.5, use_sample_covariance=False)
+        else:  # images smaller than the 11x11 Gaussian window (8x8 digits): the largest odd uniform window
+            ssim = structural_similarity(aligned, b, data_range=1.0, channel_axis=2,
+                                         win_size=min(h, w) - 1 + min(h, w) % 2)
         out.append(float(ssim))
     return torch.tensor(out)
 

@@ -157,3 +157,45 @@ def test_deep_defense_grids_parse_and_bad_metrics_are_refused():
         assert models.ARCHS.get(spec.arch)
     with pytest.raises(BenchError, match="metrics must be a list"):
         grid.parse({"dataset": "digits", "arch": "small-cnn", "metrics": ["nope"]})
+
+
+METRICS_GRID = """
+name = "tiny-dd"
+dataset = "digits"
+arch = "small-cnn"
+limit = 10
+seed = 0
+metrics = ["deep-defense"]
+[train.standard]
+epochs = 5
+[runtime.none]
+[[attacks]]
+name = "fgsm"
+eps = 0.1
+[[attacks]]
+name = "deepfool"
+[reference]
+"standard/none/l2 (DeepFool)" = 1.48
+"""
+
+
+@pytest.mark.slow
+def test_grid_with_metrics_records_them_once_per_model_and_shows_columns(tmp_path):
+    from bench.leaderboard import build_table
+    from bench.runner import Runner, RunOptions
+
+    path = tmp_path / "tiny-dd.toml"
+    path.write_text(METRICS_GRID)
+    spec = grid.load(str(path))
+    runner = Runner(spec, RunOptions(cache_dir=tmp_path / "cache", results_dir=tmp_path / "results",
+                                     tracking=False, progress=False, device="cpu"))
+    assert runner.run().failed == 0
+    records = list(runner.store.records.values())
+    assert len(records) == 2
+    fields = ("deepfool_l2", "deepfool_rho2", "fgs_rho_inf", "fgs_eps50", "cw_l2", "pass")
+    assert all(r[f] is not None for r in records for f in fields)
+    assert records[0]["deepfool_l2"] == records[1]["deepfool_l2"]  # one model, computed once
+    assert 0 < records[0]["pass"] < 1 and 0 < records[0]["fgs_eps50"] < 1
+    table = build_table(records, spec)
+    assert table.loc[0, "l2 (DeepFool)"] == f"{records[0]['deepfool_l2']:.3g} (1.48)"
+    assert "PASS" in table.columns and "rho_inf (FGS)" in table.columns
