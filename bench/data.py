@@ -49,7 +49,7 @@ class Dataset:
 
 
 def family_of(name: str) -> str:
-    return {"fashion-mnist": "mnist", "mnist": "mnist", "digits": "digits"}.get(name, name)
+    return {"fashion-mnist": "mnist", "mnist": "mnist", "mnist-split": "mnist", "digits": "digits"}.get(name, name)
 
 
 def default_data_dir() -> Path:
@@ -175,6 +175,18 @@ def _mnist_like(name: str, tv_class: str, split: str, root: Path, download: bool
 @DATASETS.register("mnist")
 def _mnist(split: str, root: Path, download: bool = False) -> Dataset:
     return _mnist_like("mnist", "MNIST", split, root, download)
+
+
+@DATASETS.register("mnist-split")
+def _mnist_split(split: str, root: Path, download: bool = False) -> Dataset:
+    """MNIST's 10,000 test images in two fixed, disjoint halves, for machines that hold only the
+    t10k files: 'train' is the first 5,000, 'test' the last 5,000 (MNIST's own ordering)."""
+    full = _mnist_like("mnist", "MNIST", "test", root, download)
+    sel = slice(0, MNIST_SPLIT) if split == "train" else slice(MNIST_SPLIT, None)
+    return Dataset("mnist-split", split, full.x[sel], full.y[sel], 10)
+
+
+MNIST_SPLIT = 5000
 
 
 @DATASETS.register("fashion-mnist")

@@ -24,6 +24,8 @@ from bench.registry import Registry
 
 GRIDS: Registry = Registry("grid")
 THREATS = ("base", "adaptive", "transfer")
+#: Extra per-model metrics a grid can ask for in every record (``metrics = [...]``; see bench.metrics).
+METRICS = ("deep-defense",)
 LAYOUTS = ("star", "cross")
 
 
@@ -104,6 +106,7 @@ class GridSpec:
     path: str = ""
     plugins: tuple[str, ...] = ()
     _resolved: dict[str, dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    metrics: tuple[str, ...] = ()
 
     def pairs(self) -> list[tuple[str, str]]:
         """(train-time defense, runtime defense) pairs, in table order."""
@@ -239,7 +242,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     where = path or default_name
     known = {"name", "description", "dataset", "arch", "train", "runtime", "attacks", "layout",
              "base_model", "limit", "train_limit", "seed", "reference", "reference_source", "plugins",
-             "train_split", "train_offset"}
+             "train_split", "train_offset", "metrics"}
     unknown = set(raw) - known
     if unknown:
         raise BenchError(f"{where}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
@@ -310,6 +313,9 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     if "/" in str(raw.get("name", "")) or raw.get("name") == "":
         raise BenchError(f"{where}: name {raw['name']!r} must be a non-empty file name (no '/')")
     ref = raw.get("reference", {})
+    metrics = raw.get("metrics", [])
+    if not isinstance(metrics, list) or not set(metrics) <= set(METRICS):
+        raise BenchError(f"{where}: metrics must be a list drawn from {', '.join(METRICS)}, got {metrics!r}")
     spec = GridSpec(
         name=raw.get("name", default_name), dataset=raw["dataset"], arch=raw["arch"],
         train=train, runtime=_table(raw, "runtime", where) or {"none": {}},
@@ -318,7 +324,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         limit=raw.get("limit"), train_limit=raw.get("train_limit"), train_split=train_split,
         train_offset=train_offset, seed=int(raw.get("seed", 0)),
         description=raw.get("description", ""), reference={str(k): float(v) for k, v in ref.items()},
-        reference_source=raw.get("reference_source", ""), path=path,
+        reference_source=raw.get("reference_source", ""), path=path, metrics=tuple(metrics),
         plugins=tuple(str(_resolve_file(p, path)) for p in plugins),
     )
     if layout == "star" and spec.base_model not in spec.train:

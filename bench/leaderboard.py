@@ -67,6 +67,11 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
         if r.get("eps") is not None:  # minimal-norm attacks are unbounded: they always win against `none`
             per_example.setdefault(pair, []).append(r.get("per_example", ""))
     ref = spec.reference if spec is not None else {}
+    from bench.metric_columns import fmt as metric_fmt
+    from bench.metric_columns import metric_values
+
+    metrics = metric_values(ok)  # per-model metrics (Deep Defense's Table 2), shown as measured
+    metric_cols = list(OrderedDict.fromkeys(c for m in metrics.values() for c in m))
     table = []
     last_train = None
     for (train, runtime), vals in rows.items():
@@ -81,8 +86,10 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
             if ((train, runtime), col) in flagged:
                 row[col] += FLAG
         row[WORST] = _fmt(worst_case(per_example.get((train, runtime), [])), None)
+        for col in metric_cols:
+            row[col] = metric_fmt(metrics.get((train, runtime), {}).get(col), ref.get(f"{train}/{runtime}/{col}"))
         table.append(row)
-    return pd.DataFrame(table, columns=["train-time", "runtime", "clean", *columns, WORST])
+    return pd.DataFrame(table, columns=["train-time", "runtime", "clean", *columns, WORST, *metric_cols])
 
 
 def _fmt(value: float | None, reference: float | None) -> str:

@@ -235,6 +235,9 @@ def load(arch: str, checkpoint: str | Path, num_classes: int = 10, in_channels: 
     return load_state(create(arch, num_classes, in_channels), state, str(checkpoint), arch)
 
 
+from bench import archs_deepdefense as _archs_deepdefense  # noqa: E402,F401  (registers dd-* archs)
+
+
 def _contract(name: str, obj: object) -> str | None:
     """An architecture is a factory (num_classes, in_channels) -> nn.Module."""
     return None if callable(obj) else "must be callable: a factory (num_classes, in_channels) -> nn.Module"

@@ -591,6 +591,11 @@ class Runner:
             rec["stream_acc"] = round(stream_ok.float().mean().item(), 6)
         if delays:
             rec["delay_per_point_s"] = round(sum(delays) / len(delays), 6)
+        if self.spec.metrics:  # per-model metrics the grid asks for (Deep Defense's Table 2), computed once
+            from bench.metrics import for_model
+
+            rec.update(for_model(self.spec.metrics, model, model_key, x.to(self.device), y.to(self.device),
+                                 self.family))
         return rec
 
     def _craft(self, cell: Cell, attack: Any, model: torch.nn.Module, defense: Any, x: torch.Tensor,
