@@ -153,6 +153,11 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
         if budget_of(r) is None:  # minimal-norm: the size of the perturbation is what compares
             columns[f"{label} med {r.get('norm') or 'L2'}"] = None
             columns[f"{label} ρ2"] = None
+    thresholds = _thresholds(spec)
+    for r in ok:
+        thr = thresholds.get((r.get("attack_name", r["attack"]), r["attack"], r["threat"]))
+        if budget_of(r) is None and thr is not None:
+            columns[_threshold_label(r, thr)] = None
     worst_cols = [worst_label(b) for b in budgets_in(ok)]
     ref = spec.reference if spec is not None else {}
     table = []
@@ -172,12 +177,37 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
                 norm = r.get("norm") or "L2"
                 row[f"{label} med {norm}"] = _fmt_norm(r.get("median_norm"), norm)
                 row[f"{label} ρ2"] = _fmt_norm(r.get("mean_rho2_success", r.get("mean_rho2")))
+                thr = thresholds.get((r.get("attack_name", r["attack"]), r["attack"], r["threat"]))
+                if thr is not None:
+                    at = robust_at_threshold(r, thr)
+                    row[_threshold_label(r, thr)] = _fmt_acc(at.count("1") / len(at), interval_of(at)) if at else "-"
         for b, col in zip(budgets_in(ok), worst_cols):
             joint = row_worst(recs, b)
             row[col] = _fmt_acc(joint.count("1") / len(joint), interval_of(joint)) if joint else "-"
         table.append(row)
     cols = ["train-time", "runtime", "clean", *columns, *worst_cols]
     return pd.DataFrame(table, columns=cols).fillna("-")
+
+
+def _thresholds(spec: GridSpec | None) -> dict[tuple[str, str, str], float]:
+    """(attack name, label, threat) -> the grid's norm threshold for a minimal-norm attack."""
+    if spec is None:
+        return {}
+    return {(a.name, a.label or a.name, a.threat): a.threshold for a in spec.attacks if a.threshold is not None}
+
+
+def _threshold_label(rec: dict[str, Any], thr: float) -> str:
+    return f"{column_label(rec)} {rec.get('norm') or 'L2'} ≤ {thr:g}"
+
+
+def robust_at_threshold(rec: dict[str, Any], threshold: float) -> str:
+    """Per-example outcomes when a minimal-norm attack only counts if its perturbation is at most
+    ``threshold`` (the RMC paper's Table 1 convention): robust if the attack failed or needed more
+    ('' when the record has no per-example norms)."""
+    norms, outcomes = rec.get("per_example_norm"), rec.get("per_example", "")
+    if not norms or len(norms) != len(outcomes):
+        return ""
+    return "".join("1" if o == "1" or v > threshold else "0" for o, v in zip(outcomes, norms))
 
 
 def _reference(ref: dict[str, float], train: str, runtime: str, r: dict[str, Any], label: str) -> float | None:
@@ -265,7 +295,9 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
               "Columns: clean accuracy, robust accuracy per attack (threat model in parentheses when not `base`, "
               "then the budget: norm and eps), for the minimal-norm attacks the median perturbation norm over "
               "the examples they flip (`med L2`, `med L0`) and Deep Defense's rho_2 (mean ||delta||_2 / ||x||_2 "
-              "over those examples), and per threat model the worst case: the share of examples that survive "
+              "over those examples) and, where the grid gives the attack a `threshold`, the robust accuracy when only "
+              "perturbations within it count (`cw-l2 L2 ≤ 1.5`, the RMC paper's Table 1 convention), and per "
+              "threat model the worst case: the share of examples that survive "
               "every attack of that budget in the row (never mixing budgets or norms).", ""]
     if spec.reference:
         lines += [f"Numbers in parentheses are the seed paper's ({spec.reference_source or 'reference'}), "

@@ -189,3 +189,15 @@ def test_ray_equals_local_on_the_ci_grid(tmp_path):
     diffs = {cid: {k: (local[cid].get(k), on_ray[cid].get(k)) for k in set(local[cid]) | set(on_ray[cid])
                    if local[cid].get(k) != on_ray[cid].get(k)} for cid in local}
     assert {cid: d for cid, d in diffs.items() if d} == {}
+
+
+def test_minimal_norm_threshold_column_from_the_grid():
+    spec = grid.parse({"dataset": "digits", "arch": "small-cnn",
+                       "attacks": [{"name": "cw-l2", "threshold": 1.5}]}, "g")
+    r = rec("a", "cw-l2", "0010", eps=None, norm="L2", per_example_norm=[0.5, 2.0, 0.1, 1.5], median_norm=1.5)
+    row = build_table([r], spec).iloc[0]
+    # Flipped at 0.5 and 1.5 (within 1.5), at 2.0 (too large: robust), example 3 was never flipped.
+    assert row["cw-l2 L2 ≤ 1.5"].startswith("50.0 [")
+    assert row["cw-l2"].startswith("25.0 [") and row["cw-l2 med L2"] == "1.500"
+    with pytest.raises(Exception, match="threshold"):
+        grid.parse({"dataset": "digits", "arch": "small-cnn", "attacks": [{"name": "cw-l2", "threshold": -1}]}, "g")
