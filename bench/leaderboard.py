@@ -295,10 +295,11 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
               "Columns: clean accuracy, robust accuracy per attack (threat model in parentheses when not `base`, "
               "then the budget: norm and eps), for the minimal-norm attacks the median perturbation norm over "
               "the examples they flip (`med L2`, `med L0`) and Deep Defense's rho_2 (mean ||delta||_2 / ||x||_2 "
-              "over those examples) and, where the grid gives the attack a `threshold`, the robust accuracy when only "
-              "perturbations within it count (`cw-l2 L2 ≤ 1.5`, the RMC paper's Table 1 convention), and per "
-              "threat model the worst case: the share of examples that survive "
-              "every attack of that budget in the row (never mixing budgets or norms).", ""]
+              "over those examples)" + (
+                  ", their robust accuracy when only perturbations within the grid's threshold count "
+                  "(`cw-l2 L2 ≤ 1.5`, the RMC paper's Table 1 convention)" if _thresholds(spec) else "") +
+              ", and per threat model the worst case: the share of examples that survive every attack of that "
+              "budget in the row (never mixing budgets or norms).", ""]
     if spec.reference:
         lines += [f"Numbers in parentheses are the seed paper's ({spec.reference_source or 'reference'}), "
                   f"shown beside ours, not in place of ours; {OUTSIDE} marks one outside our 95% interval.", ""]

@@ -201,3 +201,21 @@ def test_minimal_norm_threshold_column_from_the_grid():
     assert row["cw-l2"].startswith("25.0 [") and row["cw-l2 med L2"] == "1.500"
     with pytest.raises(Exception, match="threshold"):
         grid.parse({"dataset": "digits", "arch": "small-cnn", "attacks": [{"name": "cw-l2", "threshold": -1}]}, "g")
+
+
+def test_leaderboard_files_become_mlflow_artifacts(tmp_path):
+    pytest.importorskip("mlflow")
+    import mlflow
+
+    from bench.tracking import log_leaderboard
+
+    md, png = tmp_path / "g.md", tmp_path / "worst_case.png"
+    md.write_text("# Leaderboard: g\n")
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_leaderboard("g", [md, png], uri)
+    client = mlflow.tracking.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("g").experiment_id], "tags.kind = 'leaderboard'")
+    assert len(runs) == 1
+    names = {a.path for a in client.list_artifacts(runs[0].info.run_id, "leaderboard")}
+    assert names == {"leaderboard/g.md", "leaderboard/worst_case.png"}
