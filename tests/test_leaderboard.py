@@ -220,3 +220,34 @@ def test_leaderboard_files_become_mlflow_artifacts(tmp_path, monkeypatch):
     assert len(runs) == 1
     names = {a.path for a in client.list_artifacts(runs[0].info.run_id, "leaderboard")}
     assert names == {"leaderboard/g.md", "leaderboard/worst_case.png"}
+
+
+def test_cells_pin_their_thread_count(monkeypatch):
+    import torch
+
+    from bench.errors import BenchError
+    from bench.runner import fix_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.delenv("BENCH_NUM_THREADS", raising=False)
+        assert fix_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("BENCH_NUM_THREADS", "zero")
+        with pytest.raises(BenchError, match="BENCH_NUM_THREADS"):
+            fix_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_knn_ties_are_broken_by_row_id():
+    pytest.importorskip("faiss")
+    import torch
+
+    from defenses.knn_index import KnnIndex
+
+    # Rows 1, 3, 4 and 6 are all at distance 1 from the query; the two nearest after row 5 (distance 0)
+    # must be the lowest ids, 1 and 3, whatever order faiss's heap leaves them in.
+    db = torch.tensor([[5.0], [1.0], [9.0], [1.0], [-1.0], [0.0], [1.0]])
+    dist, idx = KnnIndex(db, use_gpu=False).search(torch.tensor([[0.0]]), 3)
+    assert idx.tolist() == [[5, 1, 3]] and dist.tolist() == [[0.0, 1.0, 1.0]]
