@@ -148,7 +148,8 @@ def test_pictures_and_index_from_bench_leaderboard_all(tmp_path, monkeypatch):
         assert (tmp_path / "leaderboards" / "ci" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     index = (tmp_path / "leaderboards" / "README.md").read_text()
     assert "| [ci](ci.md) | `ci` | 2026-11-29 | 0.1.0+abc | 100 | cpu |" in index
-    assert "| [old](old.md) | `old` | - | 0.0.9 | 7 | cuda |" in index
+    assert "| [old](old.md) (older format: no intervals or per-budget worst case) | `old` | - | 0.0.9 | 7 | cuda |" \
+        in index
 
 
 def test_interval_fields_in_records():
