@@ -27,8 +27,9 @@ def _write_leaderboard(spec, records, out: Path | None) -> Path:
     from bench.cache import atomic_write_text
     from bench.leaderboard import render
 
-    text = render(records, spec)
     path = Path(out) if out else Path("leaderboards") / f"{spec.name}.md"
+    # Pictures go to a folder named after the Markdown file, beside it, and are linked relatively.
+    text = render(records, spec, figures_dir=path.parent / path.stem, link_prefix=path.stem)
     atomic_write_text(path, text)
     return path
 
@@ -50,6 +51,17 @@ def _load_plugins(files: tuple[Path, ...], spec=None) -> None:
         from bench.validate import check_spec
 
         check_spec(spec)
+
+
+def _log_leaderboard(spec, path: Path, tracking_uri: str | None) -> None:
+    """The leaderboard and its pictures as MLflow artifacts; a failure is a warning, not an error."""
+    from bench.tracking import log_leaderboard
+
+    try:
+        log_leaderboard(spec.name, [path, *sorted((path.parent / path.stem).glob("*.png"))], tracking_uri)
+    except Exception as exc:  # the Markdown is written; say why MLflow lacks it
+        click.echo(f"warning: MLflow logging of the leaderboard failed ({type(exc).__name__}: {exc}"[:300] + ")",
+                   err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,6 +153,8 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         _, records = _spec_records(grid_name, results_dir, limit, seed)
         path = _write_leaderboard(spec, records, None)
         click.echo(f"leaderboard written to {path}")
+        if not no_tracking:
+            _log_leaderboard(spec, path, tracking_uri)
     if summary.failed:
         click.echo(f"error: {summary.failed} cell(s) failed:", err=True)
         for line in summary.failures:
@@ -289,8 +303,21 @@ def _summary(obj: object) -> str:
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--limit", type=int, default=None, help="The --limit the grid was run with, if any.")
 @click.option("--seed", type=int, default=None, help="The --seed the grid was run with, if any.")
-def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int | None, seed: int | None) -> None:
+@click.option("--all", "all_grids", is_flag=True,
+              help="Every built-in grid with results, then the index leaderboards/README.md.")
+def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int | None, seed: int | None,
+                 all_grids: bool) -> None:
     """Render results/<grid>.jsonl as a Markdown table (printed and written to a file)."""
+    if all_grids:
+        from bench import grid as grids
+        from bench.lbindex import write_index
+
+        for name in grids.GRIDS.list_names():
+            if (Path(results_dir) / f"{name}.jsonl").is_file():
+                spec, records = _spec_records(name, results_dir, None, None)
+                click.echo(f"written {_write_leaderboard(spec, records, None)}")
+        click.echo(f"written {write_index(Path('leaderboards'))}")
+        return
     spec, records = _spec_records(grid_name, results_dir, limit, seed)
     path = _write_leaderboard(spec, records, out)
     click.echo(path.read_text())

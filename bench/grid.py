@@ -38,6 +38,7 @@ class AttackSpec:
     surrogate: dict[str, Any] = field(default_factory=dict)
     runtime: tuple[str, ...] = ()  # restrict to these runtime defenses (empty: all)
     label: str = ""
+    threshold: float | None = None  # minimal-norm attacks: also report robust accuracy at this norm
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,14 @@ def _eps_list(value: Any, where: str, norm: str | Callable[[], str] = "Linf") ->
     return tuple(out)
 
 
+def _threshold(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise BenchError(f"{where}: threshold {value!r} must be a positive number (a perturbation norm)")
+    return float(value)
+
+
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, dict[str, Any]]:
     val = raw.get(key, {})
     if not isinstance(val, dict) or not all(isinstance(v, dict) for v in val.values()):
@@ -272,7 +281,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         aw = f"{where}: attacks[{i}]"
         if not isinstance(a, dict) or not isinstance(a.get("name"), str):
             raise BenchError(f"{aw} needs a name")
-        extra = set(a) - {"name", "threat", "eps", "params", "surrogate", "runtime", "label"}
+        extra = set(a) - {"name", "threat", "eps", "params", "surrogate", "runtime", "label", "threshold"}
         if extra:
             raise BenchError(f"{aw}: unknown keys {', '.join(sorted(extra))}")
         threat = a.get("threat", "base")
@@ -293,7 +302,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
             name=a["name"], threat=threat, eps=_eps_list(a.get("eps"), aw, lambda a=a: _ball_norm(a["name"])),
             params=dict(a.get("params", {})),
             surrogate=dict(a.get("surrogate", {})), runtime=tuple([runtime] if isinstance(runtime, str) else runtime),
-            label=a.get("label", ""),
+            label=a.get("label", ""), threshold=_threshold(a.get("threshold"), aw),
         ))
     for key in ("limit", "train_limit"):
         v = raw.get(key)

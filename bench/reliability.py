@@ -7,7 +7,11 @@
 - zero gradients: a large share of examples whose input gradient of the attacked model is exactly
   zero (recorded by the runner as ``zero_grad_frac``);
 - a randomized runtime defense attacked adaptively without EOT (``randomized`` and ``eot_samples``
-  in the record).
+  in the record);
+- an adaptive attack (BPDA, EOT) that is not stronger than the base attack of the same label and eps
+  against a defense that changes the input: a working adaptive attack should beat an attack that
+  ignores the defense (Athalye et al., ICML 2018; Tramer et al., NeurIPS 2020), so equal numbers
+  point at too few EOT draws or steps rather than at a strong defense.
 
 Pure Python over result records (no torch), except :func:`zero_grad_fraction`, which the runner
 calls per cell.
@@ -21,6 +25,8 @@ from typing import Any
 #: Flag a cell when more than this share of examples has an exactly-zero input gradient.
 ZERO_GRAD_MAX = 0.05
 WHITE_BOX = ("base", "adaptive")
+#: Adaptive attacks built for defenses that transform the input (purifiers, randomized transforms).
+INPUT_ATTACKS = ("bpda", "eot")
 
 
 def _pct(v: float) -> str:
@@ -57,6 +63,20 @@ def cell_flags(records: list[dict[str, Any]]) -> dict[str, list[str]]:
                 out[big["cell_id"]].append(
                     f"robust accuracy rises with eps: {_pct(big['robust_acc'])} at eps {big['eps']:.4g} > "
                     f"{_pct(low['robust_acc'])} at eps {low['eps']:.4g}")
+
+    base_cells = {(r["train_defense"], r["runtime_defense"], r["attack"], r.get("eps")): r
+                  for r in ok if r.get("threat") == "base"}
+    for r in ok:
+        if r.get("threat") != "adaptive" or r.get("runtime_defense") == "none":
+            continue
+        if r.get("attack_name") not in INPUT_ATTACKS and not r.get("transforms_input"):
+            continue
+        b = base_cells.get((r["train_defense"], r["runtime_defense"], r["attack"], r.get("eps")))
+        if b is not None and r["robust_acc"] >= b["robust_acc"]:
+            out[r["cell_id"]].append(
+                f"adaptive attack {r.get('attack_name', r['attack'])} is not stronger than the base attack "
+                f"({_pct(r['robust_acc'])} >= {_pct(b['robust_acc'])}) against a defense that changes the "
+                "input: raise its EOT draws / steps")
 
     def same(r: dict[str, Any]) -> tuple:
         return (r["train_defense"], r["runtime_defense"], r.get("attack_name", r["attack"]), r.get("eps"))

@@ -62,6 +62,60 @@ def _finite_logits(predict: Any, name: str) -> Any:
     return checked
 
 
+def cell_threads() -> int:
+    """Intra-op threads per cell: ``$BENCH_NUM_THREADS``, else 1 (what a Ray worker gets)."""
+    import os
+
+    value = os.environ.get("BENCH_NUM_THREADS", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise BenchError(f"BENCH_NUM_THREADS={value!r} is not a positive integer")
+    return int(value)
+
+
+def fix_threads() -> int:
+    """Pin torch's and faiss's thread counts for a cell, so its numbers do not depend on the executor
+    or the machine's core count (BLAS and oneDNN split their sums by thread; a Ray worker runs with
+    one thread, the local process with one per core); returns the count."""
+    n = cell_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        pass
+    return n
+
+
+def _interval_fields(rec: dict[str, Any]) -> dict[str, Any]:
+    """95% Wilson intervals (bench.stats) of the clean and robust accuracy, as [low, high]."""
+    from bench.stats import interval_of, wilson_interval
+
+    out: dict[str, Any] = {}
+    if rec["n"]:
+        out["clean_ci"] = [round(v, 6) for v in wilson_interval(round(rec["clean_acc"] * rec["n"]), rec["n"])]
+    robust = interval_of(rec["per_example"])
+    if robust is not None:
+        out["robust_ci"] = [round(v, 6) for v in robust]
+    return out
+
+
+def _minimal_norm_fields(x: torch.Tensor, x_adv: torch.Tensor, norm: str, flipped: torch.Tensor) -> dict[str, Any]:
+    """For minimal-norm attacks: the median perturbation (in the attack's norm) and Deep Defense's
+    rho_2 over the examples the attack flipped, and every example's norm (robust accuracy at a
+    threshold, the RMC paper's Table 1 convention, is computed from these)."""
+    norms = audit.perturbation_norms(x, x_adv, norm).cpu()
+    delta = (x_adv - x).flatten(1)
+    rho2 = (delta.norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-12)).cpu()
+    flipped = flipped.cpu()
+    out: dict[str, Any] = {"n_flipped": int(flipped.sum()), "per_example_norm": [round(v, 5) for v in norms.tolist()]}
+    if bool(flipped.any()):
+        out["median_norm"] = round(float(norms[flipped].median()), 6)
+        out["mean_rho2_success"] = round(float(rho2[flipped].mean()), 6)
+    return out
+
+
 @dataclass
 class RunOptions:
     data_dir: Path | None = None
@@ -359,6 +413,7 @@ class Runner:
         memory.reset()
         start = time.perf_counter()
         base = self.cell_fields(cell)
+        base["num_threads"] = fix_threads()  # same float reductions under every executor
         torch.manual_seed(cell.seed)  # per cell: a resumed grid or a Ray worker draws what a full local run does
         try:
             rec = self._evaluate(cell)
@@ -584,6 +639,9 @@ class Runner:
             "params": {"attack": attack_params, "train": cell.train_params, "runtime": cell.runtime_params,
                        "surrogate": cell.surrogate},
         }
+        rec.update(_interval_fields(rec))
+        if eps is None and not mixed:
+            rec.update(_minimal_norm_fields(x.to(x_adv.device), x_adv, norm, clean_ok & ~robust_ok))
         if attacked is not None:
             rec["n_attacked"] = int(attacked.sum())
         if mixed:  # per_example / clean_per_example above cover the attack points only

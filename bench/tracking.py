@@ -61,6 +61,29 @@ def save_sample_png(x: torch.Tensor, x_adv: torch.Tensor, path: Path, n: int = 8
     save_image(pair, path, nrow=min(n, len(x)), padding=2, pad_value=0.5)
 
 
+def interval_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The record's 95% intervals (``clean_ci``, ``robust_ci``: [low, high]) as scalar metrics."""
+    out = {}
+    for key in ("clean_ci", "robust_ci"):
+        ci = record.get(key)
+        if isinstance(ci, (list, tuple)) and len(ci) == 2:
+            out[f"{key}_low"], out[f"{key}_high"] = float(ci[0]), float(ci[1])
+    return out
+
+
+def log_leaderboard(grid: str, files: list[Path], uri: str | None = None) -> None:
+    """The published leaderboard (Markdown and pictures) as artifacts of a run in the grid's experiment."""
+    import mlflow
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    mlflow.set_experiment(grid)
+    with mlflow.start_run(run_name=f"{grid} leaderboard", tags={"kind": "leaderboard"}):
+        for f in files:
+            mlflow.log_artifact(str(f), artifact_path="leaderboard")
+
+
 class Tracker:
     """Context manager around one invocation's MLflow parent run. ``enabled=False`` logs nothing."""
 
@@ -193,6 +216,7 @@ class Tracker:
         mlflow = self._mlflow
         metrics = {k: float(v) for k, v in record.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seed", "n", "eps")}
+        metrics.update(interval_metrics(record))
         tags = {k: str(record[k]) for k in ("status", "device", "code_version", "config_hash", "cell_id",
                                             "threat", "error") if record.get(k) not in (None, "")}
         tags["torch_version"] = torch.__version__

@@ -36,10 +36,17 @@ class KnnIndex:
     def __len__(self) -> int:
         return self.index.ntotal
 
+    #: Extra rows fetched so that ties at the k-th distance are broken by row id, not by faiss's
+    #: heap order (which depends on its thread count).
+    TIE_MARGIN = 8
+
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         q = np.ascontiguousarray(queries.detach().cpu().numpy().astype(np.float32))
-        dist, idx = self.index.search(q, min(k, len(self)))
-        return torch.from_numpy(dist), torch.from_numpy(idx).long()
+        k = min(k, len(self))
+        dist, idx = self.index.search(q, min(k + self.TIE_MARGIN, len(self)))
+        order = np.lexsort((idx, dist), axis=1)[:, :k]  # by distance, then by row id
+        dist, idx = np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
+        return torch.from_numpy(np.ascontiguousarray(dist)), torch.from_numpy(np.ascontiguousarray(idx)).long()
 
     def add(self, features: torch.Tensor) -> None:
         new = np.ascontiguousarray(features.detach().cpu().numpy().astype(np.float32))

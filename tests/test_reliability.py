@@ -37,9 +37,9 @@ def test_worst_case_column_is_the_per_example_and_over_attacks():
         rec("f", "fgsm", 8 / 8, "11111111", runtime="median"), rec("g", "pgd", 5 / 8, "00011111", runtime="median"),
     ]
     df = build_table(table)
-    worst = dict(zip(df["runtime"], df[WORST]))
+    worst = {k: v.split(" ")[0] for k, v in zip(df["runtime"], df[f"{WORST} ? 0.1"])}  # records without a norm
     assert worst == {"none": "50.0", "median": "62.5"}
-    assert "bim" not in df.columns
+    assert not any(c.startswith("bim") for c in df.columns)
 
 
 def test_flags_eps_transfer_zero_grad_and_eot():
@@ -59,7 +59,7 @@ def test_flags_eps_transfer_zero_grad_and_eot():
     assert cell_flags([rec("p1", "pgd", 0.3, eps=0.05), rec("p2", "pgd", 0.2, eps=0.1)]) == {}
     spec = grid.parse({"dataset": "digits", "arch": "small-cnn"}, "g")
     text = render(records, spec)
-    assert "40.0 †" in text and "rises with eps" in text and "Evaluation looks unreliable" in text
+    assert "40.0 [16–69] †" in text and "rises with eps" in text and "Evaluation looks unreliable" in text
 
 
 def test_zero_grad_fraction():

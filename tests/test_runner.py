@@ -118,7 +118,8 @@ def test_leaderboard_table_and_worst_case(finished):
     tmp, spec, _ = finished
     records = [json.loads(line) for line in (tmp / "results" / "tiny.jsonl").read_text().splitlines()]
     table = build_table(records, spec)
-    assert list(table.columns) == ["train-time", "runtime", "clean", "fgsm", "pgd @0.1", "pgd @0.3", "worst case"]
+    assert list(table.columns) == ["train-time", "runtime", "clean", "fgsm Linf 0.2", "pgd Linf 0.1", "pgd Linf 0.3",
+                                   "worst Linf 0.1", "worst Linf 0.2", "worst Linf 0.3"]
     assert len(table) == 1
     assert worst_case(["1101", "1011", "1110"]) == 0.25
     assert worst_case([]) is None
