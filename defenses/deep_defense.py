@@ -20,10 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import Dataset
-from defenses.base import EpochCallback, TrainDefense
+from defenses.finetune import FineTune
 from defenses.registry import register
-from defenses.training import fit
 
 
 def differentiable_deepfool(model: nn.Module, x: torch.Tensor, iterations: int = 5, overshoot: float = 0.02,
@@ -76,26 +74,14 @@ def differentiable_deepfool(model: nn.Module, x: torch.Tensor, iterations: int =
 
 
 @register("deep-defense")
-class DeepDefense(TrainDefense):
+class DeepDefense(FineTune):
     """Fine-tune with the DeepFool-norm regularizer (supplement Table 3 defaults)."""
 
-    dataset_defaults = {
-        # digits (our choice): 10 epochs at lr 5e-3; the paper's lr 5e-4 barely moves in a few epochs.
-        "digits": {"epochs": 10, "lr": 5e-3, "pretrain_epochs": 30, "pretrain_lr": 1e-3},
-        "mnist": {"epochs": 5, "pretrain_epochs": 10, "pretrain_lr": 1e-3},
-        "cifar10": {"epochs": 50, "pretrain_epochs": 100, "pretrain_lr": 1e-4},
-    }
-
     def __init__(self, weight: float = 15.0, c: float = 25.0, d: float = 5.0, iterations: int = 5,
-                 overshoot: float = 0.02, epochs: int = 5, lr: float = 5e-4, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, batch_size: int = 100, pretrain_epochs: int = 0,
-                 pretrain_lr: float = 1e-3, pretrain_batch_size: int = 128, seed: int = 0) -> None:
+                 overshoot: float = 0.02, **kw: Any) -> None:
+        super().__init__(**kw)
         self.weight, self.c, self.d = float(weight), float(c), float(d)
         self.iterations, self.overshoot = int(iterations), float(overshoot)
-        self.epochs, self.lr, self.momentum = int(epochs), float(lr), float(momentum)
-        self.weight_decay, self.batch_size = float(weight_decay), int(batch_size)
-        self.pretrain_epochs, self.pretrain_lr, self.seed = int(pretrain_epochs), float(pretrain_lr), int(seed)
-        self.pretrain_batch_size = int(pretrain_batch_size)  # the standard model's batch, so pretraining equals it
 
     def regularizer(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example R_i and the clean logits."""
@@ -109,16 +95,3 @@ class DeepDefense(TrainDefense):
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         reg, logits = self.regularizer(model, x, y)
         return F.cross_entropy(logits, y) + reg.mean(), logits
-
-    def train(self, model: nn.Module, train_set: Dataset, *, device: torch.device | str = "cpu",
-              callback: EpochCallback | None = None, resume_dir: Any = None) -> nn.Module:
-        if self.pretrain_epochs > 0:
-            from pathlib import Path
-
-            pre_dir = None if resume_dir is None else Path(resume_dir) / "pretrain"
-            model = fit(model, train_set, epochs=self.pretrain_epochs, lr=self.pretrain_lr,
-                        batch_size=self.pretrain_batch_size, seed=self.seed, device=device, resume_dir=pre_dir,
-                        desc="deep-defense pretrain")
-        return fit(model, train_set, self.loss, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                   optimizer="sgd", momentum=self.momentum, weight_decay=self.weight_decay, seed=self.seed + 1,
-                   device=device, callback=callback, resume_dir=resume_dir, desc="deep-defense", bn_eval=True)

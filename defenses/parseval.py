@@ -11,7 +11,6 @@ Like Deep Defense it fine-tunes a standard model (``pretrain_epochs`` of standar
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.data import Dataset
-from defenses.base import EpochCallback, TrainDefense
+from defenses.base import EpochCallback
+from defenses.finetune import FineTune
 from defenses.registry import register
-from defenses.training import fit
 
 
 @torch.no_grad()
@@ -37,22 +36,12 @@ def parseval_retraction(model: nn.Module, beta: float = 3e-4) -> None:
 
 
 @register("parseval")
-class Parseval(TrainDefense):
+class Parseval(FineTune):
     """Fine-tune with the Parseval retraction after every step (SGD, Deep Defense's Table 3 schedule)."""
 
-    dataset_defaults = {
-        "digits": {"epochs": 10, "lr": 5e-3, "pretrain_epochs": 30, "pretrain_lr": 1e-3},
-        "mnist": {"epochs": 5, "pretrain_epochs": 10, "pretrain_lr": 1e-3},
-        "cifar10": {"epochs": 50, "pretrain_epochs": 100, "pretrain_lr": 1e-4},
-    }
-
-    def __init__(self, beta: float = 3e-4, epochs: int = 5, lr: float = 5e-4, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, batch_size: int = 100, pretrain_epochs: int = 0,
-                 pretrain_lr: float = 1e-3, pretrain_batch_size: int = 128, seed: int = 0) -> None:
-        self.beta, self.epochs, self.lr, self.momentum = float(beta), int(epochs), float(lr), float(momentum)
-        self.weight_decay, self.batch_size = float(weight_decay), int(batch_size)
-        self.pretrain_epochs, self.pretrain_lr = int(pretrain_epochs), float(pretrain_lr)
-        self.pretrain_batch_size, self.seed = int(pretrain_batch_size), int(seed)
+    def __init__(self, beta: float = 3e-4, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.beta = float(beta)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # The retraction of the previous step's weights runs here, before this step's forward pass
@@ -63,13 +52,6 @@ class Parseval(TrainDefense):
 
     def train(self, model: nn.Module, train_set: Dataset, *, device: torch.device | str = "cpu",
               callback: EpochCallback | None = None, resume_dir: Any = None) -> nn.Module:
-        if self.pretrain_epochs > 0:
-            pre_dir = None if resume_dir is None else Path(resume_dir) / "pretrain"
-            model = fit(model, train_set, epochs=self.pretrain_epochs, lr=self.pretrain_lr,
-                        batch_size=self.pretrain_batch_size, seed=self.seed, device=device, resume_dir=pre_dir,
-                        desc="parseval pretrain")
-        model = fit(model, train_set, self.loss, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                    optimizer="sgd", momentum=self.momentum, weight_decay=self.weight_decay, seed=self.seed + 1,
-                    device=device, callback=callback, resume_dir=resume_dir, desc="parseval", bn_eval=True)
+        model = super().train(model, train_set, device=device, callback=callback, resume_dir=resume_dir)
         parseval_retraction(model, self.beta)
         return model.eval()
