@@ -17,6 +17,11 @@ from bench.cache import atomic_write_text
 from bench.errors import BenchError
 from bench.locks import file_lock
 
+#: Record fields that measure the run rather than the result (time, memory): two runs of one cell
+#: agree on every other field.
+MEASUREMENT_FIELDS = frozenset({"seconds", "examples_per_second", "finished_at", "delay_per_point_s",
+                                "peak_rss_mb", "peak_cuda_mb"})
+
 
 class ResultStore:
     def __init__(self, path: Path) -> None:

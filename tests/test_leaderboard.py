@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from bench import grid
 from bench.leaderboard import build_table, headline, main_budget, render
 from bench.reliability import cell_flags
+from bench.results import MEASUREMENT_FIELDS
 from bench.stats import interval_of, mcnemar, wilson_interval
 
 
@@ -161,7 +162,7 @@ def test_interval_fields_in_records():
     assert all(not math.isnan(v) for v in fields["clean_ci"])
 
 
-RECORD_TIMING = {"seconds", "examples_per_second", "finished_at", "delay_per_point_s"}
+RECORD_TIMING = MEASUREMENT_FIELDS
 
 
 def _bench_run_ci(folder: Path, executor: str) -> dict[str, dict]:

@@ -10,6 +10,7 @@ import pytest
 
 from attacks.pgd_skip import StreamAttack
 from bench import grid
+from bench.results import MEASUREMENT_FIELDS
 from bench.runner import Runner, RunOptions
 
 GRID = """
@@ -48,7 +49,7 @@ eps = 0.1
 params = { known = 0.5, chunk = 2 }
 """
 
-TIMING = ("seconds", "examples_per_second", "finished_at", "delay_per_point_s")
+TIMING = MEASUREMENT_FIELDS
 
 
 def _run(tmp_path, name: str, monkeypatch, two_pass: bool) -> tuple[dict[str, dict], int]:

@@ -9,6 +9,7 @@ import pytest
 
 from bench import grid
 from bench.executors import LocalExecutor, RayExecutor
+from bench.results import MEASUREMENT_FIELDS
 from bench.runner import Runner, RunOptions
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
@@ -32,7 +33,7 @@ name = "pgd"
 eps = 0.1
 params = { steps = 5 }
 """
-TIMING = {"seconds", "examples_per_second", "finished_at", "delay_per_point_s"}
+TIMING = MEASUREMENT_FIELDS
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import torch
 
 from attacks.base import Attack
 from bench import cache, grid
+from bench.results import MEASUREMENT_FIELDS
 from bench.runner import Runner, RunOptions
 
 GRID = """
@@ -36,7 +37,7 @@ eps = [0.02, 0.05, 0.1, 0.2, 0.3]
 params = { steps = 5 }
 """
 N_CELLS = 6
-TIMING = {"seconds", "examples_per_second", "finished_at", "delay_per_point_s"}
+TIMING = MEASUREMENT_FIELDS
 
 
 def bench_cmd(folder: Path, *extra: str) -> list[str]:
