@@ -10,7 +10,9 @@ budgets shrunk) with every piece of work timed, then scales each piece to the re
 - crafting adversarial examples: x (real / smoke points) x the attack's work ratio, the product of
   its budgets (steps, restarts, binary-search steps, rounds, EOT draws, AutoAttack iterations);
 - predicting: x (real / smoke points) x the defense's work ratio (RMC: adaptation batches
-  ceil(K / batch) at its real epochs, which the smoke run keeps; RIDE: iterations x checkpoints).
+  ceil(K / batch) x its epoch cap; RIDE: iterations x checkpoints). RMC's early stop is not
+  modelled, so its figures are upper bounds: the cap, not the early stop, is what binds when the
+  validation loss keeps falling.
 
 It prints each timed piece with its factor, the prediction per cell and the total, for one device
 and for N workers (total / N, but never below the longest single piece). Work shared between cells
@@ -50,6 +52,8 @@ def _value(params: dict[str, Any], defaults: dict[str, Any], name: str, unbounde
     return float(unbounded if v is None else v)
 
 
+#: Budgets that are early-stop settings, not work (the cap they guard is).
+NOT_WORK = ("patience",)
 #: What an unset (None) budget means in the libraries (AutoAttack: 100 iterations, 5,000 queries;
 #: JSMA: gamma x features / 2 pixel pairs, set per grid in ``estimate``).
 UNBOUNDED = {"n_iter": 100, "n_queries": 5000}
@@ -62,7 +66,7 @@ def work_ratio(full: dict[str, Any], smoke: dict[str, Any], defaults: dict[str, 
     ratio, parts = 1.0, []
     only = getattr(factory, "work_params", None)
     for name in caps:
-        if name in skip or (only is not None and name not in only):
+        if name in skip or name in NOT_WORK or (only is not None and name not in only):
             continue
         if name not in full and name not in defaults and name not in smoke:
             continue

@@ -9,8 +9,8 @@ the signature default; ``None`` counts as unbounded) and never raising one:
 - attacks: ``steps`` <= 2, ``restarts`` / ``n_restarts`` / ``binary_search_steps`` / ``rounds`` <= 1,
   AutoAttack ``n_iter`` <= 2 and ``n_queries`` <= 20, EOT draws ``n`` <= 2, JSMA ``max_iters`` <= 2
 - runtime defenses: K (``k``) <= 32, adversarial copies in D' (``copies``) <= 1 and their attack's
-  ``steps`` <= 2, RIDE ``iterations`` <= 2 with one checkpoint; RMC keeps its epoch cap and early
-  stop, so its per-point epochs are the real ones (bench estimate relies on that)
+  ``steps`` <= 2, RMC ``max_epochs`` <= 2 and ``patience`` <= 1 (uncapped, one CIFAR-10 ResNet-32
+  point can adapt for half an hour on a CPU), RIDE ``iterations`` <= 2 with one checkpoint
 
 Architecture, input shape, normalisation, batch sizes, eps and the device stay as the grid says. The
 smoke grid is named ``<grid>.smoke``: its records go to ``results/<grid>.smoke.jsonl`` and its MLflow
@@ -29,7 +29,7 @@ LIMIT, TRAIN_LIMIT = 16, 512
 TRAIN_CAPS = {"epochs": 1, "pretrain_epochs": 1, "steps": 2, "iterations": 2}
 ATTACK_CAPS = {"steps": 2, "restarts": 1, "n_restarts": 1, "binary_search_steps": 1, "rounds": 1, "n_iter": 2,
                "n_queries": 20, "n": 2, "max_iters": 2}
-RUNTIME_CAPS = {"k": 32, "copies": 1, "iterations": 2, "checkpoints": 1}
+RUNTIME_CAPS = {"k": 32, "copies": 1, "max_epochs": 2, "patience": 1, "iterations": 2, "checkpoints": 1}
 NESTED = {"db_params": {"steps": 2}, "params": TRAIN_CAPS}  # D' attack; a surrogate's training
 
 

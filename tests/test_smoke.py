@@ -30,7 +30,7 @@ def test_smoke_rule_caps_every_budget():
     assert all(p["steps"] <= 2 for p in (a.params for a in spec.attacks))
     assert spec.runtime["rmc"]["k"] <= 32 and spec.runtime["rmc"]["copies"] == 1
     assert spec.runtime["rmc"]["db_params"]["steps"] <= 2
-    assert "max_epochs" not in spec.runtime["rmc"]  # RMC keeps its real epoch cap and early stop
+    assert spec.runtime["rmc"]["max_epochs"] <= 2 and spec.runtime["rmc"]["patience"] == 1
     full = grids.load("rmc-defense-aware-cifar10")
     assert [c.key for c in spec.cells()] == [c.key for c in full.cells()]  # every cell, none added
     assert {a.params.get("q") for a in spec.attacks} == {a.params.get("q") for a in full.attacks}  # not budgets
