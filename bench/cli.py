@@ -108,15 +108,16 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
     from bench.executors import create as create_executor
 
     spec = grids.load(grid_name)
-    _load_plugins(plugins, spec)
     if smoke:
         from bench.smoke import LIMIT, smoke_spec
 
+        _load_plugins(plugins, spec)
         spec, leaderboard = smoke_spec(spec), False  # smoke numbers never reach a leaderboard
         limit = None if limit is None else min(limit, LIMIT)
     runner_executor = create_executor(executor, ray_address)
     if not dry_run and _finished_already(spec, results_dir, limit, seed, leaderboard):
-        return
+        return  # answered from the results file alone: no torch, no registries
+    _load_plugins(plugins, spec)
     from bench.runner import Runner, RunOptions
 
     opts = RunOptions(data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(), results_dir=results_dir,
