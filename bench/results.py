@@ -9,6 +9,7 @@ folder never lose each other's records, whatever the interleaving.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,10 @@ class ResultStore:
         folder = self.path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".{self.path.name}.probe"
+            # One probe per process: two runs starting together must not unlink each other's probe.
+            probe = folder / f".{self.path.name}.{os.getpid()}.probe"
             probe.write_text("")
-            probe.unlink()
+            probe.unlink(missing_ok=True)
         except OSError as exc:
             raise BenchError(f"results folder {folder} is not writable ({exc.strerror}); "
                              "pass --results-dir with a writable folder") from None
