@@ -9,7 +9,7 @@ import sys
 
 from attacks.base import Attack, project_l2, project_linf
 from attacks.registry import ATTACKS, create, list_names, register
-from bench.plugins import GROUPS, import_all, load_entry_points
+from bench.core.entrypoints import GROUPS, import_all, load_entry_points
 
 
 def _contract(name: str, obj: object) -> str | None:

@@ -13,8 +13,8 @@ from torch import nn
 
 from attacks.base import Attack, Model
 from attacks.registry import register
-from bench.compat import import_autoattack
-from bench.errors import BenchError
+from bench.core.compat import import_autoattack
+from bench.core.errors import BenchError
 
 VERSIONS = ("standard", "rand", "plus")
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 NORMS = ("Linf", "L2", "L0")

@@ -17,7 +17,7 @@ from torch import nn
 
 from attacks.base import Attack, Model
 from attacks.registry import ATTACKS, register
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 

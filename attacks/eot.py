@@ -13,7 +13,7 @@ from torch import nn
 from attacks.base import Model
 from attacks.bpda import BPDAModel, WrapperAttack
 from attacks.registry import register
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 
 class EOT(nn.Module):

@@ -23,7 +23,7 @@ import torch
 from attacks.base import Model
 from attacks.pgd_skip import StreamAttack, frozen_copy, state_copy
 from attacks.registry import register
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 
 def stream_with_weights(defense: Any, x: torch.Tensor, order: torch.Tensor,

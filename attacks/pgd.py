@@ -27,7 +27,7 @@ class PGD(Attack):
                  random_start: bool = True, restarts: int = 1, **kw) -> None:
         super().__init__(eps=eps, steps=steps, step_size=step_size, random_start=random_start, **kw)
         if int(restarts) < 1:
-            from bench.errors import BenchError
+            from bench.core.errors import BenchError
 
             raise BenchError(f"restarts must be at least 1, got {restarts}")
         self.restarts = int(restarts)

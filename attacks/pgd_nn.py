@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from attacks.base import Attack, Model, project_linf, uniform_like
 from attacks.pgd import PGD
 from attacks.registry import register
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 #: Elements of the (batch, candidates, feature dim) gather one chunk may hold (about 256 MB float32).
 GATHER_BUDGET = 1 << 26

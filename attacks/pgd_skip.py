@@ -8,7 +8,7 @@ knows only a fraction of the earlier points, out of order (supplement Table 3; m
 RMC+).
 
 All of them simulate the defender: snapshot the bound defense, reset it, walk the stream in the
-runner's order (``bench.stream.stream_order``), craft each attack point against the weights the
+runner's order (``bench.core.stream.stream_order``), craft each attack point against the weights the
 attacker knows, feed the point the defender will really see (x_adv at attack points, x at clean
 ones, ``attack_rate``) through ``defense.predict`` to advance the simulated state, and finally
 restore the snapshot. RMC is deterministic given its seeded generator, so the runner's later
@@ -36,8 +36,8 @@ from torch import nn
 from attacks.base import Attack, Model
 from attacks.pgd import PGD
 from attacks.registry import register
-from bench.errors import BenchError
-from bench.stream import attack_mask, stream_order
+from bench.core.errors import BenchError
+from bench.core.stream import attack_mask, stream_order
 
 
 class StreamPGD(PGD):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.registry import Registry
+from bench.core.registry import Registry
 
 ATTACKS: Registry = Registry("attack")
 register = ATTACKS.register

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 COLUMNS = ["train_defense", "runtime_defense", "attack", "threat", "norm", "eps", "n", "clean_acc", "robust_acc",
            "attack_success_rate", "max_perturbation", "mean_l2", "mean_rho2", "seconds", "status", "error"]
@@ -66,7 +66,7 @@ def evaluate(model: nn.Module, dataset: str = "cifar10", attacks: list[str | dic
     a temporary folder), so a second call with the same arguments and folder skips finished cells.
     """
     from bench import grid as grids
-    from bench.cache import default_cache_dir
+    from bench.core.cache import default_cache_dir
     from bench.runner import Runner, RunOptions
     from defenses.database import model_fingerprint
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import AuditError
+from bench.core.errors import AuditError
 
 #: Slack for float round-off (float32 images near 1.0 have spacing about 6e-8).
 TOLERANCE = 1e-5

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.cache import atomic_write_text
-from bench.errors import BenchError
+from bench.core.cache import atomic_write_text
+from bench.core.errors import BenchError
 
 
 def baseline_from(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 LISTABLE = ("attacks", "defenses", "datasets", "archs", "grids")
 
@@ -24,7 +24,7 @@ def _spec_records(grid: str, results_dir: Path, limit: int | None, seed: int | N
 
 
 def _write_leaderboard(spec, records, out: Path | None) -> Path:
-    from bench.cache import atomic_write_text
+    from bench.core.cache import atomic_write_text
     from bench.leaderboard import render
 
     path = Path(out) if out else Path("leaderboards") / f"{spec.name}.md"
@@ -104,7 +104,7 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         verbose: bool, plugins: tuple[Path, ...]) -> None:
     """Run a grid: train or load models, attack, audit, record every cell."""
     from bench import grid as grids
-    from bench.cache import default_cache_dir
+    from bench.core.cache import default_cache_dir
     from bench.executors import create as create_executor
 
     spec = grids.load(grid_name)
@@ -267,12 +267,12 @@ def list_(what: str, plugins: tuple[Path, ...]) -> None:
         for name, cls in defenses.DEFENSES.items():
             click.echo(f"{name:20s} {cls.kind:8s} {_summary(cls)}{_origin(defenses.DEFENSES, name)}")
     elif what == "datasets":
-        from bench.data import DATASETS
+        from bench.core.data import DATASETS
 
         for name, fn in DATASETS.items():
             click.echo(f"{name:20s} {_summary(fn)}{_origin(DATASETS, name)}")
     elif what == "archs":
-        from bench.models import ARCHS
+        from bench.core.models import ARCHS
 
         for name, fn in ARCHS.items():
             click.echo(f"{name:20s} {_summary(fn)}{_origin(ARCHS, name)}")
@@ -362,7 +362,7 @@ _cache_dir_option = click.option("--cache-dir", type=click.Path(path_type=Path),
 
 
 def _cache_dir(cache_dir: Path | None) -> Path:
-    from bench.cache import default_cache_dir
+    from bench.core.cache import default_cache_dir
 
     return cache_dir or default_cache_dir()
 
@@ -372,7 +372,7 @@ def _cache_dir(cache_dir: Path | None) -> Path:
 @click.option("--verify", is_flag=True, help="Check every entry's sha256 (reads every file).")
 def cache_ls(cache_dir: Path | None, verify: bool) -> None:
     """List cache entries: kind, size, days since last use, status, path."""
-    from bench.cache import human, scan
+    from bench.core.cache import human, scan
 
     entries = scan(_cache_dir(cache_dir), verify=verify)
     for e in entries:
@@ -384,7 +384,7 @@ def cache_ls(cache_dir: Path | None, verify: bool) -> None:
 @_cache_dir_option
 def cache_du(cache_dir: Path | None) -> None:
     """Disk use per kind of artifact, and in total."""
-    from bench.cache import human, scan
+    from bench.core.cache import human, scan
 
     totals: dict[str, tuple[int, int]] = {}
     for e in scan(_cache_dir(cache_dir)):
@@ -404,7 +404,7 @@ def cache_du(cache_dir: Path | None) -> None:
 def cache_gc(cache_dir: Path | None, older_than: float | None, everything: bool, dry_run: bool) -> None:
     """Remove temporary leftovers, partial or corrupt entries (checksums verified), and optionally
     old entries or everything."""
-    from bench.cache import gc_candidates, human, remove, scan
+    from bench.core.cache import gc_candidates, human, remove, scan
 
     if older_than is not None and older_than < 0:
         raise BenchError(f"--older-than must be non-negative, got {older_than}")

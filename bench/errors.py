@@ -1,14 +1,7 @@
-"""User-facing errors: the CLI prints their message as one line and exits with code 2."""
+"""Moved to :mod:`bench.core.errors` (the foundation layer); ``bench.errors`` stays importable as the same module."""
 
+import sys
 
-class BenchError(Exception):
-    """Bad input or an unmet precondition the user can fix (message says what and how)."""
+from bench.core import errors as _moved
 
-
-class AuditError(BenchError):
-    """An attack returned x_adv outside [0, 1] or outside its norm ball."""
-
-
-class DiskError(BenchError):
-    """A write failed because the disk is full or the folder is read-only: the run stops; records
-    finished before are kept, and a rerun after freeing space continues."""
+sys.modules[__name__] = _moved

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.artifacts import ArtifactStore
+from bench.evaluation import Evaluator
 from bench.grid import Cell, GridSpec
 from bench.runner import Runner, RunOptions
 from bench.smoke import ATTACK_CAPS, RUNTIME_CAPS, _defaults, smoke_spec
@@ -83,60 +85,82 @@ def work_ratio(full: dict[str, Any], smoke: dict[str, Any], defaults: dict[str, 
     return ratio, " x ".join(parts)
 
 
-class TimingRunner(Runner):
-    """A Runner that times its pieces of work per cell (a smoke run, see the module docstring)."""
+class _Timer:
+    """Seconds per piece of work, and which pieces each cell used."""
 
-    def __init__(self, spec: GridSpec, options: RunOptions) -> None:
-        super().__init__(spec, options)
+    def __init__(self) -> None:
         self.timed: dict[tuple[str, str], float] = {}
         self.cell_pieces: dict[int, list[tuple[str, str]]] = {}
-        self._cell_index = -1
+        self.cell_index = -1
+        self.cell_id = ""
 
-    def _note(self, kind: str, key: str, seconds: float) -> None:
+    def note(self, kind: str, key: str, seconds: float) -> None:
         self.timed[(kind, key)] = self.timed.get((kind, key), 0.0) + seconds
-        self.cell_pieces.setdefault(self._cell_index, []).append((kind, key))
+        self.cell_pieces.setdefault(self.cell_index, []).append((kind, key))
 
-    def run_cell(self, cell: Cell) -> dict[str, Any]:
-        self._cell_index = self.cells.index(cell)
-        return super().run_cell(cell)
 
-    def _train(self, arch: str, defense: str, factory: Any, params: dict[str, Any], key: str, nc: int,
-               in_ch: int) -> Any:
+class TimingArtifacts(ArtifactStore):
+    """Times training and runtime-defense preparation."""
+
+    timer: _Timer
+
+    def train(self, arch: str, defense: str, factory: Any, params: dict[str, Any], key: str, nc: int,
+              in_ch: int) -> Any:
         start = time.perf_counter()
         try:
-            return super()._train(arch, defense, factory, params, key, nc, in_ch)
+            return super().train(arch, defense, factory, params, key, nc, in_ch)
         finally:
-            self._note("train", f"{defense}|{arch}|{key}", time.perf_counter() - start)
+            self.timer.note("train", f"{defense}|{arch}|{key}", time.perf_counter() - start)
 
     def runtime(self, cell: Cell, model: Any, model_key: str) -> Any:
         before = len(self._runtime)
         start = time.perf_counter()
         defense = super().runtime(cell, model, model_key)
         if len(self._runtime) > before:
-            self._note("prepare", f"{cell.runtime_defense}|{model_key}", time.perf_counter() - start)
+            self.timer.note("prepare", f"{cell.runtime_defense}|{model_key}", time.perf_counter() - start)
         return defense
 
-    def _craft(self, cell: Cell, *args: Any) -> Any:
+
+class TimingEvaluator(Evaluator):
+    """Times crafting and prediction."""
+
+    timer: _Timer
+
+    def craft(self, cell: Cell, *args: Any) -> Any:
         start = time.perf_counter()
         try:
-            return super()._craft(cell, *args)
+            return super().craft(cell, *args)
         finally:
-            self._note("craft", self._adv_key(cell), time.perf_counter() - start)
+            self.timer.note("craft", self.artifacts.adv_key(cell), time.perf_counter() - start)
 
     def predict(self, defense: Any, x: Any, seed: int) -> Any:
         start = time.perf_counter()
         try:
             return super().predict(defense, x, seed)
         finally:
-            cell = self.cells[self._cell_index]
-            self._note("predict", f"{cell.cell_id}|{id(x)}", time.perf_counter() - start)
+            self.timer.note("predict", f"{self.timer.cell_id}|{id(x)}", time.perf_counter() - start)
+
+
+class TimingRunner(Runner):
+    """A Runner that times its pieces of work per cell (a smoke run, see the module docstring)."""
+
+    artifact_store = TimingArtifacts
+    evaluator = TimingEvaluator
+
+    def __init__(self, spec: GridSpec, options: RunOptions) -> None:
+        super().__init__(spec, options)
+        self.timer = self.artifacts.timer = self.evaluation.timer = _Timer()
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        self.timer.cell_index, self.timer.cell_id = self.cells.index(cell), cell.cell_id
+        return super().run_cell(cell)
 
 
 def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str, Any]:
     """Time the smoke run of ``spec`` and scale each piece to the real budget (see module docstring)."""
     import attacks
     import defenses
-    from bench import data
+    from bench.core import data
 
     small = smoke_spec(spec)
     runner = TimingRunner(small, options)
@@ -152,15 +176,15 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
     family = data.family_of(spec.dataset)
     n_smoke = len(runner.test)
     n_full = full_cells[0].limit or n_smoke
-    train_smoke = len(runner._train_set) if runner._train_set is not None else 0
+    train_smoke = len(runner.artifacts._train_set) if runner.artifacts._train_set is not None else 0
     pieces: dict[tuple[str, str], Piece] = {}
     for i, cell in enumerate(runner.cells):
         full = full_cells[i]
-        for kind, key in runner.cell_pieces.get(i, []):
+        for kind, key in runner.timer.cell_pieces.get(i, []):
             if (kind, key) in pieces:
                 pieces[(kind, key)].cells.add(i)
                 continue
-            measured = runner.timed[(kind, key)]
+            measured = runner.timer.timed[(kind, key)]
             if kind == "train":
                 name = key.split("|")[0]
                 factory = defenses.DEFENSES.get(name)
@@ -231,7 +255,7 @@ def _warm_up(runner: Runner) -> None:
     first timed piece."""
     import torch
 
-    from bench import models
+    from bench.core import models
 
     if runner.spec.arch not in models.ARCHS:
         return
@@ -245,7 +269,7 @@ def _warm_up(runner: Runner) -> None:
 
 def _train_size(spec: GridSpec, options: RunOptions) -> int:
     """Training images the real run reads (the split's size, or the stand-in's)."""
-    from bench import data
+    from bench.core import data
 
     try:
         full = data.load(spec.dataset, spec.train_split, options.data_dir, None, options.download)

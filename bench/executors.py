@@ -15,31 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.runner import LocalExecutor, Runner, RunOptions
 
 if TYPE_CHECKING:
     from bench.grid import Cell, GridSpec
-    from bench.runner import Runner, RunOptions
+
+__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "create", "import_ray"]
 
 EXECUTORS = ("local", "ray")
 Result = tuple["Cell", dict[str, Any], Any]
-
-
-class LocalExecutor:
-    """Cells one after another in this process."""
-
-    name = "local"
-
-    def start(self, runner: Runner) -> None:
-        runner.setup()
-
-    def device_label(self, runner: Runner) -> str:
-        return str(runner.device)
-
-    def run(self, runner: Runner, cells: list[Cell]) -> Iterator[Result]:
-        for cell in cells:
-            record = runner.run_cell(cell)
-            yield cell, record, runner.sample(cell, record)
 
 
 def import_ray() -> Any:
@@ -131,9 +116,7 @@ _WORKER_RUNNERS: dict[str, Runner] = {}
 
 def run_cell_task(spec: GridSpec, options: RunOptions, cell: Cell) -> tuple[dict[str, Any], Any]:
     """Body of a Ray task: one cell with a Runner kept per (grid, options) in this worker."""
-    from bench.cache import config_hash
-    from bench.runner import Runner
-
+    from bench.core.cache import config_hash
     key = config_hash({"spec": dataclasses.asdict(spec), "options": dataclasses.asdict(options)})
     runner = _WORKER_RUNNERS.get(key)
     if runner is None:

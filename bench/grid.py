@@ -18,9 +18,9 @@ from typing import Any
 
 import tomllib
 
-from bench.cache import config_hash
-from bench.errors import BenchError
-from bench.registry import Registry
+from bench.core.cache import config_hash
+from bench.core.errors import BenchError
+from bench.core.registry import Registry
 
 GRIDS: Registry = Registry("grid")
 THREATS = ("base", "adaptive", "transfer")

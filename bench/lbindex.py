@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench.cache import atomic_write_text
+from bench.core.cache import atomic_write_text
 
 META = re.compile(r"<!-- advbench (.*?) -->")
 INDEX = "README.md"

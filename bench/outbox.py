@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.cache import atomic_write_text
-from bench.errors import BenchError
-from bench.locks import file_lock
+from bench.core.cache import atomic_write_text
+from bench.core.errors import BenchError
+from bench.core.locks import file_lock
 
 
 class Outbox:
@@ -67,7 +67,7 @@ class Outbox:
 
     def save_sample(self, cell_id: str, pair: Any) -> None:
         """Keep the clean-vs-adversarial image of a queued cell for the replay."""
-        from bench.cache import disk_error
+        from bench.core.cache import disk_error
         from bench.tracking import save_sample_png
 
         path = self.sample_path(cell_id)
@@ -80,7 +80,7 @@ class Outbox:
 
 def drop_stale(box: Outbox) -> int:
     """Drop queued payloads whose record never reached the results (and no live run claims)."""
-    from bench.locks import CellClaim
+    from bench.core.locks import CellClaim
     from bench.results import ResultStore
 
     records = ResultStore(box.path.parent / f"{box.grid}.jsonl").records
@@ -104,7 +104,7 @@ def drain(box: Outbox, tracker: Any) -> tuple[int, int, int]:
     An entry whose record never reached the results (a kill between the two writes) is dropped:
     MLflow mirrors the results, nothing else. Entries of a cell another live run has claimed are
     left alone: that run is writing or mirroring it right now."""
-    from bench.locks import CellClaim
+    from bench.core.locks import CellClaim
     from bench.results import ResultStore
 
     records = ResultStore(box.path.parent / f"{box.grid}.jsonl").records

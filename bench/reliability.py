@@ -103,7 +103,7 @@ def zero_grad_fraction(model: Any, x: Any, y: Any, max_n: int = 64) -> float:
     import torch
     import torch.nn.functional as F
 
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     x = x[:max_n].clone().requires_grad_(True)
     with torch.enable_grad():

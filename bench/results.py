@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.cache import atomic_write_text
-from bench.errors import BenchError
-from bench.locks import file_lock
+from bench.core.cache import atomic_write_text
+from bench.core.errors import BenchError
+from bench.core.locks import file_lock
 
 #: Record fields that measure the run rather than the result (time, memory): two runs of one cell
 #: agree on every other field.

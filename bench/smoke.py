@@ -75,8 +75,9 @@ def smoke_spec(spec: GridSpec) -> GridSpec:
     """The grid with every budget shrunk by the rule above (see the module docstring)."""
     import attacks
     import defenses
-    from bench import data, sources
-    from bench.zoo import is_zoo_name
+    from bench import sources
+    from bench.core import data
+    from bench.core.zoo import is_zoo_name
 
     family = data.family_of(spec.dataset)
 

@@ -23,8 +23,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
-from bench.imports import ref_fingerprint
+from bench.core.errors import BenchError
+from bench.core.imports import ref_fingerprint
 
 SOURCE_KEYS = {"source", "arch", "model", "checkpoint", "mean", "std", "model_kwargs", "sha256", "model_sha256"}
 #: "object": a model passed from Python (bench.evaluate); its key holds the state dict's hash.
@@ -75,7 +75,7 @@ def validate(name: str, params: dict[str, Any], where: str) -> None:
 
 def fingerprint(params: dict[str, Any], base_dir: str | Path | None) -> dict[str, Any]:
     """``params`` plus the sha256 of the checkpoint and of a model file: one line when a file is missing."""
-    from bench.cache import file_sha256
+    from bench.core.cache import file_sha256
 
     out = dict(params)
     if "checkpoint" in params:

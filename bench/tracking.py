@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_RETRY_S = 10.0
@@ -171,7 +171,7 @@ class Tracker:
             except BenchError:
                 raise
             except OSError as exc:
-                from bench.cache import disk_error
+                from bench.core.cache import disk_error
 
                 err = disk_error("an MLflow artifact", exc)
                 if err is not None:
@@ -204,7 +204,7 @@ class Tracker:
 
     @staticmethod
     def base_tags() -> dict[str, str]:
-        from bench.runner import code_version
+        from bench.core.version import code_version
 
         return {"code_version": code_version(), "torch_version": torch.__version__,
                 "python": platform.python_version()}

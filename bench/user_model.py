@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.errors import BenchError
-from bench.imports import load_object
+from bench.core.errors import BenchError
+from bench.core.imports import load_object
 from bench.sources import resolve_path
 
 
@@ -19,7 +19,7 @@ class Normalized(nn.Module):
 
     def __init__(self, net: nn.Module, mean: list[float] | None, std: list[float] | None) -> None:
         super().__init__()
-        from bench.models import Normalize
+        from bench.core.models import Normalize
 
         self.net = net
         self.normalize: nn.Module = Normalize(tuple(mean), tuple(std)) if mean is not None else nn.Identity()
@@ -66,7 +66,7 @@ def check(params: dict[str, Any], base_dir: str | Path | None) -> None:
 def load_model(params: dict[str, Any], base_dir: str | Path | None, num_classes: int,
                in_channels: int) -> nn.Module:
     """Build the model a source entry names and load its checkpoint (``weights_only=True``)."""
-    from bench import models
+    from bench.core import models
 
     if "arch" in params:
         net = models.create(params["arch"], num_classes, in_channels)

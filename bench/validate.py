@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 _SCALARS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
             list: "a list", tuple: "a list", dict: "a table"}
@@ -116,7 +116,7 @@ def check_spec(spec: Any) -> None:
     import attacks
     import defenses
     from bench import sources
-    from bench.zoo import is_zoo_name
+    from bench.core.zoo import is_zoo_name
 
     where = spec.path or spec.name
     for table, kind in ((spec.train, "train"), (spec.runtime, "runtime")):

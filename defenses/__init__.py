@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from bench.plugins import GROUPS, import_all, load_entry_points
+from bench.core.entrypoints import GROUPS, import_all, load_entry_points
 from defenses.base import RuntimeDefense, TrainDefense
 from defenses.registry import DEFENSES, create, kind_of, list_names, register
 

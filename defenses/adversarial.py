@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import attacks
-from bench.data import Dataset
+from bench.core.data import Dataset
 from defenses.base import EpochCallback, TrainDefense
 from defenses.registry import register
 from defenses.training import fit

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from bench.data import Dataset
+from bench.core.data import Dataset
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import Dataset
+from bench.core.data import Dataset
 from defenses.base import EpochCallback, TrainDefense
 from defenses.registry import register
 from defenses.regularizers import cross_lipschitz

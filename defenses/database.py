@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.cache import atomic_torch_save, config_hash, default_cache_dir, torch_load_or_none
-from bench.data import Dataset
+from bench.core.cache import atomic_torch_save, config_hash, default_cache_dir, torch_load_or_none
+from bench.core.data import Dataset
 
 #: Counts how often D' and features were really computed (tests assert the cache skips the work).
 BUILD_COUNTER = {"database": 0, "features": 0}

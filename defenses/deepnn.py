@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from defenses.knn_index import KnnIndex
 from defenses.neighbors import NeighbourDefense
 from defenses.registry import register

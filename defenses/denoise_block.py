@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.models import CifarResNet, LeNet5, SmallCNN
+from bench.core.models import CifarResNet, LeNet5, SmallCNN
 from defenses.adversarial import AdvPGD
 from defenses.registry import register
 
@@ -54,7 +54,7 @@ def insert_denoise_blocks(model: nn.Module) -> nn.Module:
         layers = list(model.conv)
         model.conv = nn.Sequential(*layers[:3], DenoiseBlock(6), *layers[3:5], DenoiseBlock(16), *layers[5:])
     else:
-        from bench.errors import BenchError
+        from bench.core.errors import BenchError
 
         raise BenchError(f"denoise-block does not know where to insert blocks in {type(model).__name__}")
     model._denoise_blocks = True

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from bench.data import Dataset
+from bench.core.data import Dataset
 from defenses.base import EpochCallback, TrainDefense
 from defenses.training import fit
 

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.data import Dataset
-from bench.errors import BenchError
+from bench.core.data import Dataset
+from bench.core.errors import BenchError
 from defenses.base import RuntimeDefense
 from defenses.database import Database, build_database, compute_features
 from defenses.knn_index import KnnIndex

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import Dataset
+from bench.core.data import Dataset
 from defenses.base import EpochCallback
 from defenses.finetune import FineTune
 from defenses.registry import register

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.errors import BenchError
-from bench.registry import Registry
+from bench.core.errors import BenchError
+from bench.core.registry import Registry
 
 DEFENSES: Registry = Registry("defense")
 register = DEFENSES.register

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from defenses.purify import Purifier
 from defenses.registry import register
 

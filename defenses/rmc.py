@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import Dataset
-from bench.errors import BenchError
+from bench.core.data import Dataset
+from bench.core.errors import BenchError
 from defenses.database import compute_features
 from defenses.neighbors import NeighbourDefense
 from defenses.registry import register

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.data import Dataset
+from bench.core.data import Dataset
 from defenses.base import EpochCallback, TrainDefense
 from defenses.registry import register
 from defenses.training import fit

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.cache import atomic_torch_save, torch_load_or_none
-from bench.data import Dataset
+from bench.core.cache import atomic_torch_save, torch_load_or_none
+from bench.core.data import Dataset
 from defenses.base import EpochCallback
 
 #: loss_fn(model, x, y) -> (loss to minimise, logits on the clean batch for accuracy)
@@ -29,7 +29,7 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float =
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     raise BenchError(f"unknown optimizer {name!r}; use adam or sgd")
 

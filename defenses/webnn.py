@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from defenses.neighbors import NeighbourDefense
 from defenses.registry import register
 

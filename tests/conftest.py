@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import data, models
+from bench.core import data, models
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BENCH_SHARED_DIR", REPO.parent / "shared"))

@@ -7,7 +7,7 @@ import torch
 
 import attacks
 from bench.audit import audit
-from bench.errors import AuditError
+from bench.core.errors import AuditError
 from tests.conftest import accuracy
 
 

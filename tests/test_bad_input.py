@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import cache, models
-from bench.errors import BenchError
+from bench.core import cache, models
+from bench.core.errors import BenchError
 from tests.test_cli import bench
 
 GRID = """

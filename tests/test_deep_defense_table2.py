@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from bench import data, grid, metrics, models
-from bench.errors import BenchError
+from bench import grid, metrics
+from bench.core import data, models
+from bench.core.errors import BenchError
 from defenses.deep_defense import differentiable_deepfool
 from defenses.parseval import parseval_retraction
 

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import bench
-from bench import data, plugins
 from bench import grid as grids
 from bench.api import worst_case_rows
-from bench.errors import BenchError
-from bench.registry import Registry
+from bench.core import data, entrypoints
+from bench.core.errors import BenchError
+from bench.core.registry import Registry
 from bench.runner import Runner, RunOptions
 
 # A LeNet-5 in the classic layout (no padding, 5x5 convs, 16*4*4 features), unlike bench's lenet5.
@@ -152,7 +152,7 @@ def test_user_checkpoint_grid_matches_hand_pgd(user_lenet, shared_data, tmp_path
     net = _load_module(user_lenet / "nets.py", "user_nets_by_hand").ClassicLeNet()
     state = torch.load(user_lenet / "lenet.pt", weights_only=True)["state_dict"]
     net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
-    model = nn.Sequential(bench.models.Normalize((MEAN,), (STD,)), net.eval())
+    model = nn.Sequential(bench.core.models.Normalize((MEAN,), (STD,)), net.eval())
     test = data.load("mnist", "test", shared_data, limit=100)
     clean = (model(test.x).argmax(1) == test.y).float().mean().item()
     robust = (model(hand_pgd(model, test.x, test.y, 0.1, 0.01, 20)).argmax(1) == test.y).float().mean().item()
@@ -270,15 +270,15 @@ def test_entry_points_register_with_origin(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("def build(num_classes=10, in_channels=1):\n    return None\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     eps = [EntryPoint("my-net", "ep_pkg:build", "advbench.archs")]
-    monkeypatch.setattr(plugins, "_entry_points", lambda group: eps if group == "advbench.archs" else [])
+    monkeypatch.setattr(entrypoints, "_entry_points", lambda group: eps if group == "advbench.archs" else [])
     reg: Registry = Registry("architecture")
     reg.register("resnet20")(object())
-    plugins.load_entry_points("advbench.archs", reg)
+    entrypoints.load_entry_points("advbench.archs", reg)
     assert "my-net" in reg and reg.origin("my-net") == "plugin ep_pkg" and reg.origin("resnet20") == "builtin"
     bad = [EntryPoint("resnet20", "ep_pkg:build", "advbench.archs")]
-    monkeypatch.setattr(plugins, "_entry_points", lambda group: bad)
+    monkeypatch.setattr(entrypoints, "_entry_points", lambda group: bad)
     with pytest.raises(BenchError, match="'resnet20' is already registered by builtin"):
-        plugins.load_entry_points("advbench.archs", reg)
+        entrypoints.load_entry_points("advbench.archs", reg)
 
 
 @pytest.mark.parametrize("edit,needle", [

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import cache, grid
-from bench.errors import DiskError
-from bench.locks import CellClaim
+from bench import grid
+from bench.core import cache
+from bench.core.errors import DiskError
+from bench.core.locks import CellClaim
 from bench.outbox import Outbox, replay
 from bench.runner import Runner, RunOptions
 from bench.tracking import Tracker
@@ -233,7 +234,7 @@ def test_real_mlflow_server_stopped_mid_run_then_bench_track(tmp_path):
 # -- (2) concurrent runs over one results folder ------------------------------------------------------
 def test_claims_of_live_and_dead_processes(tmp_path):
     """A live holder keeps its claim; a SIGKILLed holder's claim is recovered at once."""
-    code = ("import sys, time; from bench.locks import CellClaim; "
+    code = ("import sys, time; from bench.core.locks import CellClaim; "
             "c = CellClaim(sys.argv[1], 'g', 'c1'); assert c.acquire(); print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

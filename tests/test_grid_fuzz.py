@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.cli import cli
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 SCALARS = st.one_of(

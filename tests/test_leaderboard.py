@@ -154,7 +154,7 @@ def test_pictures_and_index_from_bench_leaderboard_all(tmp_path, monkeypatch):
 
 
 def test_interval_fields_in_records():
-    from bench.runner import _interval_fields
+    from bench.evaluation import _interval_fields
 
     fields = _interval_fields({"n": 100, "clean_acc": 0.97, "per_example": "1" * 53 + "0" * 47})
     assert fields["robust_ci"] == [round(v, 6) for v in wilson_interval(53, 100)]
@@ -227,7 +227,7 @@ def test_leaderboard_files_become_mlflow_artifacts(tmp_path, monkeypatch):
 def test_cells_pin_their_thread_count(monkeypatch):
     import torch
 
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
     from bench.runner import fix_threads
 
     before = torch.get_num_threads()

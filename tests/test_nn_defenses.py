@@ -19,7 +19,7 @@ def _make(name: str, model, train_set, cache_dir, **over):
 
 
 def test_faiss_matches_brute_force(shared_data):
-    from bench import data
+    from bench.core import data
 
     fm = data.load("fashion-mnist", "test", shared_data, limit=600)
     feats = fm.x.flatten(1)
@@ -74,7 +74,7 @@ def test_rmc_state_changes_along_the_stream_and_restore_is_exact(digits_model, d
 
 @pytest.mark.slow
 def test_rmc_keeps_batchnorm_statistics_frozen(cifar_resnet32, cifar_test, tmp_path):
-    from bench.data import Dataset
+    from bench.core.data import Dataset
 
     small = Dataset("cifar10", "train", cifar_test.x[:64], cifar_test.y[:64], 10)
     rmc = defenses.create("rmc", k=32, copies=0, patience=1, max_epochs=2, calibrate=True, cache_dir=str(tmp_path))

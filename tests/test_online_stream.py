@@ -10,6 +10,7 @@ import pytest
 
 from attacks.pgd_skip import StreamAttack
 from bench import grid
+from bench.evaluation import Evaluator
 from bench.results import MEASUREMENT_FIELDS
 from bench.runner import Runner, RunOptions
 
@@ -56,14 +57,14 @@ def _run(tmp_path, name: str, monkeypatch, two_pass: bool) -> tuple[dict[str, di
     path = tmp_path / "online-tiny.toml"
     path.write_text(GRID)
     replays = []
-    predict = Runner.predict
+    predict = Evaluator.predict
 
     def counting(self, defense, x, seed):
         replays.append(1)
         return predict(self, defense, x, seed)
 
     with monkeypatch.context() as m:
-        m.setattr(Runner, "predict", counting)
+        m.setattr(Evaluator, "predict", counting)
         if two_pass:
             m.setattr(StreamAttack, "online_result", lambda self, n, seed: None)
         opts = RunOptions(cache_dir=tmp_path / "cache", results_dir=tmp_path / name, tracking=False, progress=False)

@@ -21,7 +21,7 @@ import torch
 import attacks
 import defenses
 from bench.audit import audit
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.runner import resolve_params
 
 EPS = 0.2

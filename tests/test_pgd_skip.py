@@ -12,9 +12,10 @@ import torch
 import attacks
 import defenses
 from bench import audit, grid
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.core.stream import attack_mask, stream_order
+from bench.evaluation import Evaluator
 from bench.runner import Runner, RunOptions, resolve_params
-from bench.stream import attack_mask, stream_order
 
 EPS = 0.1  # the digits D' eps
 N = 40  # headline comparison, digits RMC defaults
@@ -30,8 +31,8 @@ def _make(name: str, model, train_set, cache_dir, **over):
 
 
 def _runner_predict(defense, x: torch.Tensor, seed: int = SEED) -> torch.Tensor:
-    """The runner's own stream evaluation (Runner.predict), without building a Runner."""
-    return Runner.predict(SimpleNamespace(device=torch.device("cpu")), defense, x, seed)[0]
+    """The runner's own stream evaluation (Evaluator.predict), without building a Runner."""
+    return Evaluator.predict(SimpleNamespace(device=torch.device("cpu")), defense, x, seed)[0]
 
 
 def _attack(name: str, defense, **params):

@@ -10,7 +10,7 @@ import attacks
 import defenses
 from attacks.bpda import bpda
 from attacks.eot import EOT
-from bench import data, models
+from bench.core import data, models
 from bench.runner import resolve_params
 from defenses.median import median_filter
 

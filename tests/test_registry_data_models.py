@@ -7,8 +7,9 @@ import torch
 
 import attacks
 import defenses
-from bench import data, grid, models
-from bench.errors import BenchError
+from bench import grid
+from bench.core import data, models
+from bench.core.errors import BenchError
 from tests.conftest import accuracy
 
 

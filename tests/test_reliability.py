@@ -14,7 +14,7 @@ import attacks
 import defenses
 from attacks.base import Attack
 from bench import grid
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.leaderboard import WORST, build_table, render
 from bench.reliability import cell_flags, zero_grad_fraction
 from defenses.base import RuntimeDefense

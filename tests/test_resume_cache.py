@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from attacks.base import Attack
-from bench import cache, grid
+from bench import grid
+from bench.artifacts import ArtifactStore
+from bench.core import cache
 from bench.results import MEASUREMENT_FIELDS
 from bench.runner import Runner, RunOptions
 
@@ -126,7 +128,7 @@ def test_adding_a_runtime_defense_runs_only_its_cells(reference, monkeypatch):
     (reference / "rz2.toml").write_text(spec_text)
     spec = grid.load(str(reference / "rz2.toml"))
     adv_before = sorted((reference / "cache" / "adv").glob("*.pt"))
-    monkeypatch.setattr(Runner, "_train", lambda *a, **k: pytest.fail("retrained a cached model"))
+    monkeypatch.setattr(ArtifactStore, "train", lambda *a, **k: pytest.fail("retrained a cached model"))
     monkeypatch.setattr(Attack, "__call__", lambda *a, **k: pytest.fail("crafted adversarial examples again"))
     opts = RunOptions(cache_dir=reference / "cache", results_dir=reference / "results2", tracking=False,
                       progress=False)
@@ -167,10 +169,10 @@ def test_corrupt_cached_model_is_rebuilt_by_the_runner(reference, tmp_path):
     before = cache.REBUILDS["count"]
     spec = grid.load(str(tmp_path / "rz.toml"))
     trained = []
-    orig = Runner._train
+    orig = ArtifactStore.train
     opts = RunOptions(cache_dir=tmp_path / "cache", results_dir=tmp_path / "results", tracking=False, progress=False)
     runner = Runner(spec, opts)
-    runner._train = lambda *a, **k: trained.append(1) or orig(runner, *a, **k)
+    runner.artifacts.train = lambda *a, **k: trained.append(1) or orig(runner.artifacts, *a, **k)
     assert runner.run().failed == 0
     assert trained == [1] and cache.REBUILDS["count"] - before >= 3
     assert cache.entry_status(model_path) == "ok"
@@ -216,7 +218,7 @@ def test_cache_cli_ls_du_gc(reference, tmp_path):
 def test_atomic_writes_follow_the_umask_not_mkstemps_0600(tmp_path):
     import os
 
-    from bench.cache import atomic_write_text
+    from bench.core.cache import atomic_write_text
 
     path = tmp_path / "shared.jsonl"
     atomic_write_text(path, "{}\n")

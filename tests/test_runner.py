@@ -12,7 +12,7 @@ import attacks
 from attacks.base import Attack
 from bench import grid
 from bench.check import compare, write_baseline
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.leaderboard import build_table, worst_case
 from bench.runner import Runner, RunOptions
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import data
 from bench import grid as grids
+from bench.core import data
 from bench.smoke import LIMIT, TRAIN_LIMIT, smoke_spec
 from tests.test_extension_api import one_line, run_cli
 

@@ -8,8 +8,8 @@ from torch import nn
 
 import attacks
 import defenses
-from bench import models
-from bench.errors import BenchError
+from bench.core import models
+from bench.core.errors import BenchError
 from defenses.deep_defense import differentiable_deepfool
 from defenses.regularizers import cross_lipschitz, jacobian_frobenius_sq
 from defenses.training import fit
@@ -154,8 +154,8 @@ def test_denoise_blocks_start_as_identity_and_checkpoint_reloads(tmp_path, digit
 
 
 def test_robustbench_source_offline_is_one_clear_line(monkeypatch, tmp_path):
-    from bench.compat import import_robustbench
-    from bench.zoo import load_robustbench
+    from bench.core.compat import import_robustbench
+    from bench.core.zoo import load_robustbench
 
     import_robustbench()
     import robustbench.utils

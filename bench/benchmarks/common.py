@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from bench.cache import atomic_write_text
+from bench.core.cache import atomic_write_text
 
 
 def sync(device: torch.device) -> None:

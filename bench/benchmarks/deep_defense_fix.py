@@ -22,7 +22,7 @@ import time
 import torch
 
 import attacks
-from bench import data, models
+from bench.core import data, models
 from bench.metrics import deepfool_perturbation, predict
 from defenses.deep_defense import DeepDefense, differentiable_deepfool
 from defenses.training import fit

@@ -15,9 +15,9 @@ import time
 import torch
 
 import defenses
-from bench import data
 from bench.benchmarks.common import sync, write_figures
-from bench.device import resolve
+from bench.core import data
+from bench.core.device import resolve
 
 
 def main(argv: list[str] | None = None) -> dict:

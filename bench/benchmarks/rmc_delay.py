@@ -15,9 +15,9 @@ import time
 import torch
 
 import defenses
-from bench import data, models
 from bench.benchmarks.common import best_time, write_figures
-from bench.device import resolve
+from bench.core import data, models
+from bench.core.device import resolve
 from bench.runner import resolve_params
 from defenses.knn_index import brute_force_search
 

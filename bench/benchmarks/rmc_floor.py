@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 
 import defenses
-from bench import data, models
 from bench.benchmarks.common import best_time, write_figures
-from bench.device import resolve
+from bench.core import data, models
+from bench.core.device import resolve
 from bench.runner import resolve_params
 
 OUT = Path("results/benchmarks/rmc_floor.json")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from attacks.bpda import BPDAModel
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from defenses import RuntimeDefense
 
 

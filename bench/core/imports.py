@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 _FILE_MODULES: dict[Path, ModuleType] = {}
 

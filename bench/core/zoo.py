@@ -1,7 +1,7 @@
 """Model source ``robustbench:<Name>``: a RobustBench model-zoo entry (Croce et al., NeurIPS 2021 D&B).
 
 It downloads weights on first use (into ``<cache>/robustbench``), so it works online; offline it
-fails with one line. The architecture comes from robustbench's zoo, not from bench.models.
+fails with one line. The architecture comes from robustbench's zoo, not from bench.core.models.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 from torch import nn
 
-from bench.compat import import_robustbench
-from bench.errors import BenchError
+from bench.core.compat import import_robustbench
+from bench.core.errors import BenchError
 
 PREFIX = "robustbench:"
 

@@ -16,8 +16,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.cache import lock as file_lock  # noqa: F401 - re-exported: the blocking lock on <path>.lock
-from bench.errors import BenchError
+from bench.core.cache import lock as file_lock  # noqa: F401 - re-exported: the blocking lock on <path>.lock
+from bench.core.errors import BenchError
 
 CLAIMS_DIR = ".claims"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.models import ARCHS, CIFAR_MEAN, Classifier, Normalize
+from bench.core.models import ARCHS, CIFAR_MEAN, Classifier, Normalize
 
 
 @ARCHS.register("dd-mlp")

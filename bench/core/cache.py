@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 CHECKSUM_SUFFIX = ".sha256"
 LOCK_SUFFIX = ".lock"
@@ -83,7 +83,7 @@ def disk_error(path: Path | str, exc: OSError) -> BenchError | None:
         why = "read-only file system"
     else:
         return None
-    from bench.errors import DiskError
+    from bench.core.errors import DiskError
 
     return DiskError(f"cannot write {path}: {why}; records finished so far are kept, free space (or make "
                      "the folder writable) and rerun the same command to continue")

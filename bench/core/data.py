@@ -1,0 +1,267 @@
+"""Datasets as float [0, 1] NCHW tensors with int64 labels, read offline from standard files.
+
+``digits`` (scikit-learn) is always available. ``mnist`` / ``fashion-mnist`` read IDX .gz files,
+``cifar10`` reads the python batches or an .npz (``x`` uint8 NHWC, ``y``). Files are looked up in
+``data_dir`` (or ``$BENCH_DATA_DIR``), under ``<data_dir>/<name>/`` or directly in ``data_dir``.
+Downloads (torchvision) happen only with ``download=True``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.core.errors import BenchError
+from bench.core.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+SPLITS = ("train", "test")
+
+
+@dataclass
+class Dataset:
+    """Images ``x`` (N, C, H, W) float32 in [0, 1] and labels ``y`` (N,) int64."""
+
+    name: str
+    split: str
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+
+    @property
+    def family(self) -> str:
+        """Which seed-paper defaults apply: ``mnist`` for 1-channel sets, else the name."""
+        return family_of(self.name)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, n: int | None, offset: int = 0) -> Dataset:
+        end = None if n is None else offset + n
+        return Dataset(self.name, self.split, self.x[offset:end], self.y[offset:end], self.num_classes)
+
+
+def family_of(name: str) -> str:
+    return {"fashion-mnist": "mnist", "mnist": "mnist", "mnist-split": "mnist", "digits": "digits"}.get(name, name)
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("BENCH_DATA_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "bench" / "data"
+
+
+#: (channels, height, width) and classes of the built-in datasets, for ``synthetic`` stand-ins.
+SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10),
+          "cifar10": ((3, 32, 32), 10)}
+SYNTHETIC_SIZE = 1024
+
+
+def load(
+    name: str,
+    split: str,
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    download: bool = False,
+    synthetic: bool = False,
+) -> Dataset:
+    """Load ``split`` ('train' or 'test') of dataset ``name``, the first ``limit`` examples.
+
+    ``synthetic``: when the files are missing, seeded data of the dataset's exact shape and label
+    count instead (see ``synthetic``), announced on stderr."""
+    if split not in SPLITS:
+        raise BenchError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if limit is not None and limit <= 0:
+        raise BenchError(f"limit must be positive, got {limit}")
+    loader = DATASETS.get(name)
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    try:
+        ds = loader(split=split, root=root, download=download)
+    except BenchError as exc:
+        if not synthetic:
+            raise
+        ds = make_synthetic(name, split, limit or SYNTHETIC_SIZE)
+        import sys
+
+        print(f"synthetic data: {name} {split}, {len(ds)} seeded images of shape {tuple(ds.x.shape[1:])}, "
+              f"{ds.num_classes} classes (real files not found: {str(exc)[:120]})", file=sys.stderr, flush=True)
+    return ds.subset(limit) if limit is not None else ds
+
+
+def make_synthetic(name: str, split: str, n: int) -> Dataset:
+    """``n`` seeded images of dataset ``name``'s shape and label count: a fixed random template per
+    class plus noise, in [0, 1], so that a model can learn something. For smoke runs, never for numbers."""
+    if name not in SHAPES:
+        raise BenchError(f"no synthetic stand-in for dataset {name!r}; known shapes: {', '.join(SHAPES)}")
+    shape, nc = SHAPES[name]
+    gen = torch.Generator().manual_seed(0)
+    templates = torch.rand((nc, *shape), generator=gen)
+    gen.manual_seed({"train": 1, "test": 2}[split])
+    y = torch.arange(n) % nc
+    y = y[torch.randperm(n, generator=gen)]
+    x = (0.7 * templates[y] + 0.3 * torch.rand((n, *shape), generator=gen)).clamp_(0, 1)
+    return Dataset(name, split, x, y.long(), nc)
+
+
+def _to_tensor(images: np.ndarray, labels: np.ndarray, name: str, split: str, nc: int) -> Dataset:
+    x = torch.from_numpy(np.array(images, copy=True)).float().div_(255.0)
+    y = torch.from_numpy(labels.astype(np.int64))
+    return Dataset(name, split, x, y, nc)
+
+
+@DATASETS.register("digits")
+def _digits(split: str, root: Path, download: bool = False) -> Dataset:
+    """scikit-learn's 8x8 digits (1,797 images): a fixed, stratified 1,297 / 500 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)
+    idx = np.arange(len(images))
+    train_idx, test_idx = train_test_split(idx, test_size=500, random_state=0, stratify=bunch.target)
+    sel = train_idx if split == "train" else test_idx
+    x = torch.from_numpy(images[sel]).unsqueeze(1)
+    y = torch.from_numpy(bunch.target[sel].astype(np.int64))
+    return Dataset("digits", split, x, y, 10)
+
+
+def _find(root: Path, sub: str, filenames: list[str]) -> Path | None:
+    for base in (root / sub, root, root / sub / "raw"):
+        for fn in filenames:
+            if (base / fn).is_file():
+                return base / fn
+    return None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, ValueError, struct.error, EOFError) as exc:
+        raise BenchError(f"cannot read IDX file {path}: {exc}; replace it with the original file") from None
+
+
+def _mnist_like(name: str, tv_class: str, split: str, root: Path, download: bool) -> Dataset:
+    prefix = "train" if split == "train" else "t10k"
+    img_names = [f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-images-idx3-ubyte"]
+    lbl_names = [f"{prefix}-labels-idx1-ubyte.gz", f"{prefix}-labels-idx1-ubyte"]
+    img, lbl = _find(root, name, img_names), _find(root, name, lbl_names)
+    if (img is None or lbl is None) and download:
+        _torchvision_download(tv_class, root / name, split)
+        img, lbl = _find(root / name, tv_class, img_names), _find(root / name, tv_class, lbl_names)
+    if img is None or lbl is None:
+        raise BenchError(
+            f"{name} {split} files not found: put {img_names[0]} and {lbl_names[0]} in {root / name} "
+            f"(or pass --data-dir / set BENCH_DATA_DIR; --download fetches them when online)"
+        )
+    images, labels = _read_idx(img), _read_idx(lbl)
+    if len(images) != len(labels):
+        raise BenchError(f"{img} and {lbl} disagree in length ({len(images)} vs {len(labels)})")
+    return _to_tensor(images[:, None], labels, name, split, 10)
+
+
+@DATASETS.register("mnist")
+def _mnist(split: str, root: Path, download: bool = False) -> Dataset:
+    return _mnist_like("mnist", "MNIST", split, root, download)
+
+
+@DATASETS.register("mnist-split")
+def _mnist_split(split: str, root: Path, download: bool = False) -> Dataset:
+    """MNIST's 10,000 test images in two fixed, disjoint halves, for machines that hold only the
+    t10k files: 'train' is the first 5,000, 'test' the last 5,000 (MNIST's own ordering)."""
+    full = _mnist_like("mnist", "MNIST", "test", root, download)
+    sel = slice(0, MNIST_SPLIT) if split == "train" else slice(MNIST_SPLIT, None)
+    return Dataset("mnist-split", split, full.x[sel], full.y[sel], 10)
+
+
+MNIST_SPLIT = 5000
+
+
+@DATASETS.register("fashion-mnist")
+def _fashion(split: str, root: Path, download: bool = False) -> Dataset:
+    return _mnist_like("fashion-mnist", "FashionMNIST", split, root, download)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(split: str, root: Path, download: bool = False) -> Dataset:
+    """CIFAR-10 from ``cifar-10-batches-py`` or ``cifar10_<split>*.npz`` (x uint8 NHWC, y)."""
+    for base in (root / "cifar10", root):
+        npz = sorted(base.glob(f"cifar10_{split}*.npz")) if base.is_dir() else []
+        if npz:
+            return _cifar_npz(npz[0], split)
+        batches = base / "cifar-10-batches-py"
+        if batches.is_dir():
+            return _cifar_batches(batches, split)
+    if download:
+        _torchvision_download("CIFAR10", root / "cifar10", split)
+        return _cifar_batches(root / "cifar10" / "cifar-10-batches-py", split)
+    raise BenchError(
+        f"cifar10 {split} files not found: put cifar-10-batches-py/ or cifar10_{split}.npz "
+        f"(x uint8 NHWC, y) in {root / 'cifar10'} (or pass --data-dir / set BENCH_DATA_DIR; "
+        "--download fetches them when online)"
+    )
+
+
+def _cifar_npz(path: Path, split: str) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            x, y = f["x"], f["y"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BenchError(f"cannot read {path}: {exc}; it must hold x (N,32,32,3) uint8 and y") from None
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+        raise BenchError(f"{path}: x must be uint8 NHWC with 3 channels, got {x.dtype} {x.shape}")
+    return _to_tensor(x.transpose(0, 3, 1, 2), y, "cifar10", split, 10)
+
+
+def _cifar_batches(folder: Path, split: str) -> Dataset:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    xs, ys = [], []
+    for n in names:
+        path = folder / n
+        if not path.is_file():
+            raise BenchError(f"missing CIFAR-10 batch {path}; re-extract cifar-10-python.tar.gz there")
+        with open(path, "rb") as f:
+            # The official CIFAR-10 python batches are pickled dicts of arrays (as torchvision reads them).
+            entry = pickle.load(f, encoding="latin1")
+        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(entry["labels"]))
+    return _to_tensor(np.concatenate(xs), np.concatenate(ys), "cifar10", split, 10)
+
+
+def _torchvision_download(tv_class: str, root: Path, split: str) -> None:
+    import torchvision
+
+    try:
+        getattr(torchvision.datasets, tv_class)(str(root), train=(split == "train"), download=True)
+    except Exception as exc:  # network errors come in many types
+        raise BenchError(f"download of {tv_class} to {root} failed ({type(exc).__name__}); "
+                         "are you offline? Put the files there by hand") from None
+
+
+def _contract(name: str, obj: object) -> str | None:
+    """A dataset is a loader (split, root, download) -> bench.core.data.Dataset."""
+    return None if callable(obj) else "must be callable: a loader (split, root, download) -> bench.core.data.Dataset"
+
+
+DATASETS.contract = _contract
+
+
+def _load_plugins() -> None:
+    from bench.core.entrypoints import GROUPS, load_entry_points
+
+    load_entry_points(GROUPS["datasets"], DATASETS)
+
+
+_load_plugins()
