@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.core.errors import BenchError
-from bench.runner import LocalExecutor, Runner, RunOptions
+from bench.local import LocalExecutor
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the runner imports torch: the CLI's "nothing to do" path must not pay for it
     from bench.grid import Cell, GridSpec
+    from bench.runner import Runner, RunOptions
 
 __all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "create", "import_ray"]
 
@@ -117,6 +118,8 @@ _WORKER_RUNNERS: dict[str, Runner] = {}
 def run_cell_task(spec: GridSpec, options: RunOptions, cell: Cell) -> tuple[dict[str, Any], Any]:
     """Body of a Ray task: one cell with a Runner kept per (grid, options) in this worker."""
     from bench.core.cache import config_hash
+    from bench.runner import Runner
+
     key = config_hash({"spec": dataclasses.asdict(spec), "options": dataclasses.asdict(options)})
     runner = _WORKER_RUNNERS.get(key)
     if runner is None:

@@ -9,7 +9,6 @@ failed and the grid goes on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from bench.core.version import code_version
 from bench.core.zoo import is_zoo_name
 from bench.evaluation import Evaluator, cell_fields, cell_threads, failure, fix_threads
 from bench.grid import Cell, GridSpec
+from bench.local import LocalExecutor
 from bench.options import RunOptions
 from bench.plugins import load_files as load_plugin_files
 from bench.reliability import cell_flags
@@ -56,23 +56,6 @@ class Summary:
     failures: list[str] = field(default_factory=list)
     claimed_elsewhere: int = 0  # cells another live run was computing
     queued: int = 0  # cells whose MLflow payload waits in the outbox
-
-
-class LocalExecutor:
-    """Cells one after another in this process (bench.executors has the Ray one)."""
-
-    name = "local"
-
-    def start(self, runner: Runner) -> None:
-        runner.setup()
-
-    def device_label(self, runner: Runner) -> str:
-        return str(runner.device)
-
-    def run(self, runner: Runner, cells: Any) -> Iterator[tuple[Cell, dict[str, Any], Any]]:
-        for cell in cells:
-            record = runner.run_cell(cell)
-            yield cell, record, runner.sample(cell, record)
 
 
 def unavailable_reason(cell: Cell) -> str | None:
