@@ -191,8 +191,8 @@ def unavailable_reason(cell: Cell) -> str | None:
     if getattr(cls, "needs_defense", False) and cell.threat != "adaptive":
         return f"attack {cell.attack!r} is defense-aware: it needs threat = \"adaptive\""
     allowed = getattr(cls, "applies_to", None)
-    if allowed and cell.runtime_defense not in allowed:
-        return f"attack {cell.attack!r} applies only to runtime defenses {', '.join(allowed)}"
+    if allowed and not defenses.applies(allowed, cell.runtime_defense):
+        return f"attack {cell.attack!r} applies only to runtime defenses {defenses.describe(allowed)}"
     if cell.threat == "transfer" and cell.surrogate.get("arch") and cell.surrogate["arch"] not in models.ARCHS:
         return f"surrogate architecture {cell.surrogate['arch']!r} is not registered"
     return None
@@ -447,10 +447,11 @@ class Runner:
             defense = self.runtime(cell, model, model_key)
             randomized = bool(getattr(defense, "randomized", False))
             target = defense.attack_model()
-            eot = self.attack(cell)[0].n if cell.attack == "eot" else (  # the attack's own default, not a copy
+            # the draws the attack takes: its n, else the purifier's declared eot_samples (one source)
+            eot = self.attack(cell)[0].draws(defense) if cell.attack == "eot" else (
                 target.n if isinstance(target, EOT) else 0)
             out.update(randomized=randomized, eot_samples=eot)
-            if randomized or getattr(defense, "stateful", False):
+            if randomized or isinstance(defense, defenses.StatefulDefense):
                 return out  # gradients of a random or stateful pipeline are neither cheap nor stable
         elif cell.threat == "transfer":
             return out
@@ -586,7 +587,7 @@ class Runner:
         dropping) do not depend on which cells ran before: a resumed grid reproduces a full run."""
         x = x.to(self.device)
         defense.reset()
-        if not getattr(defense, "stateful", False):
+        if not isinstance(defense, defenses.StatefulDefense):
             return defense.predict(x).argmax(1).cpu(), None
         order = stream_order(len(x), seed)
         pred = torch.empty(len(x), dtype=torch.long)

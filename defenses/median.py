@@ -6,6 +6,8 @@ channel (k odd, so the median is exact).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +28,8 @@ class MedianFilter(Purifier):
 
     dataset_defaults = {"digits": {"k": 3}, "mnist": {"k": 3}, "cifar10": {"k": 3}}
 
-    def __init__(self, k: int = 3) -> None:
+    def __init__(self, k: int = 3, **kw: Any) -> None:
+        super().__init__(**kw)
         if int(k) < 1 or int(k) % 2 == 0:
             raise BenchError(f"median kernel size k must be a positive odd number, got {k}")
         self.k = int(k)

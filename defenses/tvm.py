@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,8 @@ class TVM(Purifier):
     dataset_defaults = {"digits": {"strength": 0.1}, "mnist": {"strength": 0.1}, "cifar10": {"strength": 0.05}}
 
     def __init__(self, strength: float = 0.1, method: str = "chambolle", drop: float = 0.0, seed: int = 0,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
         if method not in METHODS:
             raise BenchError(f"tvm method must be one of {', '.join(METHODS)}, got {method!r}")
         if float(strength) <= 0:
