@@ -20,9 +20,11 @@ EOT_SAMPLES = 8
 
 
 class Purifier(RuntimeDefense):
-    """Subclasses implement ``transform(x) -> x'`` (images in [0, 1]) and pass ``**kw`` on to this
-    constructor, so every purifier accepts ``eot_samples`` in a grid; set ``randomized`` (a class
-    attribute or a property) when the transform draws random numbers."""
+    """Subclasses implement ``transform(x) -> x'`` (images in [0, 1]), take ``eot_samples`` in their
+    constructor (default ``EOT_SAMPLES`` unless the method has its own) and pass it to this one, so
+    every purifier accepts it in a grid; set ``randomized`` (a class attribute or a property) when
+    the transform draws random numbers. (Not ``**kw``: the runner passes ``seed`` and ``cache_dir``
+    to any constructor that takes ``**kw``.)"""
 
     eot_samples: int = EOT_SAMPLES  # for subclasses that do not call Purifier.__init__
     batch_size: int = 512
