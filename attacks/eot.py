@@ -2,10 +2,13 @@
 
 ``EOT(pipeline, n)`` evaluates a random pipeline n times and returns the mean logits, so the
 gradient an attack takes is the average of the n draws' gradients. Registered as attack ``eot``:
-another attack through EOT of BPDA of the bound defense's (random) transform.
+another attack through EOT of BPDA of the bound defense's (random) transform, with the purifier's
+declared draw count (``eot_samples``) unless the grid sets ``n``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,15 +35,32 @@ class EOT(nn.Module):
 
 @register("eot")
 class EOTAttack(WrapperAttack):
-    """Another attack (default pgd) through EOT over ``n`` draws of BPDA of the defense's transform."""
+    """Another attack (default pgd) through EOT over ``n`` draws of BPDA of the defense's transform.
 
-    def __init__(self, n: int = 8, **params) -> None:
+    ``n`` unset (None): the draws the bound purifier declares (``Purifier.eot_samples``)."""
+
+    def __init__(self, n: int | None = None, **params) -> None:
         super().__init__(**params)
-        self.n = int(n)
+        if n is not None and int(n) < 1:
+            raise BenchError(f"EOT needs at least one draw, got n={n}")
+        self.n = None if n is None else int(n)
+
+    def draws(self, defense: Any = None) -> int:
+        """EOT draws per gradient against ``defense`` (default: the bound one): ``n`` when given,
+        else the purifier's declared ``eot_samples``."""
+        if self.n is not None:
+            return self.n
+        from defenses.purify import Purifier  # here: defenses.purify imports this module
+
+        defense = self.defense if defense is None else defense
+        if not isinstance(defense, Purifier):
+            raise BenchError(f"{self.registry_name}: set n (EOT draws) in the grid; the defense "
+                             f"{type(defense).__name__} declares no eot_samples (it is not a defenses.Purifier)")
+        return defense.eot_samples
 
     def pipeline(self, model: Model) -> Model:
         base = self.defense.model if self.defense is not None else model
-        return EOT(BPDAModel(base, self._transform()), self.n)
+        return EOT(BPDAModel(base, self._transform()), self.draws())
 
     def config(self) -> dict:
         return {**super().config(), "n": self.n}

@@ -24,32 +24,32 @@ from attacks.base import Model
 from attacks.pgd_skip import StreamAttack, frozen_copy, state_copy
 from attacks.registry import register
 from bench.core.errors import BenchError
+from defenses.base import StatefulDefense
 
 
-def stream_with_weights(defense: Any, x: torch.Tensor, order: torch.Tensor,
+def stream_with_weights(defense: StatefulDefense, x: torch.Tensor, order: torch.Tensor,
                         record: torch.Tensor) -> tuple[torch.Tensor, dict[int, dict[str, torch.Tensor]]]:
     """Run ``defense`` (from its current state) on x in ``order``: predicted labels (index order)
     and, for each index i with ``record[i]``, the weights that predicted it. The defense's
     per-point delays of this stream are left in its ``last_delays``.
 
-    RMC calls ``after_prediction`` right after predicting, with the weights it predicted with; we
-    wrap that hook on the instance for the duration of the stream.
+    A prediction observer (``StatefulDefense.add_prediction_observer``) copies the weights each
+    point was predicted with, for the duration of the stream.
     """
     weights: dict[int, dict[str, torch.Tensor]] = {}
     positions = iter(order.tolist())
-    original = defense.after_prediction
 
-    def hook(neighbours: torch.Tensor) -> None:
+    def observe(model: torch.nn.Module) -> None:
         i = next(positions)
         if record[i]:
-            weights[i] = state_copy(defense.adapted)
-        original(neighbours)
+            weights[i] = state_copy(model)
 
-    defense.after_prediction = hook
-    try:
+    with defense.add_prediction_observer(observe):
         logits = defense.predict(x[order])
-    finally:
-        del defense.after_prediction
+    missing = [i for i in order.tolist() if record[i] and i not in weights]
+    if missing:
+        raise BenchError(f"{type(defense).__name__}.predict did not call notify_prediction() for every stream "
+                         f"point ({len(missing)} of {int(record.sum())} recorded points missing)")
     pred = torch.empty(len(x), dtype=torch.long)
     pred[order] = logits.argmax(1).cpu()
     return pred, weights
@@ -70,8 +70,8 @@ class _RoundsAttack(StreamAttack):
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in super().config().items() if k != "last_round_acc"}
 
-    def run_stream(self, model: Model, defense: Any, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor,
-                   attacked: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def run_stream(self, model: Model, defense: StatefulDefense, x: torch.Tensor, y: torch.Tensor,
+                   order: torch.Tensor, attacked: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         idx = attacked.nonzero().flatten().to(x.device)
         x_adv = x.clone()
         self.pgd.ensemble = None
@@ -79,7 +79,7 @@ class _RoundsAttack(StreamAttack):
         history: list[dict[int, dict[str, torch.Tensor]]] = []
         best, best_acc, accs = x_adv, float("inf"), []
         best_stream: tuple[torch.Tensor, list[float]] | None = None
-        nets = [frozen_copy(defense.adapted) for _ in range(self.rounds)]
+        nets = [frozen_copy(defense.adapted_model) for _ in range(self.rounds)]
         y_cpu = y.cpu()
         for r in range(self.rounds + 1):
             defense.reset()

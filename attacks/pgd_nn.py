@@ -41,6 +41,7 @@ from attacks.base import Attack, Model, project_linf, uniform_like
 from attacks.pgd import PGD
 from attacks.registry import register
 from bench.core.errors import BenchError
+from defenses.base import StatefulDefense
 
 #: Elements of the (batch, candidates, feature dim) gather one chunk may hold (about 256 MB float32).
 GATHER_BUDGET = 1 << 26
@@ -96,7 +97,7 @@ class NeighbourPGD(Attack):
                              f"defense's database {tuple(d.database.x.shape[1:])}")
         # A stateful defense (RMC+ rewrites D') is attacked as its stream starts: from its initial
         # state, which the runner's fresh stream also starts from; its own state is put back after.
-        state = d.snapshot() if getattr(d, "stateful", False) and hasattr(d, "snapshot") else None
+        state = d.snapshot() if isinstance(d, StatefulDefense) else None
         try:
             if state is not None:
                 d.reset()

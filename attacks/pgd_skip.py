@@ -38,6 +38,7 @@ from attacks.pgd import PGD
 from attacks.registry import register
 from bench.core.errors import BenchError
 from bench.core.stream import attack_mask, stream_order
+from defenses.base import StatefulDefense
 
 
 class StreamPGD(PGD):
@@ -95,7 +96,7 @@ class StreamAttack(Attack):
     """
 
     needs_defense = True
-    applies_to = ("rmc", "rmc-plus")
+    applies_to: ClassVar[tuple[str | type, ...]] = (StatefulDefense,)  # rmc, rmc-plus and stateful plugins
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = PGD.dataset_defaults
 
     def __init__(self, eps: float = 0.3, steps: int = 10, step_size: float | None = None,
@@ -129,13 +130,12 @@ class StreamAttack(Attack):
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in super().config().items() if k != "last_attacked"}
 
-    def _defense(self) -> Any:
+    def _defense(self) -> StatefulDefense:
         d = self.defense
-        needed = ("snapshot", "restore", "reset", "adapted", "predict")
-        if d is None or not getattr(d, "stateful", False) or not all(hasattr(d, a) for a in needed):
+        if not isinstance(d, StatefulDefense):
             name = getattr(self, "registry_name", type(self).__name__)
-            raise BenchError(f"{name} needs a bound stateful runtime defense (rmc, rmc-plus): "
-                             "use threat = \"adaptive\" with one, or call attack.bind(defense)")
+            raise BenchError(f"{name} needs a bound stateful runtime defense (a defenses.StatefulDefense such as "
+                             "rmc, rmc-plus): use threat = \"adaptive\" with one, or call attack.bind(defense)")
         return d
 
     def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor,
@@ -167,8 +167,9 @@ class StreamAttack(Attack):
         """PGD (ours) against ``net``; every iterate is projected onto the eps ball and [0, 1]."""
         return self.pgd.perturb(net, x, y, None, gen).detach()
 
-    def run_stream(self, model: Model, defense: Any, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor,
-                   attacked: torch.Tensor, gen: torch.Generator) -> torch.Tensor:  # pragma: no cover
+    def run_stream(self, model: Model, defense: StatefulDefense, x: torch.Tensor, y: torch.Tensor,
+                   order: torch.Tensor, attacked: torch.Tensor,
+                   gen: torch.Generator) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -187,18 +188,18 @@ class PGDSkipDelayed(StreamAttack):
             raise BenchError(f"q (the attacker's delay in stream positions) must be >= 0, got {q}")
         self.q = int(q)
 
-    def run_stream(self, model: Model, defense: Any, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor,
-                   attacked: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        net = frozen_copy(defense.adapted)
+    def run_stream(self, model: Model, defense: StatefulDefense, x: torch.Tensor, y: torch.Tensor,
+                   order: torch.Tensor, attacked: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        net = frozen_copy(defense.adapted_model)
         history: deque[dict[str, torch.Tensor]] = deque(maxlen=self.q + 1)
         x_adv = x.clone()
         pred = torch.empty(len(x), dtype=torch.long)
         delays: list[float] = []
         for i in order.tolist():
             if self.q:  # q = 0 attacks the current weights: no history to keep
-                history.append(state_copy(defense.adapted))  # the defender's weights before this position
+                history.append(state_copy(defense.adapted_model))  # the defender's weights before this position
             if attacked[i]:
-                net.load_state_dict(history[0] if self.q else defense.adapted.state_dict())
+                net.load_state_dict(history[0] if self.q else defense.adapted_model.state_dict())
                 x_adv[i : i + 1] = self.craft(net, x[i : i + 1], y[i : i + 1], gen)
             # The defender sees the final x_adv[i] here, after every earlier point and before any
             # later one: exactly the runner's evaluation stream, so its prediction is kept.
@@ -243,20 +244,21 @@ class PGDSkipPartial(StreamAttack):
             raise BenchError(f"chunk must be at least 1, got {chunk}")
         self.known, self.chunk = float(known), int(chunk)
 
-    def run_stream(self, model: Model, defense: Any, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor,
-                   attacked: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def run_stream(self, model: Model, defense: StatefulDefense, x: torch.Tensor, y: torch.Tensor,
+                   order: torch.Tensor, attacked: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n = len(x)
         kgen = torch.Generator().manual_seed(self.seed + 1)
         known_pos = torch.zeros(n, dtype=torch.bool)
         known_pos[torch.randperm(n, generator=kgen)[: round(self.known * n)]] = True
         chunk = 1 if self.known >= 1.0 else self.chunk
-        net = frozen_copy(defense.adapted)
-        mine = defense.snapshot()  # the attacker's copy starts where the defender starts: reset
+        net = frozen_copy(defense.adapted_model)
+        # The attacker's copy starts where the defender starts (reset): its state (opaque) and weights.
+        mine, mine_weights = defense.snapshot(), state_copy(defense.adapted_model)
         pending: list[int] = []
         x_adv = x.clone()
         for j, i in enumerate(order.tolist()):
             if attacked[i]:
-                net.load_state_dict(mine["model"])
+                net.load_state_dict(mine_weights)
                 x_adv[i : i + 1] = self.craft(net, x[i : i + 1], y[i : i + 1], gen)
             defense.predict(x_adv[i : i + 1])
             if known_pos[j]:
@@ -267,7 +269,7 @@ class PGDSkipPartial(StreamAttack):
                 theirs = defense.snapshot()
                 defense.restore(mine)
                 defense.predict(x_adv[pending])
-                mine = defense.snapshot()
+                mine, mine_weights = defense.snapshot(), state_copy(defense.adapted_model)
                 defense.restore(theirs)
                 pending = []
         return x_adv

@@ -20,6 +20,7 @@ from bench.core.stream import stream_order
 from bench.core.version import code_version
 from bench.grid import Cell, GridSpec
 from bench.reliability import zero_grad_fraction
+from defenses.base import StatefulDefense
 
 
 def cell_threads() -> int:
@@ -144,10 +145,11 @@ class Evaluator:
             defense = art.runtime(cell, model, model_key)
             randomized = bool(getattr(defense, "randomized", False))
             target = defense.attack_model()
-            eot = art.attack(cell)[0].n if cell.attack == "eot" else (  # the attack's own default, not a copy
+            # the draws the attack takes: its n, else the purifier's declared eot_samples (one source)
+            eot = art.attack(cell)[0].draws(defense) if cell.attack == "eot" else (
                 target.n if isinstance(target, EOT) else 0)
             out.update(randomized=randomized, eot_samples=eot)
-            if randomized or getattr(defense, "stateful", False):
+            if randomized or isinstance(defense, StatefulDefense):
                 return out  # gradients of a random or stateful pipeline are neither cheap nor stable
         elif cell.threat == "transfer":
             return out
@@ -161,7 +163,7 @@ class Evaluator:
         dropping) do not depend on which cells ran before: a resumed grid reproduces a full run."""
         x = x.to(self.device)
         defense.reset()
-        if not getattr(defense, "stateful", False):
+        if not isinstance(defense, StatefulDefense):
             return defense.predict(x).argmax(1).cpu(), None
         order = stream_order(len(x), seed)
         pred = torch.empty(len(x), dtype=torch.long)

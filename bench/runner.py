@@ -73,8 +73,8 @@ def unavailable_reason(cell: Cell) -> str | None:
     if getattr(cls, "needs_defense", False) and cell.threat != "adaptive":
         return f"attack {cell.attack!r} is defense-aware: it needs threat = \"adaptive\""
     allowed = getattr(cls, "applies_to", None)
-    if allowed and cell.runtime_defense not in allowed:
-        return f"attack {cell.attack!r} applies only to runtime defenses {', '.join(allowed)}"
+    if allowed and not defenses.applies(allowed, cell.runtime_defense):
+        return f"attack {cell.attack!r} applies only to runtime defenses {defenses.describe(allowed)}"
     if cell.threat == "transfer" and cell.surrogate.get("arch") and cell.surrogate["arch"] not in models.ARCHS:
         return f"surrogate architecture {cell.surrogate['arch']!r} is not registered"
     return None

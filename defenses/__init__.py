@@ -8,21 +8,34 @@ from __future__ import annotations
 import sys
 
 from bench.core.entrypoints import GROUPS, import_all, load_entry_points
-from defenses.base import RuntimeDefense, TrainDefense
-from defenses.registry import DEFENSES, create, kind_of, list_names, register
+from defenses.base import RuntimeDefense, StatefulDefense, TrainDefense
+from defenses.purify import Purifier
+from defenses.registry import DEFENSES, applies, create, describe, kind_of, list_names, register
 
 
 def _contract(name: str, obj: object) -> str | None:
-    """A defense is a TrainDefense (``train``) or a RuntimeDefense (``prepare`` / ``predict``)."""
+    """A defense is a TrainDefense (``train``) or a RuntimeDefense (``prepare`` / ``predict``); a
+    stateful one is a StatefulDefense with every method of that contract."""
     if isinstance(obj, type) and issubclass(obj, TrainDefense):
         return None if obj.train is not TrainDefense.train else "must implement train(model, train_set, ...)"
-    if isinstance(obj, type) and issubclass(obj, RuntimeDefense):
-        return None if obj.predict is not RuntimeDefense.predict else "must implement predict(x) -> logits"
-    return "must be a subclass of defenses.TrainDefense or defenses.RuntimeDefense"
+    if not (isinstance(obj, type) and issubclass(obj, RuntimeDefense)):
+        return "must be a subclass of defenses.TrainDefense or defenses.RuntimeDefense"
+    if obj.predict is RuntimeDefense.predict:
+        return "must implement predict(x) -> logits"
+    if issubclass(obj, StatefulDefense):
+        missing = sorted(getattr(obj, "__abstractmethods__", ()))
+        if missing:
+            return (f"is a defenses.StatefulDefense but does not implement {', '.join(missing)} "
+                    "(snapshot, restore, reset and adapted_model are all required)")
+    elif getattr(obj, "stateful", False) is True:
+        return ("sets stateful = True but is not a subclass of defenses.StatefulDefense "
+                "(snapshot, restore, reset, adapted_model)")
+    return None
 
 
 DEFENSES.contract = _contract
 import_all(sys.modules[__name__])
 load_entry_points(GROUPS["defenses"], DEFENSES)
 
-__all__ = ["DEFENSES", "RuntimeDefense", "TrainDefense", "create", "kind_of", "list_names", "register"]
+__all__ = ["DEFENSES", "Purifier", "RuntimeDefense", "StatefulDefense", "TrainDefense", "applies", "create", "describe",
+           "kind_of", "list_names", "register"]

@@ -2,17 +2,22 @@
 
 Train-time: ``TrainDefense(**hp).train(model, train_set) -> model`` (produces weights).
 Runtime: ``RuntimeDefense(**hp).prepare(model, train_set)`` once, then ``predict(x) -> logits`` many
-times. Stateful runtime defenses (RMC) see test points one at a time in stream order and expose
-``snapshot()`` / ``restore(state)``; ``reset()`` returns them to the state right after ``prepare``.
+times. Stateful runtime defenses (RMC, RMC+) subclass :class:`StatefulDefense`: they see test points
+one at a time in stream order and declare ``snapshot()`` / ``restore(state)`` / ``reset()``, the
+adapted network (``adapted_model``) and prediction observers, which the stream attacks (PGD-Skip,
+FPA, GMSA), pgd-nn and the runner use instead of reaching into private attributes.
 """
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from bench.core.data import Dataset
 
@@ -83,6 +88,71 @@ class RuntimeDefense(Defense):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+PredictionObserver = Callable[[nn.Module], None]
+
+
+class StatefulDefense(RuntimeDefense, metaclass=ABCMeta):
+    """A runtime defense whose predictions depend on the test points it saw before (RMC, Wu et al.,
+    ICML 2020): the runner feeds it the test set one point at a time in ``bench.stream`` order,
+    starting from ``reset()``, and stream attacks (PGD-Skip; FPA / GMSA, Chen et al., ICLR 2022)
+    simulate that stream on it.
+
+    A subclass must implement:
+
+    - ``snapshot() -> state``: the complete state (weights, optimizer, random generators, anything
+      the stream changes), opaque to callers, independent of later changes;
+    - ``restore(state)``: put a snapshot back, so the stream that follows replays exactly;
+    - ``reset()``: back to the state right after ``prepare`` (the start of every evaluation stream);
+    - ``adapted_model``: the network that will predict the next point (a live module, not a copy);
+    - ``predict(x)``: the points of x in order, one at a time, calling :meth:`notify_prediction` once
+      per point, right after predicting it and before adapting any further.
+
+    Observers (:meth:`add_prediction_observer`) are how an attack sees the weights each point was
+    predicted with; nothing may replace methods on the instance to get at them.
+    """
+
+    stateful: ClassVar[bool] = True
+
+    @abstractmethod
+    def snapshot(self) -> Any:
+        """The complete state now (a deep copy: later predictions must not change it)."""
+
+    @abstractmethod
+    def restore(self, state: Any) -> None:
+        """Return to ``state`` (from :meth:`snapshot`): the same points then give the same predictions."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Return to the state right after ``prepare`` (a fresh stream)."""
+
+    @property
+    @abstractmethod
+    def adapted_model(self) -> nn.Module:
+        """The network, with its current weights, that predicts the next stream point."""
+
+    def add_prediction_observer(self, fn: PredictionObserver) -> RemovableHandle:
+        """Call ``fn(adapted_model)`` after every stream point's prediction, with the weights that
+        predicted it (copy them in ``fn`` to keep them: the same module adapts on). Observers run in
+        the order they were added. Returns a handle: ``handle.remove()``, or use it as a context
+        manager, ``with defense.add_prediction_observer(fn): defense.predict(x)``."""
+        observers = self._observers()
+        handle = RemovableHandle(observers)
+        observers[handle.id] = fn
+        return handle
+
+    def notify_prediction(self) -> None:
+        """Subclasses call this once per stream point, right after predicting it (see the class doc)."""
+        observers = self.__dict__.get("_prediction_observers")
+        if observers:
+            model = self.adapted_model
+            for fn in list(observers.values()):
+                fn(model)
+
+    def _observers(self) -> OrderedDict[int, PredictionObserver]:
+        # lazily, so that subclasses need not call an __init__ here (NeighbourDefense's does not)
+        return self.__dict__.setdefault("_prediction_observers", OrderedDict())
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.core.errors import BenchError
-from defenses.purify import Purifier
+from defenses.purify import EOT_SAMPLES, Purifier
 from defenses.registry import register
 
 
@@ -26,7 +26,8 @@ class MedianFilter(Purifier):
 
     dataset_defaults = {"digits": {"k": 3}, "mnist": {"k": 3}, "cifar10": {"k": 3}}
 
-    def __init__(self, k: int = 3) -> None:
+    def __init__(self, k: int = 3, eot_samples: int = EOT_SAMPLES) -> None:
+        super().__init__(eot_samples=eot_samples)
         if int(k) < 1 or int(k) % 2 == 0:
             raise BenchError(f"median kernel size k must be a positive odd number, got {k}")
         self.k = int(k)

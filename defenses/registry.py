@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from bench.core.errors import BenchError
@@ -26,3 +27,15 @@ def list_names(kind: str | None = None) -> list[str]:
 
 def kind_of(name: str) -> str:
     return DEFENSES.get(name).kind
+
+
+def applies(allowed: Iterable[str | type], name: str) -> bool:
+    """Whether runtime defense ``name`` is in an attack's ``applies_to``: its registered name, or a
+    contract class it subclasses (``StatefulDefense``: any stateful defense, plugins included)."""
+    cls = DEFENSES.get_or_none(name)
+    return any(a == name if isinstance(a, str) else isinstance(cls, type) and issubclass(cls, a) for a in allowed)
+
+
+def describe(allowed: Iterable[str | type]) -> str:
+    """``applies_to`` for a message: names as they are, classes as 'any <Class>'."""
+    return ", ".join(a if isinstance(a, str) else f"any {a.__name__}" for a in allowed)

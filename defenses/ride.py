@@ -66,14 +66,14 @@ class RIDE(Purifier):
 
     def __init__(self, iterations: int = 2000, checkpoints: int = 5, sigma: float = 0.5, lr: float = 1e-4,
                  weight_decay: float = 1e-4, alpha: float = 0.9, est_samples: int = 8, seed: int = 0,
-                 batch_size: int = 256) -> None:
+                 batch_size: int = 256, eot_samples: int = 4) -> None:
+        super().__init__(eot_samples=eot_samples)
         if int(iterations) < 1 or int(checkpoints) < 1:
             raise BenchError("ride needs iterations >= 1 and checkpoints >= 1")
         self.iterations, self.checkpoints, self.sigma = int(iterations), int(checkpoints), float(sigma)
         self.lr, self.weight_decay, self.alpha = float(lr), float(weight_decay), float(alpha)
         self.est_samples, self.seed, self.batch_size = int(est_samples), int(seed), int(batch_size)
         self._calls = 0
-        self.eot_samples = 4
 
     def reset(self) -> None:
         """Restart the draw counter: the next transforms repeat the same randomness."""

@@ -23,16 +23,16 @@ from torch import nn
 
 from bench.core.data import Dataset
 from bench.core.errors import BenchError
+from defenses.base import StatefulDefense
 from defenses.database import compute_features
 from defenses.neighbors import NeighbourDefense
 from defenses.registry import register
 
 
 @register("rmc")
-class RMC(NeighbourDefense):
+class RMC(NeighbourDefense, StatefulDefense):
     """Runtime masking and cleansing: adapt the weights to each test point's neighbourhood in D'."""
 
-    stateful = True
     dataset_defaults = {
         # digits (our choice): small K and few epochs so a 100-point stream takes seconds on a CPU.
         "digits": {"k": 128, "copies": 1, "lr": 2.5e-4, "patience": 2, "max_epochs": 8, "db_params": {"eps": 0.1}},
@@ -82,6 +82,10 @@ class RMC(NeighbourDefense):
 
     def reset(self) -> None:
         self.restore(self._initial)
+
+    @property
+    def adapted_model(self) -> nn.Module:
+        return self.adapted
 
     # -- algorithm -------------------------------------------------------------------------------
     def _epoch_loss(self, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -155,8 +159,8 @@ class RMC(NeighbourDefense):
                                         ts.x[val_idx].to(dev), ts.y[val_idx].to(dev))
         self._point_stats.update(calib_epochs=epochs, calib_stop=self.last_stop)
 
-    def after_prediction(self, neighbours: torch.Tensor) -> None:
-        """Hook for RMC+ (D' cleansing)."""
+    def refresh_database(self, neighbours: torch.Tensor) -> None:
+        """After each prediction: RMC+ rewrites part of D' here (RMC: nothing)."""
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Process the points of x in order, one at a time, adapting as the stream goes."""
@@ -170,7 +174,8 @@ class RMC(NeighbourDefense):
             with torch.no_grad():
                 out.append(self.adapted(xi).detach().cpu())
             t2 = time.perf_counter()
-            self.after_prediction(idx)
+            self.notify_prediction()  # observers see the weights that just predicted
+            self.refresh_database(idx)
             t3 = time.perf_counter()
             if self.calibrate:
                 self.calibrate_step()
@@ -210,7 +215,7 @@ class RMCPlus(RMC):
             self.database.features.copy_(state["db_features"])
             self.index.replace(torch.arange(len(self.database.x)), self.database.features)
 
-    def after_prediction(self, neighbours: torch.Tensor) -> None:
+    def refresh_database(self, neighbours: torch.Tensor) -> None:
         import attacks
 
         adv = neighbours[self.database.is_adv[neighbours]]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.core.errors import BenchError
-from defenses.purify import Purifier
+from defenses.purify import EOT_SAMPLES, Purifier
 from defenses.registry import register
 
 METHODS = ("chambolle", "bregman")
@@ -47,7 +47,8 @@ class TVM(Purifier):
     dataset_defaults = {"digits": {"strength": 0.1}, "mnist": {"strength": 0.1}, "cifar10": {"strength": 0.05}}
 
     def __init__(self, strength: float = 0.1, method: str = "chambolle", drop: float = 0.0, seed: int = 0,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, eot_samples: int = EOT_SAMPLES) -> None:
+        super().__init__(eot_samples=eot_samples)
         if method not in METHODS:
             raise BenchError(f"tvm method must be one of {', '.join(METHODS)}, got {method!r}")
         if float(strength) <= 0:

@@ -68,7 +68,7 @@ def _model_and_sets(args: argparse.Namespace, device: torch.device) -> tuple[Any
 def step_costs(rmc: Any, device: torch.device) -> dict[str, float]:
     """Seconds of one Adam step (forward + backward + step) at the batch size and at the last partial
     batch, of one validation forward, and of one faiss search: measured on a copy of the model."""
-    net = copy.deepcopy(rmc.adapted).eval()
+    net = copy.deepcopy(rmc.adapted_model).eval()
     opt = torch.optim.Adam(net.parameters(), lr=rmc.lr)
     n_val = max(1, int(round(rmc.k_eff * rmc.val_fraction)))
     n_train = rmc.k_eff - n_val
@@ -91,7 +91,7 @@ def step_costs(rmc: Any, device: torch.device) -> dict[str, float]:
             "partial_step": best_time(lambda: step(rest), device) if rest else 0.0,
             "full_batches": n_train // rmc.batch_size, "val_forward": best_time(val, device),
             "search": best_time(lambda: rmc.index.search(feats, rmc.k), torch.device("cpu")),
-            "predict": best_time(lambda: rmc.adapted(db.x[:1].to(device)), device)}
+            "predict": best_time(lambda: rmc.adapted_model(db.x[:1].to(device)), device)}
 
 
 def floor_seconds(epochs: int, cost: dict[str, float]) -> float:
