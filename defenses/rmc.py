@@ -209,6 +209,7 @@ class RMCPlus(RMC):
             self.database.x.copy_(state["db_x"])
             self.database.features.copy_(state["db_features"])
             self.index.replace(torch.arange(len(self.database.x)), self.database.features)
+            self.database_changed()
 
     def after_prediction(self, neighbours: torch.Tensor) -> None:
         import attacks
@@ -235,3 +236,4 @@ class RMCPlus(RMC):
         db.x[pick] = x_new
         db.features[pick] = compute_features(self.model, x_new)
         self.index.replace(pick, db.features[pick])
+        self.database_changed()
