@@ -92,7 +92,7 @@ def cli() -> None:
 @click.option("--ray-address", default=None,
               help="Existing Ray cluster (auto, host:6379 or ray://host:10001); default: start a local one.")
 @click.option("--smoke", is_flag=True,
-              help="Every cell with budgets shrunk (bench.smoke: <=16 points, 1 epoch, <=2 attack steps, ...), "
+              help="Every cell with budgets shrunk (bench.smoke: <=4 points, 1 epoch, <=2 attack steps, ...), "
                    "at the grid's real shapes; records go to results/<grid>.smoke.jsonl.")
 @click.option("--synthetic", is_flag=True,
               help="Seeded data of the dataset's exact shape and label count for splits whose files are missing.")

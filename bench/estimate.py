@@ -156,13 +156,18 @@ class TimingRunner(Runner):
         return super().run_cell(cell)
 
 
+#: Test points and training images of the timed smoke run: more than the smoke's own caps (4 / 128), so
+#: that per-cell overhead does not dominate what is scaled up; the factor-2 validation used these.
+ESTIMATE_LIMIT, ESTIMATE_TRAIN_LIMIT = 16, 512
+
+
 def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str, Any]:
     """Time the smoke run of ``spec`` and scale each piece to the real budget (see module docstring)."""
     import attacks
     import defenses
     from bench.core import data
 
-    small = smoke_spec(spec)
+    small = smoke_spec(spec, limit=ESTIMATE_LIMIT, train_limit=ESTIMATE_TRAIN_LIMIT)
     runner = TimingRunner(small, options)
     full_cells = spec.cells(limit=options.limit, seed=options.seed)
     plan = runner.plan()

@@ -3,14 +3,20 @@
 The rule, applied to every method's value (the grid's, else the seed paper's dataset default, else
 the signature default; ``None`` counts as unbounded) and never raising one:
 
-- test points: ``limit`` <= 16; training images: ``train_limit`` <= 512
+- test points: ``limit`` <= 4 (still a stream of several points for the stateful defenses); training
+  images: ``train_limit`` <= 128, one batch at the usual training batch size of 128
 - training: ``epochs``, ``pretrain_epochs`` <= 1; adversarial-training and DeepFool unrolling
   ``steps`` / ``iterations`` <= 2 (transfer surrogates too)
 - attacks: ``steps`` <= 2, ``restarts`` / ``n_restarts`` / ``binary_search_steps`` / ``rounds`` <= 1,
   AutoAttack ``n_iter`` <= 2 and ``n_queries`` <= 20, EOT draws ``n`` <= 2, JSMA ``max_iters`` <= 2
-- runtime defenses: K (``k``) <= 32, adversarial copies in D' (``copies``) <= 1 and their attack's
+- runtime defenses: K (``k``) <= 8, adversarial copies in D' (``copies``) <= 1 and their attack's
   ``steps`` <= 2, RMC ``max_epochs`` <= 2 and ``patience`` <= 1 (uncapped, one CIFAR-10 ResNet-32
   point can adapt for half an hour on a CPU), RIDE ``iterations`` <= 2 with one checkpoint
+
+Why these caps (issue 13, CIFAR-10 on a loaded 2-core box): RMC's per-point adaptation and
+calibration dominate a smoke, and cost grows with points x K; with 16 points, 512 images and K 32
+the cifar10 smoke's RMC cells took 70-130 s each. ``bench estimate`` times its pieces at 16 points and
+512 images (``bench.estimate.ESTIMATE_LIMIT``), where per-cell overhead matters less.
 
 Architecture, input shape, normalisation, batch sizes, eps and the device stay as the grid says. The
 smoke grid is named ``<grid>.smoke``: its records go to ``results/<grid>.smoke.jsonl`` and its MLflow
@@ -25,11 +31,11 @@ from typing import Any
 
 from bench.grid import AttackSpec, GridSpec
 
-LIMIT, TRAIN_LIMIT = 16, 512
+LIMIT, TRAIN_LIMIT = 4, 128
 TRAIN_CAPS = {"epochs": 1, "pretrain_epochs": 1, "steps": 2, "iterations": 2}
 ATTACK_CAPS = {"steps": 2, "restarts": 1, "n_restarts": 1, "binary_search_steps": 1, "rounds": 1, "n_iter": 2,
                "n_queries": 20, "n": 2, "max_iters": 2}
-RUNTIME_CAPS = {"k": 32, "copies": 1, "max_epochs": 2, "patience": 1, "iterations": 2, "checkpoints": 1}
+RUNTIME_CAPS = {"k": 8, "copies": 1, "max_epochs": 2, "patience": 1, "iterations": 2, "checkpoints": 1}
 NESTED = {"db_params": {"steps": 2}, "params": TRAIN_CAPS}  # D' attack; a surrogate's training
 
 
@@ -71,8 +77,9 @@ def shrink(params: dict[str, Any], caps: dict[str, int], defaults: dict[str, Any
     return out
 
 
-def smoke_spec(spec: GridSpec) -> GridSpec:
-    """The grid with every budget shrunk by the rule above (see the module docstring)."""
+def smoke_spec(spec: GridSpec, limit: int = LIMIT, train_limit: int = TRAIN_LIMIT) -> GridSpec:
+    """The grid with every budget shrunk by the rule above (see the module docstring); ``limit`` and
+    ``train_limit`` are the caps on test points and training images (``bench estimate`` times more)."""
     import attacks
     import defenses
     from bench import sources
@@ -108,5 +115,5 @@ def smoke_spec(spec: GridSpec) -> GridSpec:
         shrunk_attacks.append(AttackSpec(a.name, a.threat, a.eps, params, surrogate, a.runtime, a.label))
     return dataclasses.replace(
         spec, name=f"{spec.name}.smoke", train=train, runtime=runtime, attacks=shrunk_attacks,
-        limit=min(spec.limit or LIMIT, LIMIT), train_limit=min(spec.train_limit or TRAIN_LIMIT, TRAIN_LIMIT),
+        limit=min(spec.limit or limit, limit), train_limit=min(spec.train_limit or train_limit, train_limit),
         description=f"smoke run of {spec.name} (budgets shrunk, see bench.smoke)", _resolved=None)

@@ -41,6 +41,7 @@ class NeighbourDefense(RuntimeDefense):
             feats = compute_features(model, train_set.x)
             self.database = Database(train_set.x, train_set.y, torch.zeros(len(train_set), dtype=torch.bool), feats)
         self.index = KnnIndex(self.database.features)
+        self.database_changed()
         return self
 
     @torch.no_grad()
@@ -51,13 +52,17 @@ class NeighbourDefense(RuntimeDefense):
 
     # -- the declared scoring contract (predict and pgd-nn share it) ----------------------------
     def row_probs(self) -> torch.Tensor:
-        """The fixed model's softmax output on each row the index searches (row i = index row i).
-        Stateful defenses (RMC+ rewrites D') compute it afresh, from the database as it is now."""
-        if self.stateful:
-            return self.database_probs()
+        """The fixed model's softmax output on each row the index searches (row i = index row i),
+        computed once per state of the database. A defense that rewrites its database (RMC+ writes
+        D') calls ``database_changed`` after every write; recomputing on every call instead cost one
+        forward pass over all of D' per PGD-NN step (N' = 5|D| images at paper scale)."""
         if getattr(self, "_row_probs", None) is None:
             self._row_probs = self.database_probs()
         return self._row_probs
+
+    def database_changed(self) -> None:
+        """Forget what was derived from the database's images (``row_probs``): they were rewritten."""
+        self._row_probs = None
 
     def row_labels(self) -> torch.Tensor:
         """The label of each row the index searches."""

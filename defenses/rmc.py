@@ -214,6 +214,7 @@ class RMCPlus(RMC):
             self.database.x.copy_(state["db_x"])
             self.database.features.copy_(state["db_features"])
             self.index.replace(torch.arange(len(self.database.x)), self.database.features)
+            self.database_changed()
 
     def refresh_database(self, neighbours: torch.Tensor) -> None:
         import attacks
@@ -240,3 +241,4 @@ class RMCPlus(RMC):
         db.x[pick] = x_new
         db.features[pick] = compute_features(self.model, x_new)
         self.index.replace(pick, db.features[pick])
+        self.database_changed()

@@ -91,10 +91,13 @@ def test_rmc_plus_rewrites_database_and_restores_it(digits_model, digits_train, 
     x, _, _ = stream
     plus = _make("rmc-plus", digits_model, digits_train, tmp_path, delta=1.0)
     start = plus.snapshot()
+    probs = plus.row_probs().clone()  # cached per database state (pgd-nn reads it every step)
     plus.predict(x[:2])
     assert not torch.equal(plus.database.x, start["db_x"])
+    assert torch.equal(plus.row_probs(), plus.database_probs()) and not torch.equal(plus.row_probs(), probs)
     plus.restore(start)
     assert torch.equal(plus.database.x, start["db_x"]) and torch.equal(plus.index.vectors(), start["db_features"])
+    assert torch.equal(plus.row_probs(), probs)
 
 
 @pytest.mark.slow

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from bench import grid as grids
 from bench.core import data
-from bench.smoke import LIMIT, TRAIN_LIMIT, smoke_spec
+from bench.smoke import LIMIT, RUNTIME_CAPS, TRAIN_LIMIT, smoke_spec
 from tests.test_extension_api import one_line, run_cli
 
 
@@ -28,7 +29,7 @@ def test_smoke_rule_caps_every_budget():
     assert spec.name == "rmc-defense-aware-cifar10.smoke" and spec.limit == LIMIT and spec.train_limit == TRAIN_LIMIT
     assert all(p["epochs"] <= 1 for p in spec.train.values())
     assert all(p["steps"] <= 2 for p in (a.params for a in spec.attacks))
-    assert spec.runtime["rmc"]["k"] <= 32 and spec.runtime["rmc"]["copies"] == 1
+    assert spec.runtime["rmc"]["k"] <= RUNTIME_CAPS["k"] and spec.runtime["rmc"]["copies"] == 1
     assert spec.runtime["rmc"]["db_params"]["steps"] <= 2
     assert spec.runtime["rmc"]["max_epochs"] <= 2 and spec.runtime["rmc"]["patience"] == 1
     full = grids.load("rmc-defense-aware-cifar10")
@@ -80,3 +81,16 @@ def test_preflight_missing_training_split_is_one_line_and_writes_nothing(tmp_pat
         code, _, err = run_cli(*args, *extra, capsys=capsys)
         one_line(code, err, "cifar10 train files not found")
         assert not (tmp_path / "r").exists()
+
+
+def test_synthetic_stands_in_only_for_the_missing_split(shared_data, capsys):
+    """CI's smoke: the real CIFAR-10 test images where present, synthetic data only for the absent
+    training split, and the output says which."""
+    real = data.load("cifar10", "test", shared_data, 8)
+    capsys.readouterr()
+    test = data.load("cifar10", "test", shared_data, 8, synthetic=True)
+    assert "synthetic data" not in capsys.readouterr().err
+    assert torch.equal(test.x, real.x) and torch.equal(test.y, real.y)
+    train = data.load("cifar10", "train", shared_data, 8, synthetic=True)
+    assert "synthetic data: cifar10 train" in capsys.readouterr().err
+    assert tuple(train.x.shape) == (8, 3, 32, 32) and not torch.equal(train.x, real.x)
