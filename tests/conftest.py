@@ -62,6 +62,14 @@ def digits_model(digits_train: data.Dataset) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="session")
+def nn_cache(tmp_path_factory) -> Path:
+    """One cache folder for the neighbour defenses' D' on ``digits_model``: the cache is content-addressed
+    (model, data, attack, seed), so every module that builds the same D' loads it instead of attacking
+    the training set again."""
+    return tmp_path_factory.mktemp("nn-cache")
+
+
+@pytest.fixture(scope="session")
 def cifar_resnet32(shared_weights: Path) -> torch.nn.Module:
     return models.load("resnet32", shared_weights / "cifar10-resnet" / "resnet32-d509ac18.th")
 

@@ -23,6 +23,22 @@ def cifar200(cifar_test):
     return cifar_test.x[:200], cifar_test.y[:200]
 
 
+@pytest.fixture(scope="module")
+def cifar_pgd(cifar_resnet32, cifar200):
+    """x_adv of seeded PGD on the 200 CIFAR images, crafted once per budget: three tests use the
+    eps 1/255, 10-step run (a ResNet-32 PGD on 200 images is seconds of CPU each)."""
+    x, y = cifar200
+    done: dict[tuple, torch.Tensor] = {}
+
+    def craft(eps: float, steps: int, step_size: float | None = None) -> torch.Tensor:
+        key = (eps, steps, step_size)
+        if key not in done:
+            done[key] = attacks.create("pgd", eps=eps, steps=steps, step_size=step_size)(cifar_resnet32, x, y)
+        return done[key]
+
+    return craft
+
+
 def test_every_attack_is_registered():
     expected = {"fgsm", "bim", "pgd", "pgd-l2", "mim", "deepfool", "cw-l2", "jsma", "autoattack"}
     assert expected <= set(attacks.list_names())
@@ -73,33 +89,32 @@ def test_deepfool_reports_norms(digits_model, digits_batch):
 
 
 @pytest.mark.slow
-def test_pgd10_on_resnet32_and_fgsm_is_weaker(cifar_resnet32, cifar200):
+def test_pgd10_on_resnet32_and_fgsm_is_weaker(cifar_resnet32, cifar200, cifar_pgd):
     x, y = cifar200
     assert accuracy(cifar_resnet32, x, y) > 0.9
-    pgd = accuracy(cifar_resnet32, attacks.create("pgd", eps=8 / 255, steps=10)(cifar_resnet32, x, y), y)
+    pgd = accuracy(cifar_resnet32, cifar_pgd(8 / 255, 10), y)
     fgsm = accuracy(cifar_resnet32, attacks.create("fgsm", eps=8 / 255)(cifar_resnet32, x, y), y)
     assert pgd <= 0.02
     assert fgsm >= pgd + 0.05
 
 
 @pytest.mark.slow
-def test_robust_accuracy_does_not_rise_with_eps(cifar_resnet32, cifar200):
+def test_robust_accuracy_does_not_rise_with_eps(cifar_resnet32, cifar200, cifar_pgd):
     x, y = cifar200
     accs = []
     for eps in (0.25 / 255, 0.5 / 255, 1 / 255, 2 / 255):
-        x_adv = attacks.create("pgd", eps=eps, steps=10, step_size=eps / 4)(cifar_resnet32, x, y)
-        accs.append(accuracy(cifar_resnet32, x_adv, y))
+        accs.append(accuracy(cifar_resnet32, cifar_pgd(eps, 10, eps / 4), y))
     assert all(a >= b for a, b in zip(accs, accs[1:])), accs
     assert accs[0] > accs[-1] + 0.3
 
 
 @pytest.mark.slow
-def test_more_pgd_steps_never_help_the_model(cifar_resnet32, cifar200):
+def test_more_pgd_steps_never_help_the_model(cifar_resnet32, cifar200, cifar_pgd):
     x, y = cifar200
     eps = 1 / 255
     robust = []
-    for steps in (5, 10, 20):
-        x_adv = attacks.create("pgd", eps=eps, steps=steps, step_size=eps / 4)(cifar_resnet32, x, y)
+    for steps in (2, 5, 10):  # 10: the run the eps and foolbox tests also read (was 5, 10, 20)
+        x_adv = cifar_pgd(eps, steps, eps / 4)
         with torch.no_grad():
             robust.append(cifar_resnet32(x_adv).argmax(1) == y)
     # Same seed and step size: the first iterates coincide, and a success is kept, so per example
@@ -122,13 +137,12 @@ def test_cw_finds_smaller_perturbations_than_deepfool(cifar_resnet32, cifar_test
 
 
 @pytest.mark.slow
-def test_our_pgd_is_not_weaker_than_foolbox_and_apgd(cifar_resnet32, cifar200):
+def test_our_pgd_is_not_weaker_than_foolbox_and_apgd(cifar_resnet32, cifar200, cifar_pgd):
     import foolbox as fb
 
     x, y = cifar200
     eps = 1 / 255
-    pgd = attacks.create("pgd", eps=eps, steps=10, step_size=eps / 4)
-    ours = accuracy(cifar_resnet32, pgd(cifar_resnet32, x, y), y)
+    ours = accuracy(cifar_resnet32, cifar_pgd(eps, 10, eps / 4), y)
     fmodel = fb.PyTorchModel(cifar_resnet32, bounds=(0, 1))
     _, _, success = fb.attacks.LinfPGD(steps=10, abs_stepsize=eps / 4)(fmodel, x, y, epsilons=eps)
     foolbox_acc = 1 - float(success.float().mean())

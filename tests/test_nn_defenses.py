@@ -54,9 +54,9 @@ def stream(digits_model, digits_test):
 
 
 @pytest.mark.slow
-def test_rmc_state_changes_along_the_stream_and_restore_is_exact(digits_model, digits_train, stream, tmp_path):
+def test_rmc_state_changes_along_the_stream_and_restore_is_exact(digits_model, digits_train, stream, nn_cache):
     x, _, _ = stream
-    rmc = _make("rmc", digits_model, digits_train, tmp_path)
+    rmc = _make("rmc", digits_model, digits_train, nn_cache)
     start = rmc.snapshot()
     rmc.predict(x[:3])
     after = rmc.snapshot()
@@ -87,9 +87,9 @@ def test_rmc_keeps_batchnorm_statistics_frozen(cifar_resnet32, cifar_test, tmp_p
 
 
 @pytest.mark.slow
-def test_rmc_plus_rewrites_database_and_restores_it(digits_model, digits_train, stream, tmp_path):
+def test_rmc_plus_rewrites_database_and_restores_it(digits_model, digits_train, stream, nn_cache):
     x, _, _ = stream
-    plus = _make("rmc-plus", digits_model, digits_train, tmp_path, delta=1.0)
+    plus = _make("rmc-plus", digits_model, digits_train, nn_cache, delta=1.0)
     start = plus.snapshot()
     probs = plus.row_probs().clone()  # cached per database state (pgd-nn reads it every step)
     plus.predict(x[:2])
@@ -101,13 +101,13 @@ def test_rmc_plus_rewrites_database_and_restores_it(digits_model, digits_train, 
 
 
 @pytest.mark.slow
-def test_base_pgd_robustness_ordering(digits_model, digits_train, stream, tmp_path):
+def test_base_pgd_robustness_ordering(digits_model, digits_train, stream, nn_cache):
     # Measured on these 60 digits at eps 0.2: none ~2%, deepnn ~70%, webnn ~80%, rmc ~70-77%. On digits
     # DeepNN is far from "close to none" (the paper's CIFAR-10 finding); we assert what holds here.
     x, y, x_adv = stream
     acc = {}
     for name in ("none", "deepnn", "webnn", "rmc"):
-        d = _make(name, digits_model, digits_train, tmp_path)
+        d = _make(name, digits_model, digits_train, nn_cache)
         d.reset()
         acc[name] = float((d.predict(x_adv).argmax(1) == y).float().mean())
         d.reset()

@@ -72,8 +72,8 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(digits_model, digits_train, digits_test, tmp_path_factory) -> Lab:
-    return Lab(digits_model, digits_train, digits_test, tmp_path_factory.mktemp("pgd_nn_cache"))
+def lab(digits_model, digits_train, digits_test, nn_cache) -> Lab:
+    return Lab(digits_model, digits_train, digits_test, nn_cache)
 
 
 def test_registered_as_defense_aware_attacks():

@@ -53,8 +53,8 @@ def _same_state(a: dict, b: dict) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("rmc-cache")
+def cache(nn_cache):
+    return nn_cache
 
 
 @pytest.fixture(scope="module")

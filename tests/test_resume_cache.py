@@ -182,8 +182,10 @@ def test_corrupt_cached_model_is_rebuilt_by_the_runner(reference, tmp_path):
 
 
 @pytest.mark.slow
-def test_cache_cli_ls_du_gc(reference, tmp_path):
+def test_cache_cli_ls_du_gc(reference, tmp_path, capsys):
     import shutil
+
+    from tests.test_extension_api import run_cli
 
     c = tmp_path / "cache"
     shutil.copytree(reference / "cache", c)
@@ -195,8 +197,9 @@ def test_cache_cli_ls_du_gc(reference, tmp_path):
     bad.write_bytes(bytes(blob))
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "bench", "cache", *args, "--cache-dir", str(c)],
-                              capture_output=True, text=True, timeout=60)
+        """``bench cache ARGS`` in this warm process (a subprocess per call re-imports torch)."""
+        code, out, err = run_cli("cache", *args, "--cache-dir", str(c), capsys=capsys)
+        return subprocess.CompletedProcess(args, code, out, err)
 
     ls = run("ls", "--verify")
     assert ls.returncode == 0 and "corrupt" in ls.stdout and "temp" in ls.stdout and "orphan" in ls.stdout

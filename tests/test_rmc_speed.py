@@ -63,9 +63,9 @@ def _make(cls, model, train_set, cache_dir, **over):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One cache for the module: D' is built once and shared by every defense below."""
-    return tmp_path_factory.mktemp("rmc-speed-cache")
+def cache(nn_cache):
+    """The session's D' cache: D' is built once and shared by every defense below (and other modules)."""
+    return nn_cache
 
 
 @pytest.fixture(scope="module", autouse=True)
