@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 import attacks
 import defenses
-from bench import __version__, audit, data, memory, models, sources, user_model
+from bench import __version__, audit, data, memory, models, perpoint, sources, user_model
 from bench.cache import atomic_torch_save, config_hash, default_cache_dir, torch_load_or_none
 from bench.cache import lock as cache_lock
 from bench.device import resolve as resolve_device
@@ -191,7 +191,7 @@ def unavailable_reason(cell: Cell) -> str | None:
     if getattr(cls, "needs_defense", False) and cell.threat != "adaptive":
         return f"attack {cell.attack!r} is defense-aware: it needs threat = \"adaptive\""
     allowed = getattr(cls, "applies_to", None)
-    if allowed and cell.runtime_defense not in allowed:
+    if allowed and cell.runtime_defense.partition("@")[0] not in allowed:  # "rmc@k64" is a variant of rmc
         return f"attack {cell.attack!r} applies only to runtime defenses {', '.join(allowed)}"
     if cell.threat == "transfer" and cell.surrogate.get("arch") and cell.surrogate["arch"] not in models.ARCHS:
         return f"surrogate architecture {cell.surrogate['arch']!r} is not registered"
@@ -579,7 +579,8 @@ class Runner:
                {"train_split": cell.train_split, "train_offset": cell.train_offset})})
 
     # -- one cell --------------------------------------------------------------------------------
-    def predict(self, defense: Any, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[float] | None]:
+    def predict(self, defense: Any, x: torch.Tensor, seed: int,
+                y: torch.Tensor | None = None) -> tuple[torch.Tensor, list[float] | None]:
         """Predicted labels; stateful defenses see a fresh stream in a fixed, seeded order.
 
         Every pass starts from the defense's reset state, so a random defense's draws (RIDE, TVM with
@@ -590,6 +591,8 @@ class Runner:
             return defense.predict(x).argmax(1).cpu(), None
         order = stream_order(len(x), seed)
         pred = torch.empty(len(x), dtype=torch.long)
+        if y is not None and hasattr(defense, "reveal"):  # hindsight-adv learns from seen points' labels
+            defense.reveal(y[order])
         pred[order] = defense.predict(x[order]).argmax(1).cpu()
         return pred, list(getattr(defense, "last_delays", []) or [])
 
@@ -599,7 +602,7 @@ class Runner:
         x, y = self.test.x, self.test.y
         ck = (model_key, cell.runtime_defense + config_hash(cell.runtime_params))
         if ck not in self._clean:
-            self._clean[ck] = self.predict(defense, x, cell.seed)[0]
+            self._clean[ck] = self.predict(defense, x, cell.seed, y)[0]
         clean_pred = self._clean[ck]
         attack, attack_params = self.attack(cell)
         adv_key = self._adv_key(cell)
@@ -616,7 +619,7 @@ class Runner:
                 atomic_torch_save(x_adv.cpu(), Path(self.opt.cache_dir) / "adv" / f"{adv_key}.pt")
         # One pass: a stream attack that already ran the scored stream hands over its predictions.
         online = attack.online_result(len(y), cell.seed) if hasattr(attack, "online_result") else None
-        adv_pred, delays = online if online is not None else self.predict(defense, x_adv, cell.seed)
+        adv_pred, delays = online if online is not None else self.predict(defense, x_adv, cell.seed, y)
         clean_ok, robust_ok = clean_pred == y, adv_pred == y
         n = len(y)
         # Stream attacks with attack_rate < 1 interleave clean points: score the attack points only.
@@ -649,6 +652,10 @@ class Runner:
             rec["stream_acc"] = round(stream_ok.float().mean().item(), 6)
         if delays:
             rec["delay_per_point_s"] = round(sum(delays) / len(delays), 6)
+        if getattr(defense, "stateful", False):
+            stats = getattr(attack, "last_stream_stats", None) if online is not None else getattr(
+                defense, "last_stats", None)
+            rec["per_point"] = perpoint.stream_record(stream_ok, cell.seed, delays, stats)
         if self.spec.metrics:  # per-model metrics the grid asks for (Deep Defense's Table 2), computed once
             from bench.metrics import for_model
 

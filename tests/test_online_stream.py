@@ -58,9 +58,9 @@ def _run(tmp_path, name: str, monkeypatch, two_pass: bool) -> tuple[dict[str, di
     replays = []
     predict = Runner.predict
 
-    def counting(self, defense, x, seed):
+    def counting(self, defense, x, seed, *rest):
         replays.append(1)
-        return predict(self, defense, x, seed)
+        return predict(self, defense, x, seed, *rest)
 
     with monkeypatch.context() as m:
         m.setattr(Runner, "predict", counting)
