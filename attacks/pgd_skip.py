@@ -81,6 +81,13 @@ def frozen_copy(net: nn.Module) -> nn.Module:
     return out
 
 
+def reveal_labels(defense: Any, y: torch.Tensor) -> None:
+    """Hand the true labels of the next points to a defense that learns from them in hindsight
+    (``hindsight-adv``: RMC Table 7's labelled U); a no-op for every other defense."""
+    if hasattr(defense, "reveal"):
+        defense.reveal(y)
+
+
 def state_copy(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
@@ -95,7 +102,7 @@ class StreamAttack(Attack):
     """
 
     needs_defense = True
-    applies_to = ("rmc", "rmc-plus")
+    applies_to: ClassVar[tuple[str, ...]] = ("rmc", "rmc-plus", "rmc-nonmasking")
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = PGD.dataset_defaults
 
     def __init__(self, eps: float = 0.3, steps: int = 10, step_size: float | None = None,
@@ -123,8 +130,10 @@ class StreamAttack(Attack):
             return None
         return res[1].clone(), list(res[2])
 
-    def _keep_stream(self, pred: torch.Tensor, delays: list[float]) -> None:
+    def _keep_stream(self, pred: torch.Tensor, delays: list[float], stats: list[dict[str, Any]] | None = None) -> None:
         self._stream_result = (self._order_seed, pred, delays)
+        #: the defender's per-point statistics (RMC: adaptation epochs) on that stream, stream order
+        self.last_stream_stats = list(stats or [])
 
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in super().config().items() if k != "last_attacked"}
@@ -181,6 +190,9 @@ class PGDSkipDelayed(StreamAttack):
     snapshots (q + 1 state dicts of memory).
     """
 
+    # hindsight-adv learns from the true labels of the points it has seen: these attacks reveal them
+    applies_to: ClassVar[tuple[str, ...]] = (*StreamAttack.applies_to, "hindsight-adv")
+
     def __init__(self, q: int = 0, **kw: Any) -> None:
         super().__init__(**kw)
         if int(q) < 0:
@@ -194,6 +206,7 @@ class PGDSkipDelayed(StreamAttack):
         x_adv = x.clone()
         pred = torch.empty(len(x), dtype=torch.long)
         delays: list[float] = []
+        stats: list[dict[str, Any]] = []
         for i in order.tolist():
             if self.q:  # q = 0 attacks the current weights: no history to keep
                 history.append(state_copy(defense.adapted))  # the defender's weights before this position
@@ -202,9 +215,11 @@ class PGDSkipDelayed(StreamAttack):
                 x_adv[i : i + 1] = self.craft(net, x[i : i + 1], y[i : i + 1], gen)
             # The defender sees the final x_adv[i] here, after every earlier point and before any
             # later one: exactly the runner's evaluation stream, so its prediction is kept.
+            reveal_labels(defense, y[i : i + 1])
             pred[i] = defense.predict(x_adv[i : i + 1]).argmax(1).cpu()[0]
             delays.extend(getattr(defense, "last_delays", []) or [])
-        self._keep_stream(pred, delays)
+            stats.extend(getattr(defense, "last_stats", []) or [])
+        self._keep_stream(pred, delays, stats)
         return x_adv
 
 
@@ -235,6 +250,8 @@ class PGDSkipPartial(StreamAttack):
     does clone D', so each swap costs a D' copy there).
     """
 
+    applies_to: ClassVar[tuple[str, ...]] = (*StreamAttack.applies_to, "hindsight-adv")
+
     def __init__(self, known: float = 0.5, chunk: int = 10, **kw: Any) -> None:
         super().__init__(**kw)
         if not 0.0 < float(known) <= 1.0:
@@ -258,6 +275,7 @@ class PGDSkipPartial(StreamAttack):
             if attacked[i]:
                 net.load_state_dict(mine["model"])
                 x_adv[i : i + 1] = self.craft(net, x[i : i + 1], y[i : i + 1], gen)
+            reveal_labels(defense, y[i : i + 1])
             defense.predict(x_adv[i : i + 1])
             if known_pos[j]:
                 pending.append(i)
@@ -266,6 +284,7 @@ class PGDSkipPartial(StreamAttack):
                     pending = [pending[k] for k in torch.randperm(len(pending), generator=kgen).tolist()]
                 theirs = defense.snapshot()
                 defense.restore(mine)
+                reveal_labels(defense, y[pending])
                 defense.predict(x_adv[pending])
                 mine = defense.snapshot()
                 defense.restore(theirs)
