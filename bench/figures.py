@@ -167,3 +167,25 @@ def draw(series: list[dict[str, Any]], fig: dict[str, Any], path: Path, n: int |
     f.savefig(path, dpi=120)
     plt.close(f)
     return path
+
+
+def write_grid_figures(spec: Any, records: list[dict[str, Any]], folder: Path, cache_dir: Path | None = None,
+                       data_dir: Path | None = None) -> list[tuple[dict[str, Any], Path | None, str]]:
+    """Every figure the grid lists, as ``folder/<name>.png``; (figure, path or None, note) per figure."""
+    out = []
+    n = max((r.get("n", 0) for r in records if r.get("status") == "ok"), default=0) or None
+    for fig in spec.figures:
+        note = ""
+        if fig["kind"] == "neighbour-labels":
+            from bench.neighbour_fig import neighbour_series
+
+            series, note = neighbour_series(spec, fig, cache_dir, data_dir)
+            fig = {**fig, "title": f"{fig.get('title') or fig['name']}\n{note}"}
+            path = draw(series, fig, folder / f"{fig['name']}.png")
+        else:
+            series = figure_series(records, fig)
+            path = draw(series, fig, folder / f"{fig['name']}.png", n)
+            if path is None:
+                note = "no finished record has the data (rows / attacks / per-point fields)"
+        out.append((fig, path, note))
+    return out

@@ -151,3 +151,121 @@ def test_per_point_record_columns_follow_the_stream_order():
     assert ys == pytest.approx([100 * sum(bits[: j + 1]) / (j + 1) for j in range(5)])
     assert perpoint.series(rec, "adapt_epochs")[1] == [0, 1, 2, 3, 4]
     assert "delay_s" not in perpoint.stream_record(correct, 3, [0.1] * 4)  # wrong length: left out
+
+
+# -- bench plot -----------------------------------------------------------------------------------
+def _record(runtime: str, attack: str, bits: str, seed: int = 0, **extra) -> dict:
+    correct = torch.tensor([b == "1" for b in bits])
+    order = stream_order(len(bits), seed)
+    back = torch.empty_like(correct)
+    back[order] = correct  # stream_record takes index order
+    delays = [0.01 * (j + 1) for j in range(len(bits))]
+    return {"status": "ok", "train_defense": "standard", "runtime_defense": runtime, "attack": attack,
+            "threat": "base", "n": len(bits), "eps": 0.1, "norm": "Linf",
+            "robust_acc": bits.count("1") / len(bits), "per_point": perpoint.stream_record(back, seed, delays),
+            **extra}
+
+
+def _captured_plots(monkeypatch) -> list:
+    import matplotlib.axes
+
+    calls = []
+    real = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kw):
+        calls.append((kw.get("label"), list(args[0]), list(args[1])))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    return calls
+
+
+def test_plotted_series_equal_the_records(tmp_path, monkeypatch):
+    from bench import figures, grid
+
+    spec = grid.parse({"name": "g", "dataset": "digits", "arch": "small-cnn", "figures": [
+        {"name": "acc", "kind": "vs-points", "rows": ["rmc"], "attacks": ["pgd"]},
+        {"name": "delay", "kind": "vs-points", "metric": "delay_s", "rows": ["rmc"]},
+        {"name": "k", "kind": "vs-param", "param": "k", "rows": ["rmc@k32", "rmc"], "attacks": ["pgd"]}]})
+    recs = [_record("rmc", "pgd", "0110111011", params={"runtime": {"k": 128}}),
+            _record("rmc@k32", "pgd", "0000110000", params={"runtime": {"k": 32}}),
+            _record("none", "pgd", "0000000000")]
+    calls = _captured_plots(monkeypatch)
+    out = figures.write_grid_figures(spec, recs, tmp_path)
+    assert [p.name for _, p, _ in out] == ["acc.png", "delay.png", "k.png"] and all(p.is_file() for _, p, _ in out)
+    (lab1, x1, y1), (lab2, x2, y2), (lab3, x3, y3) = calls
+    bits = recs[0]["per_point"]["correct"]
+    assert x1 == list(range(1, 11)) and lab1 == "rmc: pgd"
+    assert y1 == pytest.approx([100 * bits[: j + 1].count("1") / (j + 1) for j in range(10)])
+    assert y2 == recs[0]["per_point"]["delay_s"]
+    assert x3 == [32, 128] and y3 == pytest.approx([100 * recs[1]["robust_acc"], 100 * recs[0]["robust_acc"]])
+
+
+def test_bad_figure_tables_are_one_line_errors():
+    from bench import grid
+
+    base = {"name": "g", "dataset": "digits", "arch": "small-cnn"}
+    for bad, msg in (({"kind": "pie"}, "kind must be"), ({"kind": "vs-param"}, "needs param"),
+                     ({"kind": "vs-points", "metric": "nope"}, "metric"),
+                     ({"kind": "vs-points", "colour": 1}, "unknown")):
+        with pytest.raises(BenchError, match=msg):
+            grid.parse({**base, "figures": [bad]})
+
+
+TINY = """
+name = "abl-tiny"
+dataset = "digits"
+arch = "small-cnn"
+limit = 6
+seed = 1
+[train.standard]
+epochs = 6
+[runtime.rmc-nonmasking]
+lr = 2.5e-3
+max_epochs = 2
+[runtime.hindsight-adv]
+[[attacks]]
+name = "pgd-skip"
+threat = "adaptive"
+eps = 0.1
+[[figures]]
+name = "t7"
+kind = "vs-points"
+rows = ["rmc-nonmasking", "hindsight-adv"]
+[[figures]]
+name = "epochs"
+kind = "vs-points"
+metric = "adapt_epochs"
+"""
+
+
+@pytest.mark.slow
+def test_stream_cells_record_per_point_and_bench_plot_draws_them(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from bench import grid
+    from bench.cli import cli
+    from bench.runner import Runner, RunOptions
+
+    path = tmp_path / "abl-tiny.toml"
+    path.write_text(TINY)
+    opts = RunOptions(cache_dir=tmp_path / "cache", results_dir=tmp_path / "results", tracking=False, progress=False)
+    assert Runner(grid.load(str(path)), opts).run().failed == 0
+    recs = [json.loads(line) for line in (tmp_path / "results" / "abl-tiny.jsonl").read_text().splitlines()]
+    for r in recs:
+        pp = r["per_point"]
+        assert pp["index"] == stream_order(6, 1).tolist() and len(pp["delay_s"]) == 6
+        assert sorted(pp["correct"]) == sorted(r["per_example"])  # the same outcomes, in stream order
+        assert ("adapt_epochs" in pp) == (r["runtime_defense"] == "rmc-nonmasking")
+    calls = _captured_plots(monkeypatch)
+    res = CliRunner().invoke(cli, ["plot", "--grid", str(path), "--results-dir", str(tmp_path / "results"),
+                                   "--out-dir", str(tmp_path / "png"), "--no-tracking"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "png" / "t7.png").is_file() and (tmp_path / "png" / "epochs.png").is_file()
+    by_row = {r["runtime_defense"]: r for r in recs}
+    for label, _, ys in calls[:2]:
+        r = by_row[label.split(":")[0]]
+        assert ys == pytest.approx(perpoint.running_accuracy(r))
+    assert calls[2][2] == by_row["rmc-nonmasking"]["per_point"]["adapt_epochs"]
