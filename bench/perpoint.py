@@ -8,8 +8,10 @@ point the defender saw):
 - ``index``: the test-set index of the point at that position (``bench.stream.stream_order``),
 - ``correct``: "0"/"1" per position, the defender's prediction on the point it saw there (x_adv,
   or x where an ``attack_rate`` < 1 stream left the point clean),
-- ``delay_s``: seconds the defender spent on the point,
-- ``adapt_epochs`` (RMC family only): epochs of local adaptation for the point.
+- ``adapt_epochs`` (RMC family only): epochs of local adaptation for the point;
+
+and, beside it, ``per_point_delay_s``: the seconds the defender spent on each point (a measurement,
+like ``seconds``: left out where records are compared for equality, bench.results).
 
 Columns rather than a list of objects keep results/<grid>.jsonl small: a 100-point stream adds about
 1.5 kB to its record, a 1,000-point CIFAR-10 stream about 15 kB.
@@ -26,18 +28,19 @@ from bench.stream import stream_order
 
 def stream_record(correct: torch.Tensor, seed: int, delays: list[float] | None,
                   stats: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The ``per_point`` field of a stream cell.
+    """The ``per_point`` (and ``per_point_delay_s``) fields of a stream cell's record.
 
     ``correct`` is in test-set index order; ``delays`` and ``stats`` in stream order (as the
     defense produced them); columns whose length is not the stream's are left out."""
     n = len(correct)
     order = stream_order(n, seed)
-    out: dict[str, Any] = {"index": order.tolist(),
-                           "correct": "".join("1" if bool(correct[i]) else "0" for i in order.tolist())}
-    if delays and len(delays) == n:
-        out["delay_s"] = [round(float(d), 4) for d in delays]
+    pp: dict[str, Any] = {"index": order.tolist(),
+                          "correct": "".join("1" if bool(correct[i]) else "0" for i in order.tolist())}
     if stats and len(stats) == n and all("adapt_epochs" in s for s in stats):
-        out["adapt_epochs"] = [int(s["adapt_epochs"]) for s in stats]
+        pp["adapt_epochs"] = [int(s["adapt_epochs"]) for s in stats]
+    out: dict[str, Any] = {"per_point": pp}
+    if delays and len(delays) == n:
+        out["per_point_delay_s"] = [round(float(d), 4) for d in delays]
     return out
 
 
@@ -73,7 +76,7 @@ def series(record: dict[str, Any], metric: str, window: int | None = None) -> tu
         return [], []
     if metric == "robust_acc":
         return positions(record), running_accuracy(record, window)
-    values = pp.get(metric)
+    values = record.get("per_point_delay_s") if metric == "delay_s" else pp.get(metric)
     if not values:
         return [], []
     return positions(record), [float(v) for v in values]

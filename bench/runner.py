@@ -655,7 +655,7 @@ class Runner:
         if getattr(defense, "stateful", False):
             stats = getattr(attack, "last_stream_stats", None) if online is not None else getattr(
                 defense, "last_stats", None)
-            rec["per_point"] = perpoint.stream_record(stream_ok, cell.seed, delays, stats)
+            rec.update(perpoint.stream_record(stream_ok, cell.seed, delays, stats))
         if self.spec.metrics:  # per-model metrics the grid asks for (Deep Defense's Table 2), computed once
             from bench.metrics import for_model
 

@@ -141,7 +141,7 @@ def test_variant_names_resolve_to_their_base_defense():
 
 def test_per_point_record_columns_follow_the_stream_order():
     correct = torch.tensor([True, False, True, True, False])
-    rec = {"per_point": perpoint.stream_record(correct, 3, [0.1] * 5, [{"adapt_epochs": e} for e in range(5)])}
+    rec = perpoint.stream_record(correct, 3, [0.1] * 5, [{"adapt_epochs": e} for e in range(5)])
     order = stream_order(5, 3).tolist()
     assert rec["per_point"]["index"] == order
     assert rec["per_point"]["correct"] == "".join("1" if correct[i] else "0" for i in order)
@@ -150,7 +150,8 @@ def test_per_point_record_columns_follow_the_stream_order():
     assert xs == [1, 2, 3, 4, 5]
     assert ys == pytest.approx([100 * sum(bits[: j + 1]) / (j + 1) for j in range(5)])
     assert perpoint.series(rec, "adapt_epochs")[1] == [0, 1, 2, 3, 4]
-    assert "delay_s" not in perpoint.stream_record(correct, 3, [0.1] * 4)  # wrong length: left out
+    assert perpoint.series(rec, "delay_s")[1] == [0.1] * 5
+    assert "per_point_delay_s" not in perpoint.stream_record(correct, 3, [0.1] * 4)  # wrong length: left out
 
 
 # -- bench plot -----------------------------------------------------------------------------------
@@ -162,8 +163,7 @@ def _record(runtime: str, attack: str, bits: str, seed: int = 0, **extra) -> dic
     delays = [0.01 * (j + 1) for j in range(len(bits))]
     return {"status": "ok", "train_defense": "standard", "runtime_defense": runtime, "attack": attack,
             "threat": "base", "n": len(bits), "eps": 0.1, "norm": "Linf",
-            "robust_acc": bits.count("1") / len(bits), "per_point": perpoint.stream_record(back, seed, delays),
-            **extra}
+            "robust_acc": bits.count("1") / len(bits), **perpoint.stream_record(back, seed, delays), **extra}
 
 
 def _captured_plots(monkeypatch) -> list:
@@ -197,7 +197,7 @@ def test_plotted_series_equal_the_records(tmp_path, monkeypatch):
     bits = recs[0]["per_point"]["correct"]
     assert x1 == list(range(1, 11)) and lab1 == "rmc: pgd"
     assert y1 == pytest.approx([100 * bits[: j + 1].count("1") / (j + 1) for j in range(10)])
-    assert y2 == recs[0]["per_point"]["delay_s"]
+    assert y2 == recs[0]["per_point_delay_s"]
     assert x3 == [32, 128] and y3 == pytest.approx([100 * recs[1]["robust_acc"], 100 * recs[0]["robust_acc"]])
 
 
@@ -256,7 +256,7 @@ def test_stream_cells_record_per_point_and_bench_plot_draws_them(tmp_path, monke
     recs = [json.loads(line) for line in (tmp_path / "results" / "abl-tiny.jsonl").read_text().splitlines()]
     for r in recs:
         pp = r["per_point"]
-        assert pp["index"] == stream_order(6, 1).tolist() and len(pp["delay_s"]) == 6
+        assert pp["index"] == stream_order(6, 1).tolist() and len(r["per_point_delay_s"]) == 6
         assert sorted(pp["correct"]) == sorted(r["per_example"])  # the same outcomes, in stream order
         assert ("adapt_epochs" in pp) == (r["runtime_defense"] == "rmc-nonmasking")
     calls = _captured_plots(monkeypatch)
