@@ -23,7 +23,7 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     z, p = 1.96, k / n
     c = (p + z * z / (2 * n)) / (1 + z * z / n)
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100 * (c - h), 100 * (c + h)
+    return max(0.0, 100 * (c - h)), min(100.0, 100 * (c + h))
 
 
 def cell(bits: str) -> str:
