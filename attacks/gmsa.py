@@ -78,7 +78,7 @@ class _RoundsAttack(StreamAttack):
         x_adv[idx] = self.craft(model, x[idx], y[idx], gen)  # round 0: the fixed model
         history: list[dict[int, dict[str, torch.Tensor]]] = []
         best, best_acc, accs = x_adv, float("inf"), []
-        best_stream: tuple[torch.Tensor, list[float]] | None = None
+        best_stream: tuple[torch.Tensor, list[float], list[dict[str, Any]]] | None = None
         nets = [frozen_copy(defense.adapted_model) for _ in range(self.rounds)]
         y_cpu = y.cpu()
         for r in range(self.rounds + 1):
@@ -89,7 +89,8 @@ class _RoundsAttack(StreamAttack):
             if acc < best_acc:  # strict: the earliest round wins ties
                 best, best_acc = x_adv, acc
                 # this round's stream (reset state, the runner's order) is the one the runner scores
-                best_stream = (pred, list(getattr(defense, "last_delays", []) or []))
+                best_stream = (pred, list(getattr(defense, "last_delays", []) or []),
+                               list(getattr(defense, "last_stats", []) or []))
             if r == self.rounds:
                 break
             history.append(weights)

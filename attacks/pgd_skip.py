@@ -82,6 +82,13 @@ def frozen_copy(net: nn.Module) -> nn.Module:
     return out
 
 
+def reveal_labels(defense: Any, y: torch.Tensor) -> None:
+    """Hand the true labels of the next points to a defense that learns from them in hindsight
+    (``hindsight-adv``: RMC Table 7's labelled U); a no-op for every other defense."""
+    if hasattr(defense, "reveal"):
+        defense.reveal(y)
+
+
 def state_copy(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
@@ -124,8 +131,10 @@ class StreamAttack(Attack):
             return None
         return res[1].clone(), list(res[2])
 
-    def _keep_stream(self, pred: torch.Tensor, delays: list[float]) -> None:
+    def _keep_stream(self, pred: torch.Tensor, delays: list[float], stats: list[dict[str, Any]] | None = None) -> None:
         self._stream_result = (self._order_seed, pred, delays)
+        #: the defender's per-point statistics (RMC: adaptation epochs) on that stream, stream order
+        self.last_stream_stats = list(stats or [])
 
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in super().config().items() if k != "last_attacked"}
@@ -182,6 +191,11 @@ class PGDSkipDelayed(StreamAttack):
     snapshots (q + 1 state dicts of memory).
     """
 
+    # The Table 7 ablations: they predict before they learn from a point, so the weights before a
+    # position are the ones that classify it (FPA / GMSA read weights after adaptation: not for these);
+    # hindsight-adv learns from the true labels, which these attacks reveal.
+    applies_to: ClassVar[tuple[str, ...]] = (*StreamAttack.applies_to, "rmc-nonmasking", "hindsight-adv")
+
     def __init__(self, q: int = 0, **kw: Any) -> None:
         super().__init__(**kw)
         if int(q) < 0:
@@ -195,6 +209,7 @@ class PGDSkipDelayed(StreamAttack):
         x_adv = x.clone()
         pred = torch.empty(len(x), dtype=torch.long)
         delays: list[float] = []
+        stats: list[dict[str, Any]] = []
         for i in order.tolist():
             if self.q:  # q = 0 attacks the current weights: no history to keep
                 history.append(state_copy(defense.adapted_model))  # the defender's weights before this position
@@ -203,9 +218,11 @@ class PGDSkipDelayed(StreamAttack):
                 x_adv[i : i + 1] = self.craft(net, x[i : i + 1], y[i : i + 1], gen)
             # The defender sees the final x_adv[i] here, after every earlier point and before any
             # later one: exactly the runner's evaluation stream, so its prediction is kept.
+            reveal_labels(defense, y[i : i + 1])
             pred[i] = defense.predict(x_adv[i : i + 1]).argmax(1).cpu()[0]
             delays.extend(getattr(defense, "last_delays", []) or [])
-        self._keep_stream(pred, delays)
+            stats.extend(getattr(defense, "last_stats", []) or [])
+        self._keep_stream(pred, delays, stats)
         return x_adv
 
 
@@ -236,6 +253,8 @@ class PGDSkipPartial(StreamAttack):
     does clone D', so each swap costs a D' copy there).
     """
 
+    applies_to: ClassVar[tuple[str, ...]] = (*StreamAttack.applies_to, "rmc-nonmasking", "hindsight-adv")
+
     def __init__(self, known: float = 0.5, chunk: int = 10, **kw: Any) -> None:
         super().__init__(**kw)
         if not 0.0 < float(known) <= 1.0:
@@ -260,6 +279,7 @@ class PGDSkipPartial(StreamAttack):
             if attacked[i]:
                 net.load_state_dict(mine_weights)
                 x_adv[i : i + 1] = self.craft(net, x[i : i + 1], y[i : i + 1], gen)
+            reveal_labels(defense, y[i : i + 1])
             defense.predict(x_adv[i : i + 1])
             if known_pos[j]:
                 pending.append(i)
@@ -268,6 +288,7 @@ class PGDSkipPartial(StreamAttack):
                     pending = [pending[k] for k in torch.randperm(len(pending), generator=kgen).tolist()]
                 theirs = defense.snapshot()
                 defense.restore(mine)
+                reveal_labels(defense, y[pending])
                 defense.predict(x_adv[pending])
                 mine, mine_weights = defense.snapshot(), state_copy(defense.adapted_model)
                 defense.restore(theirs)

@@ -325,6 +325,43 @@ def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int
     click.echo(f"written to {path}", err=True)
 
 
+@cli.command("plot")
+@click.option("--grid", "grid_name", required=True)
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None,
+              help="Default: leaderboards/<grid>/ (beside the leaderboard).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="The run's cache (model, D', adversarial examples), for neighbour-labels figures.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--limit", type=int, default=None, help="The --limit the grid was run with, if any.")
+@click.option("--seed", type=int, default=None, help="The --seed the grid was run with, if any.")
+@click.option("--tracking-uri", default=None, help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+@click.option("--no-tracking", is_flag=True, help="Do not log the pictures to MLflow.")
+def plot(grid_name: str, results_dir: Path, out_dir: Path | None, cache_dir: Path | None, data_dir: Path | None,
+         limit: int | None, seed: int | None, tracking_uri: str | None, no_tracking: bool) -> None:
+    """Draw the figures the grid lists in [[figures]] (PNG), from results/<grid>.jsonl."""
+    from bench.figures import write_grid_figures
+
+    spec, records = _spec_records(grid_name, results_dir, limit, seed)
+    if not spec.figures:
+        raise BenchError(f"grid {spec.name} lists no [[figures]]; add tables such as [[figures]] kind = \"vs-points\" "
+                         "(see bench/figures.py)")
+    folder = Path(out_dir) if out_dir else Path("leaderboards") / spec.name
+    written = []
+    for fig, path, note in write_grid_figures(spec, records, folder, cache_dir, data_dir):
+        click.echo(f"{fig['name']}: {path if path else 'not drawn'}{f' ({note})' if note else ''}")
+        if path:
+            written.append(path)
+    if written and not no_tracking:
+        from bench.tracking import log_leaderboard
+
+        try:
+            log_leaderboard(spec.name, written, tracking_uri)
+        except Exception as exc:  # the PNGs are written; say why MLflow lacks them
+            click.echo(f"warning: MLflow logging of the figures failed ({type(exc).__name__}: {exc}"[:300] + ")",
+                       err=True)
+
+
 @cli.command()
 @click.option("--grid", "grid_name", required=True)
 @click.option("--baseline", type=click.Path(path_type=Path), required=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from bench import audit
+from bench import audit, perpoint
 from bench.artifacts import ArtifactStore
 from bench.core import memory
 from bench.core.cache import config_hash
@@ -156,7 +156,8 @@ class Evaluator:
         out["zero_grad_frac"] = round(zero_grad_fraction(target, art.test.x.to(self.device), art.test.y), 6)
         return out
 
-    def predict(self, defense: Any, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[float] | None]:
+    def predict(self, defense: Any, x: torch.Tensor, seed: int,
+                y: torch.Tensor | None = None) -> tuple[torch.Tensor, list[float] | None]:
         """Predicted labels; stateful defenses see a fresh stream in a fixed, seeded order.
 
         Every pass starts from the defense's reset state, so a random defense's draws (RIDE, TVM with
@@ -167,6 +168,8 @@ class Evaluator:
             return defense.predict(x).argmax(1).cpu(), None
         order = stream_order(len(x), seed)
         pred = torch.empty(len(x), dtype=torch.long)
+        if y is not None and hasattr(defense, "reveal"):  # hindsight-adv learns from seen points' labels
+            defense.reveal(y[order])
         pred[order] = defense.predict(x[order]).argmax(1).cpu()
         return pred, list(getattr(defense, "last_delays", []) or [])
 
@@ -178,7 +181,7 @@ class Evaluator:
         x, y = art.test.x, art.test.y
         ck = (model_key, cell.runtime_defense + config_hash(cell.runtime_params))
         if ck not in self._clean:
-            self._clean[ck] = self.predict(defense, x, cell.seed)[0]
+            self._clean[ck] = self.predict(defense, x, cell.seed, y)[0]
         clean_pred = self._clean[ck]
         attack, attack_params = art.attack(cell)
         adv_key = art.adv_key(cell)
@@ -194,9 +197,15 @@ class Evaluator:
             art.keep_adv(adv_key, x_adv, norm, persist=cell.threat != "adaptive")
         # One pass: a stream attack that already ran the scored stream hands over its predictions.
         online = attack.online_result(len(y), cell.seed) if hasattr(attack, "online_result") else None
-        adv_pred, delays = online if online is not None else self.predict(defense, x_adv, cell.seed)
-        return self.score(cell, clean_pred, adv_pred, delays, attack, attack_params, x, x_adv, y, norm, eps,
-                          report, model, model_key)
+        adv_pred, delays = online if online is not None else self.predict(defense, x_adv, cell.seed, y)
+        rec = self.score(cell, clean_pred, adv_pred, delays, attack, attack_params, x, x_adv, y, norm, eps,
+                         report, model, model_key)
+        if isinstance(defense, StatefulDefense):  # per-point stream records (position, correct, delay, stats)
+            stats = getattr(attack, "last_stream_stats", None) if online is not None else getattr(
+                defense, "last_stats", None)
+            stream_ok = adv_pred == y
+            rec.update(perpoint.stream_record(stream_ok, cell.seed, delays, stats))
+        return rec
 
     def score(self, cell: Cell, clean_pred: torch.Tensor, adv_pred: torch.Tensor, delays: list[float] | None,
               attack: Any, attack_params: dict[str, Any], x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,

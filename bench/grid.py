@@ -3,9 +3,9 @@
 A spec names one dataset and architecture, the train-time defenses (``[train.<name>]`` tables of
 hyperparameters), the runtime defenses (``[runtime.<name>]``), and attacks (``[[attacks]]`` with
 ``name``, ``threat`` (base / adaptive / transfer), ``eps`` list, ``params``, optional ``surrogate`` and
-``runtime`` restriction). ``layout = "star"`` pairs each train-time defense with runtime ``none`` and
-the ``base_model`` with each runtime defense; ``layout = "cross"`` pairs every train-time defense
-with every runtime defense.
+``runtime`` restriction), and optional ``[[figures]]`` for ``bench plot`` (bench.figures).
+``layout = "star"`` pairs each train-time defense with runtime ``none`` and the ``base_model`` with
+each runtime defense; ``layout = "cross"`` pairs every train-time defense with every runtime defense.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import tomllib
 from bench.core.cache import config_hash
 from bench.core.errors import BenchError
 from bench.core.registry import Registry
+from bench.figures import check_figures
 
 GRIDS: Registry = Registry("grid")
 THREATS = ("base", "adaptive", "transfer")
@@ -108,6 +109,8 @@ class GridSpec:
     plugins: tuple[str, ...] = ()
     _resolved: dict[str, dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     metrics: tuple[str, ...] = ()
+    #: The pictures ``bench plot`` draws ([[figures]] tables; see bench.figures).
+    figures: tuple[dict[str, Any], ...] = ()
 
     def pairs(self) -> list[tuple[str, str]]:
         """(train-time defense, runtime defense) pairs, in table order."""
@@ -251,7 +254,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     where = path or default_name
     known = {"name", "description", "dataset", "arch", "train", "runtime", "attacks", "layout",
              "base_model", "limit", "train_limit", "seed", "reference", "reference_source", "plugins",
-             "train_split", "train_offset", "metrics"}
+             "train_split", "train_offset", "metrics", "figures"}
     unknown = set(raw) - known
     if unknown:
         raise BenchError(f"{where}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
@@ -335,6 +338,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         description=raw.get("description", ""), reference={str(k): float(v) for k, v in ref.items()},
         reference_source=raw.get("reference_source", ""), path=path, metrics=tuple(metrics),
         plugins=tuple(str(_resolve_file(p, path)) for p in plugins),
+        figures=check_figures(raw.get("figures", []), where),
     )
     if layout == "star" and spec.base_model not in spec.train:
         raise BenchError(f"{where}: base_model {spec.base_model!r} must be one of the [train] defenses")

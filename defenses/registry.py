@@ -33,7 +33,8 @@ def applies(allowed: Iterable[str | type], name: str) -> bool:
     """Whether runtime defense ``name`` is in an attack's ``applies_to``: its registered name, or a
     contract class it subclasses (``StatefulDefense``: any stateful defense, plugins included)."""
     cls = DEFENSES.get_or_none(name)
-    return any(a == name if isinstance(a, str) else isinstance(cls, type) and issubclass(cls, a) for a in allowed)
+    base = name.partition("@")[0]  # "rmc@k64" is a configuration of rmc
+    return any(a == base if isinstance(a, str) else isinstance(cls, type) and issubclass(cls, a) for a in allowed)
 
 
 def describe(allowed: Iterable[str | type]) -> str:

@@ -9,13 +9,17 @@ examples sampled from D. Weights and the one Adam optimizer carry over to the ne
 BatchNorm stays in eval mode throughout (running statistics frozen, affine parameters adapt).
 RMC+ additionally recomputes a fraction ``delta`` of the adversarial examples in N'(x) against the
 adapted weights and writes them back into D' and the index.
+
+The non-masking RMC (Section 5.3, Table 7) predicts each point with the weights adapted to the
+earlier points only, and adapts to the point's neighbourhood (and calibrates) afterwards, for the
+later points: the cleansing of earlier adaptations stays, the masking of the current one goes.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +37,8 @@ from defenses.registry import register
 class RMC(NeighbourDefense, StatefulDefense):
     """Runtime masking and cleansing: adapt the weights to each test point's neighbourhood in D'."""
 
+    #: True: adapt to x's neighbourhood, then predict x (Algorithm 1); False: the non-masking RMC.
+    masking: ClassVar[bool] = True
     dataset_defaults = {
         # digits (our choice): small K and few epochs so a 100-point stream takes seconds on a CPU.
         "digits": {"k": 128, "copies": 1, "lr": 2.5e-4, "patience": 2, "max_epochs": 8, "db_params": {"eps": 0.1}},
@@ -169,10 +175,14 @@ class RMC(NeighbourDefense, StatefulDefense):
         for i in range(len(x)):
             t0 = time.perf_counter()
             xi = x[i : i + 1].to(self.device)
-            idx = self.adapt(xi)
+            if not self.masking:  # the weights adapted to earlier points only
+                with torch.no_grad():
+                    out.append(self.adapted(xi).detach().cpu())
             t1 = time.perf_counter()
-            with torch.no_grad():
-                out.append(self.adapted(xi).detach().cpu())
+            idx = self.adapt(xi)
+            if self.masking:
+                with torch.no_grad():
+                    out.append(self.adapted(xi).detach().cpu())
             t2 = time.perf_counter()
             self.notify_prediction()  # observers see the weights that just predicted
             self.refresh_database(idx)
@@ -180,14 +190,29 @@ class RMC(NeighbourDefense, StatefulDefense):
             if self.calibrate:
                 self.calibrate_step()
             t4 = time.perf_counter()
-            timing["search_and_adapt"] += t1 - t0
-            timing["predict"] += t2 - t1
+            if self.masking:
+                timing["search_and_adapt"] += t1 - t0
+                timing["predict"] += t2 - t1
+            else:
+                timing["predict"] += t1 - t0
+                timing["search_and_adapt"] += t2 - t1
             timing["refresh"] += t3 - t2
             timing["calibrate"] += t4 - t3
             delays.append(t4 - t0)
             stats.append(self._point_stats)
         self.last_delays, self.last_timing, self.last_stats = delays, timing, stats
         return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@register("rmc-nonmasking")
+class RMCNonMasking(RMC):
+    """The non-masking RMC (RMC paper Section 5.3, Table 7): no local adaptation for the current point.
+
+    Point i is predicted with the weights adapted to points 1..i-1 (and calibrated), so a PGD-Skip
+    attacker differentiates exactly the network that classifies its point; only then does the
+    defense adapt to x_i's neighbourhood in D' and calibrate, for the points after i."""
+
+    masking = False
 
 
 @register("rmc-plus")

@@ -59,9 +59,9 @@ def _run(tmp_path, name: str, monkeypatch, two_pass: bool) -> tuple[dict[str, di
     replays = []
     predict = Evaluator.predict
 
-    def counting(self, defense, x, seed):
+    def counting(self, defense, x, seed, *rest):
         replays.append(1)
-        return predict(self, defense, x, seed)
+        return predict(self, defense, x, seed, *rest)
 
     with monkeypatch.context() as m:
         m.setattr(Evaluator, "predict", counting)

@@ -51,9 +51,14 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        """The entry ``name``; ``base@variant`` (e.g. ``rmc@k64``, a grid's second configuration of
+        one defense) is the entry ``base``."""
         try:
             return self._entries[name]
         except KeyError:
+            base, at, variant = name.partition("@")
+            if at and variant and base in self._entries:
+                return self._entries[base]
             raise BenchError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
@@ -85,6 +90,9 @@ class Registry(Generic[T]):
         return iter(sorted(self._entries.items()))
 
     def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name not in self._entries:
+            base, at, variant = name.partition("@")
+            return bool(at and variant) and base in self._entries
         return name in self._entries
 
     def __len__(self) -> int:
