@@ -24,8 +24,15 @@ def set_origin(origin: str) -> str:
     return previous
 
 
+def base_name(name: str) -> str:
+    """``median@k5`` -> ``median``: a grid names a second instance of a method (other hyperparameters,
+    e.g. a sweep) as ``<registered name>@<variant>``; lookups use the part before ``@``."""
+    return name.split("@", 1)[0] if isinstance(name, str) else name
+
+
 class Registry(Generic[T]):
-    """A named collection of factories: ``@reg.register("pgd")``, ``reg.create("pgd", **kw)``."""
+    """A named collection of factories: ``@reg.register("pgd")``, ``reg.create("pgd", **kw)``.
+    Lookups accept ``name@variant`` for ``name`` (see ``base_name``)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -52,7 +59,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         try:
-            return self._entries[name]
+            return self._entries[base_name(name)]
         except KeyError:
             raise BenchError(self.unknown_message(name)) from None
 
@@ -72,7 +79,7 @@ class Registry(Generic[T]):
             raise
 
     def get_or_none(self, name: str) -> T | None:
-        return self._entries.get(name)
+        return self._entries.get(base_name(name))
 
     def origin(self, name: str) -> str:
         """``builtin`` or ``plugin <distribution or file>``."""
@@ -85,7 +92,7 @@ class Registry(Generic[T]):
         return iter(sorted(self._entries.items()))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return base_name(name) in self._entries  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self._entries)
