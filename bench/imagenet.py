@@ -30,6 +30,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.data import DATASETS, Dataset
@@ -45,18 +46,25 @@ ORDER_SEED = 0
 
 
 def preprocess(path: str | Path) -> torch.Tensor:
-    """One image file -> (3, 224, 224) float in [0, 1]: resize short side 256 (bilinear), centre crop."""
+    """One image file -> (3, 224, 224) float in [0, 1]: resize the short side to 256 (PIL bilinear),
+    centre crop 224; the same pixels as torchvision's Resize(256), CenterCrop(224), ToTensor() on PIL
+    images (tests compare them), without importing torchvision in every loader worker."""
     from PIL import Image
-    from torchvision.transforms import functional as TF
 
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
-            img = TF.resize(img, RESIZE, interpolation=TF.InterpolationMode.BILINEAR)
-            img = TF.center_crop(img, CROP)
-            return TF.to_tensor(img)
+            w, h = img.size
+            short, long = (w, h) if w <= h else (h, w)
+            new_long = int(RESIZE * long / short)
+            img = img.resize((RESIZE, new_long) if w <= h else (new_long, RESIZE), Image.BILINEAR)
+            w, h = img.size
+            top, left = int(round((h - CROP) / 2.0)), int(round((w - CROP) / 2.0))
+            img = img.crop((left, top, left + CROP, top + CROP))
+            arr = np.asarray(img, dtype=np.uint8)
     except OSError as exc:
         raise BenchError(f"cannot decode image {path}: {exc}; replace or remove the file") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 class _Files(torch.utils.data.Dataset):
