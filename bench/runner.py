@@ -222,6 +222,9 @@ class Runner:
         self._models: dict[str, tuple[torch.nn.Module, str]] = {}
         self._runtime: dict[tuple[str, str], Any] = {}
         self._clean: dict[tuple[str, str], torch.Tensor] = {}
+        #: zero-gradient share of each base model on the test set: one backward pass per model, not per
+        #: cell (on ImageNet it costs as much as a one-step attack)
+        self._zero_grad: dict[str, float] = {}
         self._adv: dict[str, tuple[torch.Tensor, Any]] = {}
         self._failed_artifacts: dict[str, str] = {}
         self._train_set: data.Dataset | None = None
@@ -454,7 +457,13 @@ class Runner:
                 return out  # gradients of a random or stateful pipeline are neither cheap nor stable
         elif cell.threat == "transfer":
             return out
-        out["zero_grad_frac"] = round(zero_grad_fraction(target, self.test.x.to(self.device), self.test.y), 6)
+        if cell.threat == "adaptive":
+            out["zero_grad_frac"] = round(zero_grad_fraction(target, self.test.x.to(self.device), self.test.y), 6)
+        else:
+            if model_key not in self._zero_grad:
+                self._zero_grad[model_key] = round(zero_grad_fraction(model, self.test.x.to(self.device),
+                                                                      self.test.y), 6)
+            out["zero_grad_frac"] = self._zero_grad[model_key]
         return out
 
     # -- artifacts -------------------------------------------------------------------------------
