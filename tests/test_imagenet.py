@@ -172,3 +172,48 @@ def test_variant_names_resolve_to_the_registered_method():
     assert defenses.DEFENSES.get("median@k5") is defenses.DEFENSES.get("median")
     with pytest.raises(BenchError):
         defenses.DEFENSES.get("nosuch@k5")
+
+
+@pytest.mark.slow  # ResNet-18 and faiss imports: over a minute on the loaded 2-core box
+def test_neighbour_defenses_search_the_chosen_feature_layer():
+    import defenses
+
+    torch.manual_seed(0)
+    model = models.create("resnet18", 10, 3).eval()
+    x = torch.rand(12, 3, 32, 32)
+    ds = data.Dataset("imagenet", "train", x, torch.arange(12) % 10, 10)
+    default = defenses.create("deepnn", k=3).prepare(model, ds)
+    conv51 = defenses.create("deepnn", k=3, features="conv_5_1").prepare(model, ds)
+    with torch.no_grad():
+        torch.testing.assert_close(conv51.database.features, models.layer_features(model, x, "conv_5_1"))
+        torch.testing.assert_close(default.database.features, model.features(x))
+    assert not torch.allclose(conv51.database.features, default.database.features)
+    with pytest.raises(BenchError):  # a CIFAR ResNet has no conv_5_1: one line at prepare, not mid-run
+        defenses.create("deepnn", k=3, features="conv_5_1").prepare(models.create("resnet20", 10, 3).eval(), ds)
+
+
+@pytest.mark.slow  # ~6 s on the loaded 2-core box
+def test_ride_hidden_layers_builds_table3_imagenet_depth():
+    import defenses
+
+    ride = defenses.create("ride", iterations=2, checkpoints=1, hidden_layers=7, est_samples=1)
+    x = torch.rand(1, 3, 16, 16)
+    out = ride.purify(x, [0])
+    assert out.shape == x.shape and not torch.allclose(out, x)
+    from defenses.ride import GroupedFCN
+
+    net = GroupedFCN([3, *[32] * 7, 3], 1, [torch.Generator().manual_seed(0)], torch.device("cpu"))
+    assert len(net.params) == 2 * 8  # conv1-conv7 and convn, weight and bias each
+    with pytest.raises(BenchError):
+        defenses.create("ride", hidden_layers=0)
+
+
+def test_weights_source_is_validated_without_the_network():
+    from bench import sources
+
+    sources.validate("std", {"source": "checkpoint", "arch": "resnet50", "weights": "IMAGENET1K_V1"}, "g")
+    for bad in ({"source": "checkpoint", "arch": "resnet50", "weights": "W", "checkpoint": "c.pt"},
+                {"source": "checkpoint", "model": "m.py:f", "weights": "IMAGENET1K_V1"}):
+        with pytest.raises(BenchError) as exc:
+            sources.validate("std", bad, "g")
+        assert "\n" not in str(exc.value)
