@@ -133,7 +133,7 @@ class NeighbourPGD(Attack):
     def _neighbourhood(self, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(features, soft neighbourhood prediction, exact top-K rows) of x_adv."""
         db = self._db
-        f = self.defense.model.features(x_adv).flatten(1).float()
+        f = self.defense.embed(x_adv).flatten(1).float()
         idx = self.defense.index.search(f.detach(), db.m)[1].to(f.device)
         cand = db.features[idx]  # (B, M, d), no gradient
         d2 = (f * f).sum(1, keepdim=True) + db.sqnorm[idx] - 2 * torch.bmm(cand, f[:, :, None]).squeeze(2)

@@ -101,6 +101,7 @@ class Evaluator:
     def __init__(self, spec: GridSpec, artifacts: ArtifactStore) -> None:
         self.spec, self.artifacts = spec, artifacts
         self._clean: dict[tuple[str, str], torch.Tensor] = {}
+        self._zero_grad: dict[str, float] = {}  # per base model
 
     @property
     def device(self) -> torch.device:
@@ -153,7 +154,13 @@ class Evaluator:
                 return out  # gradients of a random or stateful pipeline are neither cheap nor stable
         elif cell.threat == "transfer":
             return out
-        out["zero_grad_frac"] = round(zero_grad_fraction(target, art.test.x.to(self.device), art.test.y), 6)
+        if cell.threat == "adaptive":
+            out["zero_grad_frac"] = round(zero_grad_fraction(target, art.test.x.to(self.device), art.test.y), 6)
+        else:  # one backward pass per base model, not per cell (on ImageNet it costs a one-step attack)
+            if model_key not in self._zero_grad:
+                self._zero_grad[model_key] = round(zero_grad_fraction(model, art.test.x.to(self.device),
+                                                                      art.test.y), 6)
+            out["zero_grad_frac"] = self._zero_grad[model_key]
         return out
 
     def predict(self, defense: Any, x: torch.Tensor, seed: int,

@@ -8,6 +8,8 @@ In a grid, a train-time entry takes a model instead of training one::
     model = "nets.py:LeNet"           # a factory / nn.Module class: "pkg.mod:name" or "file.py:name"
     checkpoint = "lenet.pt"           # weights_only=True; optional when the factory loads its own;
                                       # $VARS expand ("$BENCH_WEIGHTS_DIR/resnet32.th")
+    weights = "IMAGENET1K_V1"         # instead of checkpoint, for resnet18/50/152: torchvision's
+                                      # weights (torch hub cache, else downloaded; one line offline)
     mean = [0.1307]                   # optional: the model normalises internally,
     std = [0.3081]                    # so attacks always see [0, 1] images
 
@@ -26,7 +28,8 @@ from typing import Any
 from bench.core.errors import BenchError
 from bench.core.imports import ref_fingerprint
 
-SOURCE_KEYS = {"source", "arch", "model", "checkpoint", "mean", "std", "model_kwargs", "sha256", "model_sha256"}
+SOURCE_KEYS = {"source", "arch", "model", "checkpoint", "weights", "mean", "std", "model_kwargs", "sha256",
+               "model_sha256"}
 #: "object": a model passed from Python (bench.evaluate); its key holds the state dict's hash.
 SOURCES = ("checkpoint", "object")
 
@@ -55,11 +58,14 @@ def validate(name: str, params: dict[str, Any], where: str) -> None:
     if ("arch" in params) == ("model" in params):
         raise BenchError(f"{where}: [train.{name}] needs exactly one of arch = \"resnet32\" (registered) "
                          "or model = \"module:factory\"")
-    for key in ("arch", "model", "checkpoint"):
+    for key in ("arch", "model", "checkpoint", "weights"):
         if key in params and not isinstance(params[key], str):
             raise BenchError(f"{where}: [train.{name}] {key} must be a string, got {params[key]!r}")
-    if "arch" in params and "checkpoint" not in params:
-        raise BenchError(f"{where}: [train.{name}] a registered arch needs checkpoint = \"path.pt\"")
+    if "arch" in params and ("checkpoint" in params) == ("weights" in params):
+        raise BenchError(f"{where}: [train.{name}] a registered arch needs checkpoint = \"path.pt\" "
+                         "(or, for resnet18/50/152, weights = \"IMAGENET1K_V1\"), not both")
+    if "weights" in params and "arch" not in params:
+        raise BenchError(f"{where}: [train.{name}] weights = ... needs arch = \"resnet50\" (a torchvision arch)")
     for key in ("mean", "std"):
         v = params.get(key)
         if v is not None and not (isinstance(v, list) and v and all(

@@ -27,11 +27,17 @@ class Normalized(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def feature_layers(self) -> tuple[str, ...]:
+        return tuple(getattr(self.net, "feature_layers", ()))
+
+    def features(self, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
         if not hasattr(self.net, "features") or not callable(self.net.features):
             raise BenchError(f"model {type(self.net).__name__} has no features(x) / head(f) methods; nearest-"
                              "neighbour defenses (deepnn, webnn, rmc) need them")
-        return self.net.features(self.normalize(x))
+        if layer is None:
+            return self.net.features(self.normalize(x))
+        return self.net.features(self.normalize(x), layer=layer)
 
     def head(self, f: torch.Tensor) -> torch.Tensor:
         return self.net.head(f)
@@ -78,6 +84,10 @@ def load_model(params: dict[str, Any], base_dir: str | Path | None, num_classes:
     if "checkpoint" in params:
         path = resolve_path(params["checkpoint"], base_dir)
         models.load_state(net, models.read_state_dict(path), str(path), label)
+    elif "weights" in params:
+        from bench.core.archs_imagenet import load_torchvision_weights
+
+        load_torchvision_weights(net, params["weights"], label)
     # A user's module is wrapped even without mean / std, so a missing features() is one clear line.
     model = Normalized(net, params.get("mean"), params.get("std")) if "mean" in params or "model" in params else net
     return model.eval()

@@ -48,10 +48,13 @@ def dataset_fingerprint(ds: Dataset) -> str:
 
 
 @torch.no_grad()
-def compute_features(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def compute_features(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
+                     layer: str | None = None) -> torch.Tensor:
+    from bench.core.models import layer_features
+
     device = next(model.parameters()).device
     BUILD_COUNTER["features"] += 1
-    return torch.cat([model.features(x[i : i + batch_size].to(device)).float().cpu()
+    return torch.cat([layer_features(model, x[i : i + batch_size].to(device), layer).float().cpu()
                       for i in range(0, len(x), batch_size)])
 
 
@@ -61,14 +64,15 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 def build_database(model: nn.Module, train_set: Dataset, copies: int = 1, attack_names: list[str] | None = None,
                    attack_params: dict[str, Any] | None = None, seed: int = 0, cache_dir: str | Path | None = None,
-                   batch_size: int = 256) -> Database:
+                   batch_size: int = 256, layer: str | None = None) -> Database:
     """D' = D plus ``copies`` adversarial copies of D (see module docstring); cached on disk."""
     import attacks
 
     names = list(attack_names or ["pgd"])
     params = dict(attack_params or {})
     key = config_hash({"model": model_fingerprint(model), "data": dataset_fingerprint(train_set), "copies": copies,
-                       "attacks": names, "params": params, "seed": seed})
+                       "attacks": names, "params": params, "seed": seed,
+                       **({} if layer is None else {"layer": layer})})
     path = Path(cache_dir or default_cache_dir()) / "databases" / f"{key}.pt"
     cached = torch_load_or_none(path)
     if cached is not None:
@@ -84,6 +88,6 @@ def build_database(model: nn.Module, train_set: Dataset, copies: int = 1, attack
         adv.append(torch.ones(len(train_set), dtype=torch.bool))
     x8 = _to_uint8(torch.cat(xs))
     x = x8.float() / 255
-    feats = compute_features(model, x)
+    feats = compute_features(model, x, layer=layer)
     atomic_torch_save({"x": x8, "y": torch.cat(ys), "is_adv": torch.cat(adv), "features": feats}, path)
     return Database(x, torch.cat(ys), torch.cat(adv), feats)

@@ -9,6 +9,7 @@ from torch import nn
 
 from bench.core.data import Dataset
 from bench.core.errors import BenchError
+from bench.core.models import layer_features
 from defenses.base import RuntimeDefense
 from defenses.database import Database, build_database, compute_features
 from defenses.knn_index import KnnIndex
@@ -22,9 +23,13 @@ class NeighbourDefense(RuntimeDefense):
     needs_train_set = True
 
     def __init__(self, k: int = 64, copies: int = 1, db_attacks: list[str] | tuple[str, ...] = ("pgd",),
-                 db_params: dict[str, Any] | None = None, seed: int = 0, cache_dir: str | None = None) -> None:
+                 db_params: dict[str, Any] | None = None, seed: int = 0, cache_dir: str | None = None,
+                 features: str | None = None) -> None:
+        """``features``: the model's feature layer to search (None: its default, the deepest one;
+        ImageNet ResNets also offer ``conv_5_1``, the RMC paper's choice)."""
         if int(k) < 1:
             raise BenchError(f"k must be at least 1, got {k}")
+        self.features = features
         self.k, self.copies, self.seed = int(k), int(copies), int(seed)
         self.db_attacks, self.db_params = list(db_attacks), dict(db_params or {})
         self._cache_dir = cache_dir
@@ -34,11 +39,13 @@ class NeighbourDefense(RuntimeDefense):
             raise BenchError(f"{type(self).__name__} needs the training set to build its database")
         super().prepare(model, train_set)
         self.train_set = train_set
+        if self.features is not None:
+            layer_features(model, train_set.x[:1].to(self.device), self.features)  # one line if it has none
         if self.uses_adversarial_database:
             self.database = build_database(model, train_set, self.copies, self.db_attacks, self.db_params,
-                                           self.seed, self._cache_dir)
+                                           self.seed, self._cache_dir, layer=self.features)
         else:
-            feats = compute_features(model, train_set.x)
+            feats = compute_features(model, train_set.x, layer=self.features)
             self.database = Database(train_set.x, train_set.y, torch.zeros(len(train_set), dtype=torch.bool), feats)
         self.index = KnnIndex(self.database.features)
         self.database_changed()
@@ -47,8 +54,12 @@ class NeighbourDefense(RuntimeDefense):
     @torch.no_grad()
     def neighbours(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """Indices into the database of the k nearest neighbours of each x, nearest first."""
-        feats = self.model.features(x.to(self.device))
+        feats = self.embed(x.to(self.device))
         return self.index.search(feats, k or self.k)[1]
+
+    def embed(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        """The searched features of x: ``model.features`` at the ``features`` layer."""
+        return layer_features(model or self.model, x, self.features)
 
     # -- the declared scoring contract (predict and pgd-nn share it) ----------------------------
     def row_probs(self) -> torch.Tensor:

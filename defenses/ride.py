@@ -62,14 +62,21 @@ class RIDE(Purifier):
         "digits": {"iterations": 100, "checkpoints": 3, "lr": 1e-2, "sigma": 0.3},
         "mnist": {"iterations": 2000, "checkpoints": 5, "lr": 1e-4},
         "cifar10": {"iterations": 2000, "checkpoints": 5, "lr": 1e-4},
+        # Table 3's ImageNet net: conv1-conv7 (3->32, then 32->32) and convn (32->3).
+        "imagenet": {"iterations": 2000, "checkpoints": 5, "lr": 1e-4, "hidden_layers": 7},
     }
 
     def __init__(self, iterations: int = 2000, checkpoints: int = 5, sigma: float = 0.5, lr: float = 1e-4,
                  weight_decay: float = 1e-4, alpha: float = 0.9, est_samples: int = 8, seed: int = 0,
-                 batch_size: int = 256, eot_samples: int = 4) -> None:
+                 batch_size: int = 256, hidden_layers: int | None = None, eot_samples: int = 4) -> None:
+        """``hidden_layers``: 3x3 conv layers before the output layer, of Table 3's width (16 for 1
+        channel, 32 for 3); None: Table 3's MNIST / CIFAR-10 depth (3 / 4)."""
         super().__init__(eot_samples=eot_samples)
         if int(iterations) < 1 or int(checkpoints) < 1:
             raise BenchError("ride needs iterations >= 1 and checkpoints >= 1")
+        if hidden_layers is not None and int(hidden_layers) < 1:
+            raise BenchError(f"ride hidden_layers must be at least 1, got {hidden_layers}")
+        self.hidden_layers = None if hidden_layers is None else int(hidden_layers)
         self.iterations, self.checkpoints, self.sigma = int(iterations), int(checkpoints), float(sigma)
         self.lr, self.weight_decay, self.alpha = float(lr), float(weight_decay), float(alpha)
         self.est_samples, self.seed, self.batch_size = int(est_samples), int(seed), int(batch_size)
@@ -91,7 +98,8 @@ class RIDE(Purifier):
         if c not in CHANNELS:
             raise BenchError(f"ride has networks for 1 or 3 channels, got {c}")
         gens = [torch.Generator().manual_seed(s) for s in seeds]
-        net = GroupedFCN([c, *CHANNELS[c], c], b, gens, x.device, x.dtype)
+        hidden = CHANNELS[c] if self.hidden_layers is None else [CHANNELS[c][0]] * self.hidden_layers
+        net = GroupedFCN([c, *hidden, c], b, gens, x.device, x.dtype)
         opt = torch.optim.Adam(net.params, lr=self.lr, weight_decay=self.weight_decay)
         x_t = x.detach().reshape(1, b * c, h, w)
 

@@ -146,7 +146,7 @@ class RMC(NeighbourDefense, StatefulDefense):
     def adapt(self, x_point: torch.Tensor) -> torch.Tensor:
         """Local adaptation to one test point (1, C, H, W): returns the indices N'(x) it used."""
         dev = self.device
-        feats = self.model.features(x_point.to(dev)).detach()
+        feats = self.embed(x_point.to(dev)).detach()
         idx = self.index.search(feats, self.k)[1][0]
         train_idx, val_idx = self._split(idx)
         db = self.database
@@ -264,6 +264,6 @@ class RMCPlus(RMC):
                 p.requires_grad_(True)
         x_new = (x_new * 255).round() / 255  # D' is stored at uint8 precision
         db.x[pick] = x_new
-        db.features[pick] = compute_features(self.model, x_new)
+        db.features[pick] = compute_features(self.model, x_new, layer=self.features)
         self.index.replace(pick, db.features[pick])
         self.database_changed()

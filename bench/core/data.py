@@ -59,8 +59,10 @@ def default_data_dir() -> Path:
 
 #: (channels, height, width) and classes of the built-in datasets, for ``synthetic`` stand-ins.
 SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10),
-          "cifar10": ((3, 32, 32), 10)}
+          "cifar10": ((3, 32, 32), 10), "imagenet": ((3, 224, 224), 1000)}
 SYNTHETIC_SIZE = 1024
+#: Smaller stand-ins where 1,024 images would not fit comfortably (ImageNet: 0.6 MB per image).
+SYNTHETIC_SIZES = {"imagenet": 128}
 
 
 def load(
@@ -86,7 +88,7 @@ def load(
     except BenchError as exc:
         if not synthetic:
             raise
-        ds = make_synthetic(name, split, limit or SYNTHETIC_SIZE)
+        ds = make_synthetic(name, split, limit or SYNTHETIC_SIZES.get(name, SYNTHETIC_SIZE))
         import sys
 
         print(f"synthetic data: {name} {split}, {len(ds)} seeded images of shape {tuple(ds.x.shape[1:])}, "
@@ -101,11 +103,18 @@ def make_synthetic(name: str, split: str, n: int) -> Dataset:
         raise BenchError(f"no synthetic stand-in for dataset {name!r}; known shapes: {', '.join(SHAPES)}")
     shape, nc = SHAPES[name]
     gen = torch.Generator().manual_seed(0)
-    templates = torch.rand((nc, *shape), generator=gen)
+    big = nc * int(np.prod(shape)) > 10_000_000  # ImageNet: 1,000 templates would take 600 MB
+    templates = None if big else torch.rand((nc, *shape), generator=gen)
     gen.manual_seed({"train": 1, "test": 2}[split])
     y = torch.arange(n) % nc
     y = y[torch.randperm(n, generator=gen)]
-    x = (0.7 * templates[y] + 0.3 * torch.rand((n, *shape), generator=gen)).clamp_(0, 1)
+    if templates is None:  # only the classes drawn, each from its own seeded generator
+        used = {int(c): torch.rand(shape, generator=torch.Generator().manual_seed(10_000 + int(c)))
+                for c in y.unique()}
+        base = torch.stack([used[int(c)] for c in y]) if n else torch.empty(0, *shape)
+    else:
+        base = templates[y]
+    x = (0.7 * base + 0.3 * torch.rand((n, *shape), generator=gen)).clamp_(0, 1)
     return Dataset(name, split, x, y.long(), nc)
 
 
@@ -256,6 +265,9 @@ def _contract(name: str, obj: object) -> str | None:
 
 
 DATASETS.contract = _contract
+
+
+from bench.core import imagenet as _imagenet  # noqa: E402,F401  (registers the lazy, file-backed imagenet)
 
 
 def _load_plugins() -> None:

@@ -214,6 +214,12 @@ def read_state_dict(checkpoint: str | Path, map_location: str | torch.device = "
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, arch: str) -> nn.Module:
     """Load ``state`` into ``model``, dropping a DataParallel ``module.`` prefix; akamaster's CIFAR
     ResNet keys are mapped under ``net.`` (our ResNets keep the normalisation in the model)."""
+    from bench.core.archs_imagenet import TorchvisionResNet
+
+    if isinstance(model, TorchvisionResNet) and not any(k.startswith("net.") for k in state):
+        # a plain torchvision state dict: the model wraps it under net. with its own normalisation
+        state = {"net." + k.removeprefix("module."): v for k, v in state.items()}
+        state.update({f"normalize.{k}": v for k, v in model.normalize.state_dict().items()})
     if any(k.startswith("module.") for k in state):
         prefix = "net." if isinstance(model, CifarResNet) else ""
         state = {prefix + k.removeprefix("module."): v for k, v in state.items()}
@@ -236,6 +242,18 @@ def load(arch: str, checkpoint: str | Path, num_classes: int = 10, in_channels: 
 
 
 from bench.core import archs_deepdefense as _archs_deepdefense  # noqa: E402,F401  (registers dd-* archs)
+from bench.core import archs_imagenet as _archs_imagenet  # noqa: E402,F401  (registers resnet18/50/152)
+
+
+def layer_features(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+    """``model.features(x)``, or the features of ``layer`` (one of ``model.feature_layers``)."""
+    if layer is None:
+        return model.features(x)
+    offered = tuple(getattr(model, "feature_layers", ()))
+    if layer not in offered:
+        raise BenchError(f"model {type(model).__name__} has no feature layer {layer!r}; "
+                         + (f"use one of {', '.join(offered)}" if offered else "leave features unset (its default)"))
+    return model.features(x, layer=layer)
 
 
 def _contract(name: str, obj: object) -> str | None:

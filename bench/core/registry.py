@@ -24,8 +24,15 @@ def set_origin(origin: str) -> str:
     return previous
 
 
+def base_name(name: str) -> str:
+    """``median@k5`` -> ``median``: a grid names a second instance of a method (other hyperparameters,
+    e.g. a sweep) as ``<registered name>@<variant>``; lookups use the part before ``@``."""
+    return name.split("@", 1)[0] if isinstance(name, str) else name
+
+
 class Registry(Generic[T]):
-    """A named collection of factories: ``@reg.register("pgd")``, ``reg.create("pgd", **kw)``."""
+    """A named collection of factories: ``@reg.register("pgd")``, ``reg.create("pgd", **kw)``.
+    Lookups accept ``name@variant`` for ``name`` (see ``base_name``)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -54,11 +61,8 @@ class Registry(Generic[T]):
         """The entry ``name``; ``base@variant`` (e.g. ``rmc@k64``, a grid's second configuration of
         one defense) is the entry ``base``."""
         try:
-            return self._entries[name]
+            return self._entries[base_name(name)]
         except KeyError:
-            base, at, variant = name.partition("@")
-            if at and variant and base in self._entries:
-                return self._entries[base]
             raise BenchError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
@@ -77,7 +81,7 @@ class Registry(Generic[T]):
             raise
 
     def get_or_none(self, name: str) -> T | None:
-        return self._entries.get(name)
+        return self._entries.get(base_name(name))
 
     def origin(self, name: str) -> str:
         """``builtin`` or ``plugin <distribution or file>``."""
@@ -90,10 +94,7 @@ class Registry(Generic[T]):
         return iter(sorted(self._entries.items()))
 
     def __contains__(self, name: object) -> bool:
-        if isinstance(name, str) and name not in self._entries:
-            base, at, variant = name.partition("@")
-            return bool(at and variant) and base in self._entries
-        return name in self._entries
+        return base_name(name) in self._entries  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self._entries)
