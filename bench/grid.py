@@ -3,7 +3,7 @@
 A spec names one dataset and architecture, the train-time defenses (``[train.<name>]`` tables of
 hyperparameters), the runtime defenses (``[runtime.<name>]``), and attacks (``[[attacks]]`` with
 ``name``, ``threat`` (base / adaptive / transfer), ``eps`` list, ``params``, optional ``surrogate`` and
-``runtime`` restriction), and optional ``[[figures]]`` for ``bench plot`` (bench.figures).
+``runtime`` restriction), and optional ``[[figures]]`` for ``bench plot`` (bench.figure_spec, drawn by bench.figures).
 ``layout = "star"`` pairs each train-time defense with runtime ``none`` and the ``base_model`` with
 each runtime defense; ``layout = "cross"`` pairs every train-time defense with every runtime defense.
 """
@@ -21,7 +21,7 @@ import tomllib
 from bench.core.cache import config_hash
 from bench.core.errors import BenchError
 from bench.core.registry import Registry
-from bench.figures import check_figures
+from bench.figure_spec import check_figures
 
 GRIDS: Registry = Registry("grid")
 THREATS = ("base", "adaptive", "transfer")
