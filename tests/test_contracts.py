@@ -294,7 +294,7 @@ def test_builtin_defenses_satisfy_their_contracts():
     assert all(defenses.DEFENSES.contract(n, c) is None for n, c in defenses.DEFENSES.items())
     stateful = {n for n, c in defenses.DEFENSES.items()
                 if isinstance(c, type) and issubclass(c, defenses.StatefulDefense)}
-    assert stateful == {"rmc", "rmc-plus"}
+    assert stateful == {"rmc", "rmc-plus", "rmc-nonmasking", "hindsight-adv"}
 
 
 # -- Purifier: one declared EOT draw count ----------------------------------------------------------

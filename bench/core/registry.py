@@ -27,7 +27,10 @@ def set_origin(origin: str) -> str:
 def base_name(name: str) -> str:
     """``median@k5`` -> ``median``: a grid names a second instance of a method (other hyperparameters,
     e.g. a sweep) as ``<registered name>@<variant>``; lookups use the part before ``@``."""
-    return name.split("@", 1)[0] if isinstance(name, str) else name
+    if not isinstance(name, str):
+        return name
+    base, at, variant = name.partition("@")
+    return base if at and variant and base else name  # "rmc@" names nothing
 
 
 class Registry(Generic[T]):
