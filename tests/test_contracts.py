@@ -15,6 +15,7 @@ from attacks import gmsa
 from attacks.pgd_skip import state_copy
 from bench import audit, grid, plugins
 from bench.reliability import cell_flags
+from bench.results import MEASUREMENT_FIELDS
 from bench.runner import Runner, RunOptions, resolve_params, unavailable_reason
 from tests.test_extension_api import one_line, run_cli
 from tests.test_pgd_skip import _runner_predict, _same_state
@@ -114,8 +115,7 @@ threat = "adaptive"
 eps = 0.1
 params = {{ rounds = 1, steps = 3 }}
 """
-TIMING = {"seconds", "finished_at", "examples_per_second", "delay_per_point_s", "peak_rss_mb", "peak_cuda_mb",
-          "grid", "key"}
+TIMING = MEASUREMENT_FIELDS | {"grid", "key"}
 
 
 @pytest.mark.slow
