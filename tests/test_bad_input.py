@@ -131,3 +131,14 @@ def test_malicious_cache_entry_is_refused_and_dropped(tmp_path, capsys):
     assert cache.torch_load_or_none(entry) is None
     assert not marker.exists() and not entry.exists()
     assert "unloadable" in capsys.readouterr().err
+
+
+def test_a_bench_error_is_one_line_whatever_the_input():
+    """A TOML key or value can hold a newline; the message escapes it instead of breaking the one line."""
+    import pickle
+
+    from bench.core.errors import AuditError, BenchError
+
+    err = BenchError('fuzz.toml: unknown keys \n, "\x1b[2J"; valid: arch')
+    assert "\n" not in str(err) and "\x1b" not in str(err) and "\\n" in str(err)
+    assert str(pickle.loads(pickle.dumps(AuditError("a\nb")))) == "a\\nb"  # crosses Ray workers intact

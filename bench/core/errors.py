@@ -2,7 +2,15 @@
 
 
 class BenchError(Exception):
-    """Bad input or an unmet precondition the user can fix (message says what and how)."""
+    """Bad input or an unmet precondition the user can fix (message says what and how). The message
+    is kept to one line: a newline or other control character that came from user input (a TOML key
+    named "\\n") is shown escaped, as Python writes it in a string literal."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        text = str(message)
+        if any(c < " " or c == "\x7f" for c in text):
+            text = "".join(c.encode("unicode_escape").decode() if c < " " or c == "\x7f" else c for c in text)
+        super().__init__(text, *args)
 
 
 class AuditError(BenchError):
