@@ -49,7 +49,7 @@ class WrapperAttack(Attack):
         return out
 
     def _transform(self) -> Transform:
-        if not isinstance(self.defense, Purifier):
+        if self.defense is None or not hasattr(self.defense, "transform"):  # duck-typed use from Python works
             raise BenchError(f"{self.registry_name} needs a purifying runtime defense (a defenses.Purifier: "
                              "median, tvm, ride or a plugin's); use threat = \"adaptive\" with one")
         return self.defense.transform
