@@ -1,55 +1,31 @@
 """BPDA: backward-pass differentiable approximation (Athalye, Carlini, Wagner, ICML 2018).
 
-``bpda(transform, substitute=None)`` returns a differentiable function whose forward runs the real
-(possibly non-differentiable) transform and whose backward is the identity, or the gradient of a
-differentiable ``substitute``. ``BPDAModel(model, transform)`` is the pipeline x -> model(t(x)) that
-gradient attacks differentiate. Registered as attack ``bpda``: a wrapper that runs another attack
-(``attack="pgd"`` by default) through BPDA of the bound defense's ``transform``.
+Registered as attack ``bpda``: a wrapper that runs another attack (``attack="pgd"`` by default)
+through BPDA of the bound defense's ``transform``. It pairs with every ``defenses.Purifier`` (median,
+tvm, ride and purifiers from plugins). The primitives ``bpda`` and ``BPDAModel`` live in
+``bench.core.approx`` and are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from attacks.base import Attack, Model
 from attacks.registry import ATTACKS, register
+from bench.core.approx import BPDAModel, Transform, bpda
 from bench.core.errors import BenchError
+from defenses.purify import Purifier
 
-Transform = Callable[[torch.Tensor], torch.Tensor]
-
-
-def bpda(transform: Transform, substitute: Transform | None = None) -> Transform:
-    """Forward: ``transform(x)``. Backward: identity, or d substitute / dx (straight-through trick)."""
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            out = transform(x.detach())
-        base = x if substitute is None else substitute(x)
-        return base + (out - base).detach()
-
-    return f
-
-
-class BPDAModel(nn.Module):
-    """model(transform(x)) with the transform's gradient approximated by BPDA."""
-
-    def __init__(self, model: Model, transform: Transform, substitute: Transform | None = None) -> None:
-        super().__init__()
-        self.model, self.approx = model, bpda(transform, substitute)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.approx(x))
+__all__ = ["BPDAAttack", "BPDAModel", "Transform", "WrapperAttack", "bpda"]
 
 
 class WrapperAttack(Attack):
     """Runs an inner attack against a pipeline the wrapper builds from the bound defense."""
 
     needs_defense = True
-    applies_to = ("median", "tvm", "ride")  # runtime defenses with a transform to approximate
+    applies_to = (Purifier,)  # runtime defenses with a transform to approximate, plugins included
 
     def __init__(self, attack: str = "pgd", **params: Any) -> None:
         if attack in ("bpda", "eot"):
@@ -73,9 +49,9 @@ class WrapperAttack(Attack):
         return out
 
     def _transform(self) -> Transform:
-        if self.defense is None or not hasattr(self.defense, "transform"):
-            raise BenchError(f"{self.registry_name} needs a purifying runtime defense (median, tvm, ride); "
-                             "use threat = \"adaptive\" with one")
+        if self.defense is None or not hasattr(self.defense, "transform"):  # duck-typed use from Python works
+            raise BenchError(f"{self.registry_name} needs a purifying runtime defense (a defenses.Purifier: "
+                             "median, tvm, ride or a plugin's); use threat = \"adaptive\" with one")
         return self.defense.transform
 
     def config(self) -> dict:

@@ -10,27 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
-
 from attacks.base import Model
-from attacks.bpda import BPDAModel, WrapperAttack
+from attacks.bpda import WrapperAttack
 from attacks.registry import register
+from bench.core.approx import EOT, BPDAModel
 from bench.core.errors import BenchError
+from defenses.purify import Purifier
 
-
-class EOT(nn.Module):
-    """Mean logits over ``n`` draws of a random pipeline (one batch of n x B inputs)."""
-
-    def __init__(self, pipeline: Model, n: int = 8) -> None:
-        super().__init__()
-        if int(n) < 1:
-            raise BenchError(f"EOT needs at least one draw, got n={n}")
-        self.pipeline, self.n = pipeline, int(n)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        reps = self.pipeline(x.repeat(self.n, *([1] * (x.dim() - 1))))
-        return reps.view(self.n, len(x), -1).mean(0)
+__all__ = ["EOT", "EOTAttack"]
 
 
 @register("eot")
@@ -50,8 +37,6 @@ class EOTAttack(WrapperAttack):
         else the purifier's declared ``eot_samples``."""
         if self.n is not None:
             return self.n
-        from defenses.purify import Purifier  # here: defenses.purify imports this module
-
         defense = self.defense if defense is None else defense
         if not isinstance(defense, Purifier):
             raise BenchError(f"{self.registry_name}: set n (EOT draws) in the grid; the defense "

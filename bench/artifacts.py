@@ -27,14 +27,18 @@ from bench.core.errors import BenchError
 from bench.core.zoo import is_zoo_name, load_robustbench
 from bench.grid import Cell, GridSpec
 from bench.options import RunOptions
+from bench.validate import signature_params
 
 
 def _accepts(factory: Any, name: str) -> bool:
+    """Whether ``factory`` takes keyword ``name``. A ``**kw`` that forwards to a base class's
+    constructor accepts only what that base accepts (the MRO rule of ``bench.validate``)."""
     try:
-        params = inspect.signature(factory).parameters
+        inspect.signature(factory)
     except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        return False  # unreadable (a C extension): pass nothing it may not take
+    params, open_ = signature_params(factory)
+    return name in params or open_
 
 
 def resolve_params(factory: Any, family: str, given: dict[str, Any], **extra: Any) -> dict[str, Any]:

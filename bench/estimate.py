@@ -31,6 +31,7 @@ from bench.evaluation import Evaluator
 from bench.grid import Cell, GridSpec
 from bench.runner import Runner, RunOptions
 from bench.smoke import ATTACK_CAPS, RUNTIME_CAPS, _defaults, smoke_spec
+from defenses.purify import EOT_SAMPLES
 
 
 @dataclass
@@ -83,6 +84,18 @@ def work_ratio(full: dict[str, Any], smoke: dict[str, Any], defaults: dict[str, 
             ratio *= f / s
             parts.append(f"{name} {f:g}/{s:g}")
     return ratio, " x ".join(parts)
+
+
+def real_attack_budget(factory: Any, params: dict[str, Any], runtime_cls: Any, runtime_params: dict[str, Any],
+                       family: str, features: int) -> dict[str, Any]:
+    """The attack's params with budgets that an unset value leaves to the cell made explicit: JSMA's
+    pixel pairs (gamma x features / 2) and EOT's draws (the bound purifier's ``eot_samples``)."""
+    out, dflt = dict(params), _defaults(factory, family)
+    if "max_iters" in dflt and out.get("max_iters") is None:  # JSMA
+        out["max_iters"] = max(int(features * _value(out, dflt, "gamma", 0.1) / 2), 1)
+    if hasattr(factory, "draws") and out.get("n") is None and runtime_cls is not None:  # eot
+        out["n"] = runtime_params.get("eot_samples", _defaults(runtime_cls, family).get("eot_samples", EOT_SAMPLES))
+    return out
 
 
 class _Timer:
@@ -222,12 +235,10 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
             elif kind == "craft":
                 factory = attacks.ATTACKS.get(cell.attack)
                 dflt = _defaults(factory, family)
-                full_params = dict(full.attack_params)
-                if "max_iters" in dflt and full_params.get("max_iters") is None:  # JSMA: gamma's pixel pairs
-                    gamma = _value(full_params, dflt, "gamma", 0.1)
-                    full_params["max_iters"] = max(int(runner.test.x[0].numel() * gamma / 2), 1)
-                r, h = work_ratio(full_params, cell.attack_params, dflt, ATTACK_CAPS, factory=factory)
                 runtime_cls = defenses.DEFENSES.get(cell.runtime_defense)
+                full_params = real_attack_budget(factory, full.attack_params, runtime_cls, full.runtime_params,
+                                                 family, runner.test.x[0].numel())
+                r, h = work_ratio(full_params, cell.attack_params, dflt, ATTACK_CAPS, factory=factory)
                 if cell.threat == "adaptive" and getattr(runtime_cls, "stateful", False):
                     rd = _defaults(runtime_cls, family)
                     r2, h2 = work_ratio(full.runtime_params, cell.runtime_params, rd, RUNTIME_CAPS, skip=("copies",))

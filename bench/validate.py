@@ -30,9 +30,12 @@ def signature_params(cls: Any) -> tuple[dict[str, Any], bool]:
             return params, False
         try:
             sig = inspect.signature(fn)
-            hints = typing.get_type_hints(fn)
-        except (TypeError, ValueError, NameError):
+        except (TypeError, ValueError):
             return params, True
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # a name imported only under TYPE_CHECKING: the names still count, untyped
+            hints = {}
         forwards = False
         for name, p in sig.parameters.items():
             if name == "self" or p.kind is p.VAR_POSITIONAL:

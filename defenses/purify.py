@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.bpda import BPDAModel
-from attacks.eot import EOT
+from bench.core.approx import EOT, BPDAModel
 from bench.core.errors import BenchError
 from defenses.base import RuntimeDefense, batched_logits
 
