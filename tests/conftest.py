@@ -93,3 +93,21 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean())
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``$BENCH_TEST_SHARD=i/n`` keeps every n-th test file starting at the i-th (0-based, in collection
+    order), so that n pytest processes of one thread each share the cores (.ci/run). Whole files go
+    to one shard: module- and session-scoped fixtures (trained models) are built once per shard."""
+    shard = os.environ.get("BENCH_TEST_SHARD")
+    if not shard:
+        return
+    try:
+        i, n = (int(v) for v in shard.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise pytest.UsageError(f"BENCH_TEST_SHARD={shard!r}: expected i/n with 0 <= i < n, e.g. 0/2") from None
+    files = list(dict.fromkeys(item.path for item in items))
+    mine = set(files[i::n])
+    keep = [item for item in items if item.path in mine]
+    config.hook.pytest_deselected(items=[item for item in items if item.path not in mine])
+    items[:] = keep
