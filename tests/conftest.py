@@ -21,7 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
     than by whichever test first runs a cell in-process. The tests' tensors are small (8x8 digits,
     batches of a few hundred): a second intra-op thread costs more in synchronisation than it saves,
     several times over when the cores are shared (measured: 3 digits epochs took 3.7 s of CPU on one
-    thread, 13.9 s on two). Parallelism comes from running test processes side by side (.ci/run)."""
+    thread, 13.9 s on two). Parallelism comes from test processes side by side (pytest-xdist, see pyproject's addopts)."""
     value = os.environ.get("BENCH_NUM_THREADS", "1")
     torch.set_num_threads(int(value) if value.isdigit() and int(value) > 0 else 1)
 
@@ -92,22 +92,3 @@ def cifar_test(shared_data: Path) -> data.Dataset:
 def accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean())
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``$BENCH_TEST_SHARD=i/n`` keeps every n-th test file starting at the i-th (0-based, in collection
-    order), so that n pytest processes of one thread each share the cores (.ci/run). Whole files go
-    to one shard: module- and session-scoped fixtures (trained models) are built once per shard."""
-    shard = os.environ.get("BENCH_TEST_SHARD")
-    if not shard:
-        return
-    try:
-        i, n = (int(v) for v in shard.split("/"))
-        assert 0 <= i < n
-    except (ValueError, AssertionError):
-        raise pytest.UsageError(f"BENCH_TEST_SHARD={shard!r}: expected i/n with 0 <= i < n, e.g. 0/2") from None
-    files = list(dict.fromkeys(item.path for item in items))
-    mine = set(files[i::n])
-    keep = [item for item in items if item.path in mine]
-    config.hook.pytest_deselected(items=[item for item in items if item.path not in mine])
-    items[:] = keep
