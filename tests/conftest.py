@@ -16,6 +16,16 @@ SHARED_DATA = SHARED / "data"
 SHARED_WEIGHTS = SHARED / "weights"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the tests at the cells' thread count ($BENCH_NUM_THREADS, default 1), set once here rather
+    than by whichever test first runs a cell in-process. The tests' tensors are small (8x8 digits,
+    batches of a few hundred): a second intra-op thread costs more in synchronisation than it saves,
+    several times over when the cores are shared (measured: 3 digits epochs took 3.7 s of CPU on one
+    thread, 13.9 s on two). Parallelism comes from test processes side by side (pytest-xdist, see pyproject's addopts)."""
+    value = os.environ.get("BENCH_NUM_THREADS", "1")
+    torch.set_num_threads(int(value) if value.isdigit() and int(value) > 0 else 1)
+
+
 def _absent(what: str, path: Path) -> None:
     msg = f"{what} not found at {path}; set BENCH_SHARED_DIR to the shared/ folder"
     if os.environ.get("BENCH_REQUIRE_SHARED"):  # CI: missing data must fail, not skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -13,7 +12,6 @@ from click.testing import CliRunner
 from bench import grid
 from bench.leaderboard import build_table, headline, main_budget, render
 from bench.reliability import cell_flags
-from bench.results import MEASUREMENT_FIELDS
 from bench.stats import interval_of, mcnemar, wilson_interval
 
 
@@ -160,50 +158,6 @@ def test_interval_fields_in_records():
     assert fields["robust_ci"] == [round(v, 6) for v in wilson_interval(53, 100)]
     assert fields["clean_ci"] == [round(v, 6) for v in wilson_interval(97, 100)]
     assert all(not math.isnan(v) for v in fields["clean_ci"])
-
-
-RECORD_TIMING = MEASUREMENT_FIELDS
-
-
-def _bench_run_ci(folder: Path, executor: str) -> dict[str, dict]:
-    import os
-    import subprocess
-    import sys
-
-    folder.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    cmd = [sys.executable, "-m", "bench", "run", "--grid", "ci", "--executor", executor, "--no-tracking",
-           "--no-leaderboard", "--cache-dir", str(folder / "cache"), "--results-dir", str(folder / "results")]
-    done = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = (folder / "results" / "ci.jsonl").read_text().splitlines()
-    return {r["cell_id"]: {k: v for k, v in r.items() if k not in RECORD_TIMING} for r in map(json.loads, lines)}
-
-
-def _local_ci_records(tmp_path: Path) -> dict[str, dict]:
-    """The local executor's ci-grid records. .ci/run runs that very grid from an empty cache before
-    pytest and names its results in $BENCH_CI_LOCAL_RESULTS: CI reads them instead of running the
-    grid a second time (minutes on 2 cores); anywhere else the test runs it here."""
-    import os
-
-    shared = os.environ.get("BENCH_CI_LOCAL_RESULTS")
-    if not shared:
-        return _bench_run_ci(tmp_path / "local", "local")
-    recs = [json.loads(line) for line in Path(shared).read_text().splitlines()]
-    return {r["cell_id"]: {k: v for k, v in r.items() if k not in RECORD_TIMING} for r in recs}
-
-
-@pytest.mark.slow
-def test_ray_equals_local_on_the_ci_grid(tmp_path):
-    """The real `bench run --grid ci` under both executors, each from an empty cache (so training
-    runs under each executor too): every record field but timing is equal."""
-    pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
-    local = _local_ci_records(tmp_path)
-    on_ray = _bench_run_ci(tmp_path / "ray", "ray")
-    assert set(local) == set(on_ray) and len(local) == len(grid.load("ci").cells())
-    diffs = {cid: {k: (local[cid].get(k), on_ray[cid].get(k)) for k in set(local[cid]) | set(on_ray[cid])
-                   if local[cid].get(k) != on_ray[cid].get(k)} for cid in local}
-    assert {cid: d for cid, d in diffs.items() if d} == {}
 
 
 def test_minimal_norm_threshold_column_from_the_grid():

@@ -36,6 +36,49 @@ params = { steps = 5 }
 TIMING = MEASUREMENT_FIELDS
 
 
+# -- the real ci grid through the CLI. In this file, so that one test worker holds every Ray test, and first,
+# so that its `bench run --executor ray` starts before this module's own local cluster (one at a time).
+def _bench_run_ci(folder: Path, executor: str) -> dict[str, dict]:
+    import os
+    import subprocess
+    import sys
+
+    folder.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    cmd = [sys.executable, "-m", "bench", "run", "--grid", "ci", "--executor", executor, "--no-tracking",
+           "--no-leaderboard", "--cache-dir", str(folder / "cache"), "--results-dir", str(folder / "results")]
+    done = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (folder / "results" / "ci.jsonl").read_text().splitlines()
+    return {r["cell_id"]: {k: v for k, v in r.items() if k not in TIMING} for r in map(json.loads, lines)}
+
+
+def _local_ci_records(tmp_path: Path) -> dict[str, dict]:
+    """The local executor's ci-grid records. .ci/run runs that very grid from an empty cache before
+    pytest and names its results in $BENCH_CI_LOCAL_RESULTS: CI reads them instead of running the
+    grid a second time (minutes on 2 cores); anywhere else the test runs it here."""
+    import os
+
+    shared = os.environ.get("BENCH_CI_LOCAL_RESULTS")
+    if not shared:
+        return _bench_run_ci(tmp_path / "local", "local")
+    recs = [json.loads(line) for line in Path(shared).read_text().splitlines()]
+    return {r["cell_id"]: {k: v for k, v in r.items() if k not in TIMING} for r in recs}
+
+
+@pytest.mark.slow
+def test_ray_equals_local_on_the_ci_grid(tmp_path):
+    """The real `bench run --grid ci` under both executors, each from an empty cache (so training
+    runs under each executor too): every record field but timing is equal."""
+    local = _local_ci_records(tmp_path)
+    on_ray = _bench_run_ci(tmp_path / "ray", "ray")
+    assert set(local) == set(on_ray) and len(local) == len(grid.load("ci").cells())
+    diffs = {cid: {k: (local[cid].get(k), on_ray[cid].get(k)) for k in set(local[cid]) | set(on_ray[cid])
+                   if local[cid].get(k) != on_ray[cid].get(k)} for cid in local}
+    assert {cid: d for cid, d in diffs.items() if d} == {}
+
+
+
 @pytest.fixture(scope="module")
 def local_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
