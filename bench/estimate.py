@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.artifacts import ArtifactStore
+from bench.core.errors import BenchError
 from bench.evaluation import Evaluator
 from bench.grid import Cell, GridSpec
 from bench.runner import Runner, RunOptions
@@ -146,10 +147,10 @@ class TimingEvaluator(Evaluator):
         finally:
             self.timer.note("craft", self.artifacts.adv_key(cell), time.perf_counter() - start)
 
-    def predict(self, defense: Any, x: Any, seed: int) -> Any:
+    def predict(self, defense: Any, x: Any, seed: int, y: Any = None) -> Any:
         start = time.perf_counter()
         try:
-            return super().predict(defense, x, seed)
+            return super().predict(defense, x, seed, y)
         finally:
             self.timer.note("predict", f"{self.timer.cell_id}|{id(x)}", time.perf_counter() - start)
 
@@ -188,9 +189,13 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
     runner.setup()
     _warm_up(runner)
     wall = time.perf_counter()
-    for cell in plan.todo:
-        runner.run_cell(cell)
+    failed = [rec for rec in (runner.run_cell(cell) for cell in plan.todo) if rec.get("status") != "ok"]
     wall = time.perf_counter() - wall
+    if failed:  # a failed smoke cell times almost nothing: its prediction would be silently far too low
+        first = failed[0]
+        raise BenchError(f"bench estimate: {len(failed)} of {len(plan.todo)} smoke cells of {spec.name} failed "
+                         f"(first: {first.get('key')}: {str(first.get('error', ''))[:200]}); "
+                         f"run `bench run --grid {spec.name} --smoke` to see why")
     family = data.family_of(spec.dataset)
     n_smoke = len(runner.test)
     n_full = full_cells[0].limit or n_smoke

@@ -55,3 +55,46 @@ def test_estimate_lists_every_cell_with_scaled_pieces(tmp_path, capsys):
     assert all(key in text for key in rep["per_cell"]) and "total:" in text
     code, out, err = run_cli("estimate", "--grid", str(tmp_path / "est.toml"), "--device", "cpu", capsys=capsys)
     assert code == 0 and all(key in out for key in rep["per_cell"]), err
+
+
+TINY = """
+name = "est-tiny"
+dataset = "digits"
+arch = "small-cnn"
+limit = 8
+train_limit = 64
+[train.standard]
+epochs = 1
+[runtime.none]
+[[attacks]]
+name = "fgsm"
+eps = 0.1
+"""
+
+
+def _tiny(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY)
+    return grids.load(str(tmp_path / "tiny.toml")), RunOptions(
+        cache_dir=tmp_path / "c", results_dir=tmp_path / "r", tracking=False, device="cpu", progress=False,
+        log_samples=False)
+
+
+def test_estimate_times_crafting_and_prediction(tmp_path):
+    spec, options = _tiny(tmp_path)
+    rep = estimate(spec, options)
+    kinds = {p.label.split()[0] for p in rep["pieces"]}
+    assert {"craft", "predict"} <= kinds, kinds  # a smoke cell that fails would time neither
+    assert all(v > 0 for v in rep["per_cell"].values())
+
+
+def test_estimate_refuses_when_smoke_cells_fail(tmp_path, monkeypatch):
+    from bench.core.errors import BenchError
+    from bench.evaluation import Evaluator
+
+    def broken(self, cell):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Evaluator, "evaluate", broken)
+    spec, options = _tiny(tmp_path)
+    with pytest.raises(BenchError, match="1 of 1 smoke cells of est-tiny failed.*boom"):
+        estimate(spec, options)
