@@ -54,6 +54,7 @@ def test_bad_index_params_are_one_clear_line(kw, words):
         build_index(torch.randn(600, 64), **kw)
 
 
+@pytest.mark.slow  # 10-25 s on the loaded 2-core box (D' attacks, RMC adaptation)
 def test_deepnn_ivfpq_predicts_like_flat_on_digits(digits_model, digits_train, digits_test, tmp_path):
     flat = _make("deepnn", digits_model, digits_train, tmp_path)
     ivf = _make("deepnn", digits_model, digits_train, tmp_path, index="ivfpq", nlist=16, m=8)
@@ -64,6 +65,7 @@ def test_deepnn_ivfpq_predicts_like_flat_on_digits(digits_model, digits_train, d
     assert (flat.neighbours(x[:20]) == ivf.neighbours(x[:20])).float().mean() > 0.8
 
 
+@pytest.mark.slow  # 10-25 s on the loaded 2-core box (D' attacks, RMC adaptation)
 def test_dprime_job_killed_midway_resumes_to_the_same_shards(digits_model, digits_train, tmp_path):
     small = digits_train.subset(150)
     kw = dict(copies=2, attack_names=["pgd"], attack_params={"eps": 0.1, "steps": 3}, seed=0, shard_size=40)
@@ -91,6 +93,7 @@ def test_dprime_job_killed_midway_resumes_to_the_same_shards(digits_model, digit
     assert 0 < float(diff) <= 0.1 + 1 / 255
 
 
+@pytest.mark.slow  # 10-25 s on the loaded 2-core box (D' attacks, RMC adaptation)
 def test_rmc_with_disk_dprime_equals_in_memory(digits_model, digits_train, digits_test, tmp_path):
     small = digits_train.subset(300)
     over = dict(k=32, copies=1, max_epochs=2, patience=1, db_params={"eps": 0.1, "steps": 3})
