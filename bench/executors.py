@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the runner imports torch: the CLI's "nothing to do" path mu
     from bench.grid import Cell, GridSpec
     from bench.runner import Runner, RunOptions
 
-__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "create", "import_ray"]
+__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "create", "import_ray", "ray_map"]
 
 EXECUTORS = ("local", "ray")
 Result = tuple["Cell", dict[str, Any], Any]
@@ -51,6 +51,33 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     except OSError as exc:
         raise BenchError(f"Ray cluster at {address} is unreachable ({exc.strerror or exc}); start it with "
                          "`ray start --head` or fix --ray-address") from None
+
+
+def ray_map(fn: Any, kwargs_list: list[dict[str, Any]], address: str | None = None,
+            num_gpus: float | None = None) -> Iterator[Any]:
+    """A ``map_fn`` for defenses.dprime.build_disk_database: each shard task a Ray task (a GPU each when
+    the cluster has GPUs), results as they finish, so the driver records every finished shard at once and
+    a killed job resumes from them. The model and dataset go to the object store once, not per task."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        if address:
+            check_reachable(address)
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    if num_gpus is None:
+        num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
+    remote = ray.remote(num_gpus=num_gpus)(fn)
+    shared: dict[int, Any] = {}
+
+    def put(v: Any) -> Any:  # one object-store copy per distinct object (model, dataset)
+        if isinstance(v, (str, int, float, bool, type(None))):
+            return v
+        return shared.setdefault(id(v), ray.put(v))
+
+    pending = [remote.remote(**{k: put(v) if k in ("model", "train_set") else v for k, v in kw.items()})
+               for kw in kwargs_list]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
 
 
 class RayExecutor:

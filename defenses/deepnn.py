@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from bench.core.errors import BenchError
-from defenses.knn_index import KnnIndex
 from defenses.neighbors import NeighbourDefense
 from defenses.registry import register
 
@@ -37,7 +36,7 @@ class DeepNN(NeighbourDefense):
             n_cal = max(1, int(n * self.calibration))
             self._fit = torch.arange(n - n_cal)
             self._row_probs = self._row_probs[self._fit]  # the index searches the fit part only
-            self.index = KnnIndex(self.database.features[self._fit])
+            self.index = self.make_index(self.database.features[self._fit])
             cal_idx = self.index.search(self.database.features[n - n_cal :], self.k)[1]
             cal_labels = self.database.y[n - n_cal :]
             votes = self._votes(cal_idx)

@@ -12,6 +12,7 @@ from bench.core.errors import BenchError
 from bench.core.models import layer_features
 from defenses.base import RuntimeDefense
 from defenses.database import Database, build_database, compute_features
+from defenses.index import build_index, check_params
 from defenses.knn_index import KnnIndex
 
 
@@ -24,11 +25,26 @@ class NeighbourDefense(RuntimeDefense):
 
     def __init__(self, k: int = 64, copies: int = 1, db_attacks: list[str] | tuple[str, ...] = ("pgd",),
                  db_params: dict[str, Any] | None = None, seed: int = 0, cache_dir: str | None = None,
-                 features: str | None = None) -> None:
+                 features: str | None = None, index: str = "flat", nlist: int | None = None, m: int | None = None,
+                 nprobe: int | None = None, refine: int | None = None, database: str = "memory",
+                 shard_size: int = 4096) -> None:
         """``features``: the model's feature layer to search (None: its default, the deepest one;
-        ImageNet ResNets also offer ``conv_5_1``, the RMC paper's choice)."""
+        ImageNet ResNets also offer ``conv_5_1``, the RMC paper's choice). ``index``: ``"flat"`` (exact,
+        the default) or ``"ivfpq"`` with ``nlist`` cells, ``m`` bytes per vector, ``nprobe`` cells
+        searched and ``refine`` x K candidates re-ranked exactly (see defenses/index.py). ``database``:
+        ``"memory"`` (the default) or ``"disk"``: D' as uint8 / float16 shards of ``shard_size`` rows, built
+        by a resumable job and read row by row (defenses/dprime.py)."""
         if int(k) < 1:
             raise BenchError(f"k must be at least 1, got {k}")
+        check_params(index, nlist=nlist, m=m, nprobe=nprobe, refine=refine)
+        if database not in ("memory", "disk"):
+            raise BenchError(f"database must be 'memory' or 'disk', got {database!r}")
+        if int(shard_size) < 1:
+            raise BenchError(f"shard_size must be at least 1, got {shard_size}")
+        self.database_kind, self.shard_size = database, int(shard_size)
+        self.index_kind = index
+        self.index_params = {k_: v for k_, v in {"nlist": nlist, "m": m, "nprobe": nprobe, "refine": refine}.items()
+                             if v is not None}
         self.features = features
         self.k, self.copies, self.seed = int(k), int(copies), int(seed)
         self.db_attacks, self.db_params = list(db_attacks), dict(db_params or {})
@@ -41,15 +57,29 @@ class NeighbourDefense(RuntimeDefense):
         self.train_set = train_set
         if self.features is not None:
             layer_features(model, train_set.x[:1].to(self.device), self.features)  # one line if it has none
-        if self.uses_adversarial_database:
+        if self.database_kind == "disk":
+            from defenses.dprime import build_disk_database
+
+            adv = self.uses_adversarial_database
+            self.database = build_disk_database(model, train_set, self.copies if adv else 0, self.db_attacks,
+                                                self.db_params, self.seed, self._cache_dir, layer=self.features,
+                                                shard_size=self.shard_size, quantise_clean=adv)
+        elif self.uses_adversarial_database:
             self.database = build_database(model, train_set, self.copies, self.db_attacks, self.db_params,
                                            self.seed, self._cache_dir, layer=self.features)
         else:
             feats = compute_features(model, train_set.x, layer=self.features)
             self.database = Database(train_set.x, train_set.y, torch.zeros(len(train_set), dtype=torch.bool), feats)
-        self.index = KnnIndex(self.database.features)
+        on_disk = getattr(self.database, "feature_rows", None)
+        self.index = (self.make_index(vectors=on_disk) if on_disk is not None and self.index_kind == "ivfpq"
+                      else self.make_index(self.database.features))
         self.database_changed()
         return self
+
+    def make_index(self, features: torch.Tensor | None = None, vectors: Any = None) -> KnnIndex:
+        """The grid's index (``index``, ``nlist``, ``m``, ``nprobe``, ``refine``) over ``features`` (or, for
+        ivfpq, over on-disk ``vectors``: the float16 feature shards, never loaded whole)."""
+        return build_index(features, self.index_kind, seed=self.seed, vectors=vectors, **self.index_params)
 
     @torch.no_grad()
     def neighbours(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:

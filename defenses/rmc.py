@@ -226,6 +226,9 @@ class RMCPlus(RMC):
         if not 0 <= float(delta) <= 1:
             raise BenchError(f"delta must lie in [0, 1], got {delta}")
         self.delta = float(delta)
+        if self.database_kind == "disk":
+            raise BenchError("rmc-plus rewrites D' in place, which the on-disk D' does not support yet; "
+                             "use database = \"memory\"")
 
     def snapshot(self) -> dict[str, Any]:
         state = super().snapshot()
