@@ -21,7 +21,8 @@ def pytest_configure(config: pytest.Config) -> None:
     than by whichever test first runs a cell in-process. The tests' tensors are small (8x8 digits,
     batches of a few hundred): a second intra-op thread costs more in synchronisation than it saves,
     several times over when the cores are shared (measured: 3 digits epochs took 3.7 s of CPU on one
-    thread, 13.9 s on two). Parallelism comes from test processes side by side (pytest-xdist, see pyproject's addopts)."""
+    thread, 13.9 s on two). Parallelism comes from test processes side by side (pytest-xdist, see
+    pyproject's addopts)."""
     value = os.environ.get("BENCH_NUM_THREADS", "1")
     torch.set_num_threads(int(value) if value.isdigit() and int(value) > 0 else 1)
 
