@@ -8,7 +8,6 @@ temporary file, never a half shard in the manifest, and a resumed job skips the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,15 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.core.cache import file_sha256
+
 MANIFEST = "manifest.json"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
