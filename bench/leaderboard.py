@@ -240,10 +240,16 @@ def footer(ok: list[dict[str, Any]], spec: GridSpec) -> str:
     return text + ". Brackets: 95% Wilson interval in accuracy points, rounded outward."
 
 
+def notes_path(leaderboard: Path) -> Path:
+    """The hand-written notes of a leaderboard file: ``<name>.notes.md`` beside ``<name>.md``."""
+    return leaderboard.parent / f"{leaderboard.stem}.notes.md"
+
+
 def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | None = None,
-           figures_dir: Path | None = None, link_prefix: str = "") -> str:
+           figures_dir: Path | None = None, link_prefix: str = "", notes: str | None = None) -> str:
     """The leaderboard Markdown; with ``figures_dir`` also its PNG pictures (bench.plots), linked
-    as ``link_prefix/<name>.png``."""
+    as ``link_prefix/<name>.png``. ``notes`` (hand-written Markdown, see ``notes_path``) is appended
+    verbatim, so regenerating the file keeps it."""
     from bench.reliability import cell_flags
 
     flags = cell_flags(records)
@@ -304,4 +310,6 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
     if failed:
         lines += ["", f"{len(failed)} cell(s) failed and are not shown:"]
         lines += [f"- {r['key']}: {r.get('error', '')}" for r in failed]
+    if notes and notes.strip():
+        lines += ["", notes.strip("\n")]
     return "\n".join(lines) + "\n"

@@ -1,11 +1,14 @@
 """A grid's paper numbers can never silently go missing (issue 14): every ``[reference]`` key names
-a leaderboard cell (checked when the grid loads, one line with the closest keys otherwise)."""
+a leaderboard cell (checked when the grid loads, one line with the closest keys otherwise), and
+hand-written leaderboard notes survive regeneration."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from bench import grid
 from bench.core.errors import BenchError
@@ -101,3 +104,43 @@ def test_misspelt_key_through_the_cli_is_one_line_exit_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "standard/none/fgsn" in lines[0] and "'standard/none/fgsm'" in lines[0], lines
     assert "Traceback" not in proc.stderr
+
+
+def test_regenerating_a_leaderboard_keeps_its_hand_written_notes(tmp_path, monkeypatch):
+    from bench.cli import cli
+
+    path = tmp_path / "g.toml"
+    path.write_text('name = "g"\ndataset = "digits"\narch = "small-cnn"\n[[attacks]]\nname = "fgsm"\neps = 0.1\n')
+    spec = grid.load(str(path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    records = synthetic_records(spec)
+    for r, c in zip(records, spec.cells()):
+        r.update(cell_id=c.cell_id, code_version="0.1.0+abc", device="cpu", finished_at="2026-11-29T03:00:00Z")
+    (tmp_path / "results" / "g.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    lb = tmp_path / "leaderboards"
+    lb.mkdir()
+    notes = ("## Ours beside the paper's (hand-written)\n\n"
+             "| row | ours | paper |\n| --- | --- | --- |\n| a | 50 | 98 |\n")
+    (lb / "g.notes.md").write_text(notes)
+    runner = CliRunner()
+    for _ in range(2):  # the second run regenerates the file that already holds the notes
+        result = runner.invoke(cli, ["leaderboard", "--grid", str(path)])
+        assert result.exit_code == 0, result.output
+        md = (lb / "g.md").read_text()
+        assert md.count(notes) == 1 and md.endswith(notes)
+        assert "fgsm Linf 0.1" in md  # the generated part is still there
+    from bench.lbindex import write_index
+
+    index = write_index(lb).read_text()
+    assert "[g](g.md)" in index and "notes" not in index
+
+
+SHIPPED_NOTES = sorted((Path(__file__).parents[1] / "leaderboards").glob("*.notes.md"))
+
+
+@pytest.mark.parametrize("notes", SHIPPED_NOTES, ids=lambda p: p.name)
+def test_published_leaderboards_end_with_their_notes(notes):
+    md = notes.parent / notes.name.replace(".notes.md", ".md")
+    assert md.is_file(), f"{notes.name} has no leaderboard {md.name}"
+    assert md.read_text().endswith("\n\n" + notes.read_text()), f"{md.name} does not end with {notes.name}"
