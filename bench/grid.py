@@ -367,13 +367,24 @@ def reference_keys(spec: GridSpec, full: bool = True) -> list[str]:
             rec = {"attack": a.label or a.name, "threat": a.threat}
             cols.append(attack_label(rec))
             if full:
-                # an attack no registry knows yet (a plugin loaded later): any norm is accepted
-                norms = [_ball_norm(a.name)] if _known_attack(a.name) else list(_NORMS)
+                norms = _norms_of(a)
                 cols += [column_label({**rec, "eps": eps, "norm": norm}) for eps in a.eps for norm in norms]
         if spec.metrics:
             cols += list(COLUMNS.values())
         keys.update((f"{train}/{runtime}/{c}", None) for c in cols)
     return list(keys)
+
+
+def _norms_of(a: AttackSpec) -> list[str]:
+    """The norm(s) a cell of ``a`` may record: a ``norm`` parameter, a wrapper's inner attack (bpda,
+    eot: ``attack = "pgd"``), else the registered class's; any norm for an attack no registry knows
+    yet (a plugin loaded later)."""
+    if isinstance(a.params.get("norm"), str):
+        return [a.params["norm"]]
+    names = [a.name] + ([a.params["attack"]] if isinstance(a.params.get("attack"), str) else [])
+    if not all(_known_attack(n) for n in names):
+        return list(_NORMS)
+    return list(dict.fromkeys(_ball_norm(n) for n in names))
 
 
 def _known_attack(name: str) -> bool:

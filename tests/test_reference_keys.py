@@ -31,7 +31,7 @@ def synthetic_records(spec: grid.GridSpec) -> list[dict]:
                 out.append({"cell_id": f"{train}/{runtime}/{label}/{a.threat}/{eps}", "status": "ok",
                             "key": f"{train}/{runtime}/{label}/{a.threat}/{eps}", "train_defense": train,
                             "runtime_defense": runtime, "attack": label, "attack_name": a.name,
-                            "threat": a.threat, "eps": eps, "norm": grid._ball_norm(a.name), "n": 10,
+                            "threat": a.threat, "eps": eps, "norm": grid._norms_of(a)[0], "n": 10,
                             "seed": 0, "clean_acc": 0.9, "robust_acc": 0.5, "per_example": "1" * 5 + "0" * 5,
                             **({f: 0.5 for f in COLUMNS} if spec.metrics else {})})
     return out
@@ -88,6 +88,12 @@ def test_valid_keys_are_accepted():
     with pytest.raises(BenchError, match="l2 \\(DeepFool\\)"):
         grid.parse(tiny({"standard/none/l2 (DeepFool)": 1.48}), path="g.toml")
     grid.parse(tiny({"standard/none/l2 (DeepFool)": 1.48}, metrics=["deep-defense"]), path="g.toml")
+
+    # the budget's norm follows a norm parameter (and a bpda wrapper's inner attack), as records do
+    l2 = tiny({"standard/none/pgd L2 0.5": 1.0}, attacks=[{"name": "pgd", "eps": 0.5, "params": {"norm": "L2"}}])
+    grid.parse(l2, path="g.toml")
+    with pytest.raises(BenchError, match="did you mean 'standard/none/pgd L2 0.5'"):
+        grid.parse({**l2, "reference": {"standard/none/pgd Linf 0.5": 1.0}}, path="g.toml")
 
 
 def test_misspelt_key_through_the_cli_is_one_line_exit_2(tmp_path):
