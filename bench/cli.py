@@ -25,11 +25,14 @@ def _spec_records(grid: str, results_dir: Path, limit: int | None, seed: int | N
 
 def _write_leaderboard(spec, records, out: Path | None) -> Path:
     from bench.core.cache import atomic_write_text
-    from bench.leaderboard import render
+    from bench.leaderboard import notes_path, render
 
     path = Path(out) if out else Path("leaderboards") / f"{spec.name}.md"
+    # Hand-written notes live in <name>.notes.md beside the file and are kept on every regeneration.
+    notes = notes_path(path)
     # Pictures go to a folder named after the Markdown file, beside it, and are linked relatively.
-    text = render(records, spec, figures_dir=path.parent / path.stem, link_prefix=path.stem)
+    text = render(records, spec, figures_dir=path.parent / path.stem, link_prefix=path.stem,
+                  notes=notes.read_text(encoding="utf-8") if notes.is_file() else None)
     atomic_write_text(path, text)
     return path
 

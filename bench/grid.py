@@ -342,4 +342,83 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     )
     if layout == "star" and spec.base_model not in spec.train:
         raise BenchError(f"{where}: base_model {spec.base_model!r} must be one of the [train] defenses")
+    check_reference(spec, where)
     return spec
+
+
+_NORMS = ("Linf", "L2", "L1", "L0")
+
+
+def reference_keys(spec: GridSpec, full: bool = True) -> list[str]:
+    """Every key a ``[reference]`` number may have: ``<train>/<runtime>/<column>`` for each row of the
+    leaderboard, the column being ``clean``, an attack's label (``bpda (adaptive)``; it matches every
+    budget of that attack), with ``full`` also its full column label (``bpda (adaptive) Linf 0.1``), or
+    a per-model metric column when the grid asks for metrics. Built from the grid's own cells; the
+    full labels ask the attack registry for each attack's norm (a torch import)."""
+    from bench.labels import attack_label, column_label
+    from bench.metric_columns import COLUMNS
+
+    keys: dict[str, None] = {}
+    for train, runtime in spec.pairs():
+        cols = ["clean"]
+        for a in spec.attacks:
+            if a.runtime and runtime not in a.runtime:
+                continue
+            rec = {"attack": a.label or a.name, "threat": a.threat}
+            cols.append(attack_label(rec))
+            if full:
+                norms = _norms_of(a)
+                cols += [column_label({**rec, "eps": eps, "norm": norm}) for eps in a.eps for norm in norms]
+        if spec.metrics:
+            cols += list(COLUMNS.values())
+        keys.update((f"{train}/{runtime}/{c}", None) for c in cols)
+    return list(keys)
+
+
+def _norms_of(a: AttackSpec) -> list[str]:
+    """The norm(s) a cell of ``a`` may record: a ``norm`` parameter, a wrapper's inner attack (bpda,
+    eot: ``attack = "pgd"``), else the registered class's; any norm for an attack no registry knows
+    yet (a plugin loaded later)."""
+    if isinstance(a.params.get("norm"), str):
+        return [a.params["norm"]]
+    names = [a.name] + ([a.params["attack"]] if isinstance(a.params.get("attack"), str) else [])
+    if not all(_known_attack(n) for n in names):
+        return list(_NORMS)
+    return list(dict.fromkeys(_ball_norm(n) for n in names))
+
+
+def _known_attack(name: str) -> bool:
+    try:
+        import attacks
+
+        return name in attacks.ATTACKS
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def check_reference(spec: GridSpec, where: str) -> None:
+    """A ``[reference]`` key that names no cell of the leaderboard would silently never be shown:
+    one line naming the key and the closest valid ones. Bare attack labels are checked without a
+    torch import; only a key that is not one asks the attack registry for norms."""
+    if not spec.reference:
+        return
+    bare = set(reference_keys(spec, full=False))
+    missing = [k for k in spec.reference if k not in bare]
+    if not missing:
+        return
+    valid = reference_keys(spec)
+    for key in missing:
+        if key in valid:
+            continue
+        import difflib
+
+        # a key missing its threat or budget ("bpda" for "bpda (adaptive)") first, then look-alikes
+        close = [k for k in valid if k.startswith(key + " ")][:2]
+        close += [k for k in difflib.get_close_matches(key, valid, n=3, cutoff=0.6) if k not in close][:3 - len(close)]
+        if not close:  # same row, any column
+            row = key.rsplit("/", 1)[0] + "/"
+            close = [k for k in valid if k.startswith(row)][:3] or valid[:3]
+        raise BenchError(f"{where}: [reference] key {key!r} matches no leaderboard cell of this grid, so its "
+                         f"number would never be shown; did you mean {' or '.join(repr(c) for c in close)}? "
+                         "(keys are \"<train>/<runtime>/<column>\": clean, an attack label with \"(<threat>)\" "
+                         "when not base, optionally its budget, e.g. \"pgd Linf 0.1\")")

@@ -43,7 +43,8 @@ def write_index(folder: Path) -> Path:
     """Rewrite ``folder/README.md`` from every ``folder/*.md`` leaderboard."""
     folder = Path(folder)
     rows = ["| leaderboard | grid | date | code version | n | device |", "| --- | --- | --- | --- | --- | --- |"]
-    for md in sorted(p for p in folder.glob("*.md") if p.name != INDEX):
+    # <name>.notes.md: hand-written text the renderer appends to <name>.md, not a leaderboard itself
+    for md in sorted(p for p in folder.glob("*.md") if p.name != INDEX and not p.name.endswith(".notes.md")):
         meta = metadata(md)
         note = " (older format: no intervals or per-budget worst case)" if meta.get("old") else ""
         rows.append(f"| [{md.stem}]({md.name}){note} | `{meta.get('grid', md.stem)}` | {meta.get('date', '-')} | "

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from bench.grid import GridSpec
+from bench.labels import Budget, attack_label, budget_label, budget_of, column_label, fmt_eps
 from bench.stats import interval_of, mcnemar, wilson_interval
 
 WORST = "worst"
@@ -29,39 +30,9 @@ FLAG = " †"
 OUTSIDE = "‡"  # a paper number outside our 95% interval
 ALPHA = 0.05  # McNemar significance level for "better than" claims in the headline
 
-Budget = tuple[str, float]
-
-
-def fmt_eps(eps: float) -> str:
-    """0.1 -> '0.1'; 8/255 -> '8/255' (the form papers quote)."""
-    k = eps * 255
-    if abs(k - round(k)) < 1e-6 and round(k) >= 1 and abs(eps - round(eps, 3)) > 1e-9:
-        return f"{round(k)}/255"
-    return f"{eps:g}"
-
-
-def budget_label(budget: Budget) -> str:
-    return f"{budget[0]} {fmt_eps(budget[1])}"
-
-
-def budget_of(rec: dict[str, Any]) -> Budget | None:
-    """The threat model (norm, eps) of an eps-bounded record; None for minimal-norm attacks."""
-    if rec.get("eps") is None:
-        return None
-    return (str(rec.get("norm") or "?"), float(rec["eps"]))
-
 
 def worst_label(budget: Budget) -> str:
     return f"{WORST} {budget_label(budget)}"
-
-
-def column_label(rec: dict[str, Any]) -> str:
-    """Attack label, threat model when not ``base``, and the budget (none for minimal-norm attacks)."""
-    label = rec["attack"]
-    if rec["threat"] != "base":
-        label += f" ({rec['threat']})"
-    b = budget_of(rec)
-    return label if b is None else f"{label} {budget_label(b)}"
 
 
 def worst_case(per_example: list[str]) -> float | None:
@@ -219,7 +190,7 @@ def robust_at_threshold(rec: dict[str, Any], threshold: float) -> str:
 
 def _reference(ref: dict[str, float], train: str, runtime: str, r: dict[str, Any], label: str) -> float | None:
     """A paper number keyed by the full column label, or by the bare attack label (older specs)."""
-    for key in (label, r["attack"] if r["threat"] == "base" else f"{r['attack']} ({r['threat']})"):
+    for key in (label, attack_label(r)):
         if f"{train}/{runtime}/{key}" in ref:
             return ref[f"{train}/{runtime}/{key}"]
     return None
@@ -269,10 +240,16 @@ def footer(ok: list[dict[str, Any]], spec: GridSpec) -> str:
     return text + ". Brackets: 95% Wilson interval in accuracy points, rounded outward."
 
 
+def notes_path(leaderboard: Path) -> Path:
+    """The hand-written notes of a leaderboard file: ``<name>.notes.md`` beside ``<name>.md``."""
+    return leaderboard.parent / f"{leaderboard.stem}.notes.md"
+
+
 def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | None = None,
-           figures_dir: Path | None = None, link_prefix: str = "") -> str:
+           figures_dir: Path | None = None, link_prefix: str = "", notes: str | None = None) -> str:
     """The leaderboard Markdown; with ``figures_dir`` also its PNG pictures (bench.plots), linked
-    as ``link_prefix/<name>.png``."""
+    as ``link_prefix/<name>.png``. ``notes`` (hand-written Markdown, see ``notes_path``) is appended
+    verbatim, so regenerating the file keeps it."""
     from bench.reliability import cell_flags
 
     flags = cell_flags(records)
@@ -333,4 +310,6 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
     if failed:
         lines += ["", f"{len(failed)} cell(s) failed and are not shown:"]
         lines += [f"- {r['key']}: {r.get('error', '')}" for r in failed]
+    if notes and notes.strip():
+        lines += ["", notes.strip("\n")]
     return "\n".join(lines) + "\n"

@@ -90,6 +90,7 @@ def test_mcnemar_equals_exact_binomial():
 
 def test_paper_number_outside_interval_is_marked():
     spec = grid.parse({"dataset": "digits", "arch": "small-cnn",
+                       "attacks": [{"name": "fgsm", "eps": 0.1}, {"name": "pgd", "eps": 0.1}],
                        "reference": {"standard/none/fgsm": 90.0, "standard/none/pgd Linf 0.1": 55.0}}, "g")
     records = [rec("a", "fgsm", "1" * 50 + "0" * 50), rec("b", "pgd", "1" * 50 + "0" * 50)]
     row = build_table(records, spec).iloc[0]
