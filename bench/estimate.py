@@ -107,6 +107,20 @@ def real_attack_budget(factory: Any, params: dict[str, Any], runtime_cls: Any, r
     return out
 
 
+def runtime_ratio(runtime_cls: Any, full: dict[str, Any], smoke: dict[str, Any], family: str) -> tuple[float, str]:
+    """Real / smoke work of a runtime defense per point, and how: its ``work_units(params)`` where it
+    declares one (a cost model over its resolved params, e.g. RIDE's fixed work per checkpoint), else
+    ``work_ratio`` over the capped budgets (copies excluded: D' size costs in building it)."""
+    dflt = _defaults(runtime_cls, family)
+    units = getattr(runtime_cls, "work_units", None)
+    if units is None:
+        return work_ratio(full, smoke, dflt, RUNTIME_CAPS, skip=("copies",))
+    f, s = float(units({**dflt, **full})), float(units({**dflt, **smoke}))
+    if f == s or s <= 0:
+        return 1.0, ""
+    return f / s, f"{getattr(runtime_cls, 'work_units_doc', 'work')} {f:g}/{s:g}"
+
+
 def _wrapped(factory: Any, params: dict[str, Any]) -> Any:
     """The inner attack of a wrapper (bpda / eot) configured by ``params``; None for other attacks."""
     import attacks
@@ -148,8 +162,7 @@ def craft_ratio(factory: Any, full_attack: dict[str, Any], smoke_attack: dict[st
     if threat != "adaptive" or runtime_cls is None:
         return r, h
     name = getattr(runtime_cls, "registry_name", runtime_cls.__name__)
-    rd = _defaults(runtime_cls, family)
-    r2, h2 = work_ratio(full_runtime, smoke_runtime, rd, RUNTIME_CAPS, skip=("copies",))
+    r2, h2 = runtime_ratio(runtime_cls, full_runtime, smoke_runtime, family)
     if getattr(runtime_cls, "stateful", False):
         if not (isinstance(factory, type) and issubclass(factory, StreamAttack)):
             return r, h  # e.g. pgd-nn: searches D', never runs the defense's adaptation
@@ -326,8 +339,7 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                     f"/{cell.runtime_defense}" if cell.threat == "adaptive" else "")
             else:
                 factory = defenses.DEFENSES.get(cell.runtime_defense)
-                dflt = _defaults(factory, family)
-                r, h = work_ratio(full.runtime_params, cell.runtime_params, dflt, RUNTIME_CAPS, skip=("copies",))
+                r, h = runtime_ratio(factory, full.runtime_params, cell.runtime_params, family)
                 factor = (n_full / n_smoke) * r
                 how = f"points {n_full}/{n_smoke}" + (f" x {h}" if h else "")
                 label = f"predict {cell.train_defense}/{cell.runtime_defense}"
