@@ -11,13 +11,15 @@ budgets shrunk) with every piece of work timed, then scales each piece to the re
   its budgets (steps, restarts, binary-search steps, rounds, EOT draws, AutoAttack iterations; a
   wrapper's (bpda / eot) unset budgets are its inner attack's defaults). Where the runtime defense runs
   inside the attack, its own work counts too: a purifier's transform runs at every step of an
-  adaptive attack (``attack_model``) or a wrapper, so x the defense's work ratio (RIDE: iterations x
-  checkpoints; median / TVM: 1, nothing of theirs is shrunk); a stream attack (pgd-skip, FPA / GMSA)
+  adaptive attack (``attack_model``) or a wrapper, so x the defense's work ratio (RIDE's work, as
+  below; median / TVM: 1, nothing of theirs is shrunk); a stream attack (pgd-skip, FPA / GMSA)
   runs the stateful defense's stream besides its own steps, so the larger of the two ratios (GMSA:
   the defense's x (1 + rounds), one stream per round and one more);
 - predicting: x (real / smoke points) x the defense's work ratio (RMC: adaptation batches
-  ceil(K / batch) x its epoch cap; RIDE: iterations x checkpoints; a K-NN search: 1, as fast for
-  any K, and the faiss search over a larger D' is not scaled). RMC's early stop is not
+  ceil(K / batch) x its epoch cap; a defense that declares ``work_units(params)``, its own cost
+  model: RIDE's checkpoints x (iterations + est_samples / 3) + 1, since a 2-iteration smoke
+  checkpoint is mostly fixed work; a K-NN search: 1, as fast for any K, and the faiss search over
+  a larger D' is not scaled). RMC's early stop is not
   modelled, so its figures are upper bounds: the cap, not the early stop, is what binds when the
   validation loss keeps falling.
 
@@ -118,7 +120,7 @@ def runtime_ratio(runtime_cls: Any, full: dict[str, Any], smoke: dict[str, Any],
     f, s = float(units({**dflt, **full})), float(units({**dflt, **smoke}))
     if f == s or s <= 0:
         return 1.0, ""
-    return f / s, f"{getattr(runtime_cls, 'work_units_doc', 'work')} {f:g}/{s:g}"
+    return f / s, f"{getattr(runtime_cls, 'work_units_doc', 'work')} {f:.4g}/{s:.4g}"
 
 
 def _wrapped(factory: Any, params: dict[str, Any]) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import attacks
 import defenses
 from bench.estimate import craft_ratio, prepare_ratio, real_attack_budget, work_ratio
@@ -35,11 +37,13 @@ def test_bpda_against_ride_scales_by_rides_iterations_and_checkpoints():
     full_ride = {"iterations": 100, "checkpoints": 2, "lr": 1e-3}
     r, how = craft_ratio(bpda, {"steps": 10, "step_size": 0.02}, {"steps": 2, "step_size": 0.02}, ride,
                          full_ride, RIDE_SMOKE, "adaptive", "mnist")
-    assert r == 10 / 2 * 100 / 2 * 2 / 1
-    assert "steps 10/2" in how and "iterations 100/2" in how and "checkpoints 2/1" in how
+    rides = ride.work_units({"est_samples": 8, **full_ride}) / ride.work_units({"est_samples": 8, **RIDE_SMOKE})
+    assert 30 < rides < 100 / 2 * 2 / 1  # more than one iteration's work is fixed per checkpoint and call
+    assert r == pytest.approx(10 / 2 * rides)
+    assert "steps 10/2" in how and "ride at every step" in how and "iterations" in how
     # adaptive pgd differentiates RIDE's attack_model (EOT of BPDA of its transform): the same
     pgd = attacks.ATTACKS.get("pgd")
-    assert craft_ratio(pgd, {"steps": 10}, {"steps": 2}, ride, full_ride, RIDE_SMOKE, "adaptive", "mnist")[0] == 500
+    assert craft_ratio(pgd, {"steps": 10}, {"steps": 2}, ride, full_ride, RIDE_SMOKE, "adaptive", "mnist")[0] == r
     # a base attack never runs the defense: steps only
     assert craft_ratio(pgd, {"steps": 10}, {"steps": 2}, ride, full_ride, RIDE_SMOKE, "base", "mnist")[0] == 5
 
@@ -48,7 +52,9 @@ def test_eot_against_ride_multiplies_draws_steps_and_rides_work():
     eot, ride = attacks.ATTACKS.get("eot"), defenses.DEFENSES.get("ride")
     full = real_attack_budget(eot, {"steps": 10}, ride, {}, "cifar10", 3072)  # n: RIDE's eot_samples (4)
     r, how = craft_ratio(eot, full, {"steps": 2, "n": 2}, ride, {}, RIDE_SMOKE, "adaptive", "cifar10")
-    assert r == 10 / 2 * 4 / 2 * 2000 / 2 * 5 / 1 and "iterations 2000/2" in how
+    rides = ride.work_units({"est_samples": 8, "iterations": 2000, "checkpoints": 5}) / ride.work_units(
+        {"est_samples": 8, **RIDE_SMOKE})
+    assert r == pytest.approx(10 / 2 * 4 / 2 * rides) and rides > 1000 and "ride at every step" in how
 
 
 def test_purifier_with_nothing_shrunk_is_not_rescaled():
