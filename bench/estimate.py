@@ -6,11 +6,20 @@ budgets shrunk) with every piece of work timed, then scales each piece to the re
 - training a model: x (real training images / smoke images) x (real epochs / smoke epochs) x
   (1 + real attack steps) / (1 + smoke attack steps) for adversarial training (linear in steps);
 - building a runtime defense (D'): x (real / smoke training images) x (real / smoke copies) x the
-  D' attack's step ratio;
+  D' attack's step ratio (a database of clean images only, DeepNN's: images alone);
 - crafting adversarial examples: x (real / smoke points) x the attack's work ratio, the product of
-  its budgets (steps, restarts, binary-search steps, rounds, EOT draws, AutoAttack iterations);
+  its budgets (steps, restarts, binary-search steps, rounds, EOT draws, AutoAttack iterations; a
+  wrapper's (bpda / eot) unset budgets are its inner attack's defaults). Where the runtime defense runs
+  inside the attack, its own work counts too: a purifier's transform runs at every step of an
+  adaptive attack (``attack_model``) or a wrapper, so x the defense's work ratio (RIDE's work, as
+  below; median / TVM: 1, nothing of theirs is shrunk); a stream attack (pgd-skip, FPA / GMSA)
+  runs the stateful defense's stream besides its own steps, so the larger of the two ratios (GMSA:
+  the defense's x (1 + rounds), one stream per round and one more);
 - predicting: x (real / smoke points) x the defense's work ratio (RMC: adaptation batches
-  ceil(K / batch) x its epoch cap; RIDE: iterations x checkpoints). RMC's early stop is not
+  ceil(K / batch) x its epoch cap; a defense that declares ``work_units(params)``, its own cost
+  model: RIDE's checkpoints x (iterations + est_samples / 3) + 1, since a 2-iteration smoke
+  checkpoint is mostly fixed work; a K-NN search: 1, as fast for any K, and the faiss search over
+  a larger D' is not scaled). RMC's early stop is not
   modelled, so its figures are upper bounds: the cap, not the early stop, is what binds when the
   validation loss keeps falling.
 
@@ -24,6 +33,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from bench.artifacts import ArtifactStore
@@ -97,6 +107,90 @@ def real_attack_budget(factory: Any, params: dict[str, Any], runtime_cls: Any, r
     if hasattr(factory, "draws") and out.get("n") is None and runtime_cls is not None:  # eot
         out["n"] = runtime_params.get("eot_samples", _defaults(runtime_cls, family).get("eot_samples", EOT_SAMPLES))
     return out
+
+
+def runtime_ratio(runtime_cls: Any, full: dict[str, Any], smoke: dict[str, Any], family: str) -> tuple[float, str]:
+    """Real / smoke work of a runtime defense per point, and how: its ``work_units(params)`` where it
+    declares one (a cost model over its resolved params, e.g. RIDE's fixed work per checkpoint), else
+    ``work_ratio`` over the capped budgets (copies excluded: D' size costs in building it)."""
+    dflt = _defaults(runtime_cls, family)
+    units = getattr(runtime_cls, "work_units", None)
+    if units is None:
+        return work_ratio(full, smoke, dflt, RUNTIME_CAPS, skip=("copies",))
+    f, s = float(units({**dflt, **full})), float(units({**dflt, **smoke}))
+    if f == s or s <= 0:
+        return 1.0, ""
+    return f / s, f"{getattr(runtime_cls, 'work_units_doc', 'work')} {f:.4g}/{s:.4g}"
+
+
+def _wrapped(factory: Any, params: dict[str, Any]) -> Any:
+    """The inner attack of a wrapper (bpda / eot) configured by ``params``; None for other attacks."""
+    import attacks
+    from attacks.bpda import WrapperAttack
+
+    if not (isinstance(factory, type) and issubclass(factory, WrapperAttack)):
+        return None
+    name = params.get("attack", "pgd")
+    return attacks.ATTACKS.get(name) if name in attacks.ATTACKS else None
+
+
+def defense_runs_inside(factory: Any, runtime_cls: Any) -> bool:
+    """Whether an adaptive attack runs the runtime defense's own work (its transform) at every step:
+    a wrapper (bpda / eot) or a defense whose ``attack_model`` is more than the bare model (purifiers)."""
+    from attacks.bpda import WrapperAttack
+    from defenses.base import RuntimeDefense
+
+    if runtime_cls is None:
+        return False
+    if isinstance(factory, type) and issubclass(factory, WrapperAttack):
+        return True
+    return getattr(runtime_cls, "attack_model", None) is not RuntimeDefense.attack_model
+
+
+def craft_ratio(factory: Any, full_attack: dict[str, Any], smoke_attack: dict[str, Any], runtime_cls: Any,
+                full_runtime: dict[str, Any], smoke_runtime: dict[str, Any], threat: str,
+                family: str) -> tuple[float, str]:
+    """Real / smoke work of crafting one cell's adversarial examples per point, and how (see the module
+    docstring): the attack's budgets, times the runtime defense's where it runs inside the attack."""
+    from attacks.pgd_skip import StreamAttack
+
+    dflt, only = _defaults(factory, family), factory
+    inner = _wrapped(factory, full_attack)
+    if inner is not None:  # a wrapper passes its budgets on: unset ones are the inner attack's defaults
+        dflt = {**_defaults(inner, family), **dflt}
+        if getattr(inner, "work_params", None) is not None:
+            only = SimpleNamespace(work_params=(*inner.work_params, "n"))
+    r, h = work_ratio(full_attack, smoke_attack, dflt, ATTACK_CAPS, factory=only)
+    if threat != "adaptive" or runtime_cls is None:
+        return r, h
+    name = getattr(runtime_cls, "registry_name", runtime_cls.__name__)
+    r2, h2 = runtime_ratio(runtime_cls, full_runtime, smoke_runtime, family)
+    if getattr(runtime_cls, "stateful", False):
+        if not (isinstance(factory, type) and issubclass(factory, StreamAttack)):
+            return r, h  # e.g. pgd-nn: searches D', never runs the defense's adaptation
+        if "rounds" in dflt or "rounds" in full_attack:  # FPA / GMSA: a stream per round and one more
+            rf = 1 + _value(full_attack, dflt, "rounds", 1)
+            rs = 1 + _value(smoke_attack, dflt, "rounds", 1)
+            if rf != rs:
+                r2, h2 = r2 * rf / rs, f"{h2} x (1+rounds) {rf:g}/{rs:g}" if h2 else f"(1+rounds) {rf:g}/{rs:g}"
+        return max(r, r2), f"max({h or '1'}; {name} stream {h2 or '1'})"
+    if defense_runs_inside(factory, runtime_cls) and r2 != 1:
+        return r * r2, f"{h or '1'} x {name} at every step: {h2}"
+    return r, h
+
+
+def prepare_ratio(runtime_cls: Any, full_runtime: dict[str, Any], smoke_runtime: dict[str, Any],
+                  family: str) -> tuple[float, str]:
+    """Real / smoke work of building a database defense per training image (copies x the D' attack's
+    1 + steps), and how; 1 for a database of clean images only (DeepNN's D)."""
+    if not getattr(runtime_cls, "uses_adversarial_database", True):
+        return 1.0, ""
+    dflt = _defaults(runtime_cls, family)
+    r, h = work_ratio(full_runtime, smoke_runtime, dflt, {"copies": 1})
+    db_f = dict(dflt.get("db_params") or {}, **(full_runtime.get("db_params") or {}))
+    db_s = smoke_runtime.get("db_params") or {}
+    s_f, s_s = 1 + _value(db_f, {}, "steps", 10), 1 + _value(db_s, {}, "steps", 10)
+    return r * s_f / s_s, (f"{h} x " if h else "") + f"(1+steps) {s_f:g}/{s_s:g}"
 
 
 class _Timer:
@@ -228,34 +322,26 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                 dflt = _defaults(factory, family)
                 if getattr(factory, "needs_train_set", False):
                     n_train = spec.train_limit or _train_size(spec, options)
-                    r, h = work_ratio(full.runtime_params, cell.runtime_params, dflt, {"copies": 1})
-                    db_f = dict(dflt.get("db_params") or {}, **(full.runtime_params.get("db_params") or {}))
-                    db_s = cell.runtime_params.get("db_params") or {}
-                    s_f, s_s = 1 + _value(db_f, {}, "steps", 10), 1 + _value(db_s, {}, "steps", 10)
-                    factor = (n_train / max(train_smoke, 1)) * r * (s_f / s_s)
-                    how = f"images {n_train}/{train_smoke}" + (f" x {h}" if h else "") + f" x (1+steps) {s_f:g}/{s_s:g}"
+                    r, h = prepare_ratio(factory, full.runtime_params, cell.runtime_params, family)
+                    factor = (n_train / max(train_smoke, 1)) * r
+                    how = f"images {n_train}/{train_smoke}" + (f" x {h}" if h else "")
                 else:
                     factor, how = 1.0, "fixed"
                 label = f"prepare {cell.runtime_defense}"
             elif kind == "craft":
                 factory = attacks.ATTACKS.get(cell.attack)
-                dflt = _defaults(factory, family)
                 runtime_cls = defenses.DEFENSES.get(cell.runtime_defense)
                 full_params = real_attack_budget(factory, full.attack_params, runtime_cls, full.runtime_params,
                                                  family, runner.test.x[0].numel())
-                r, h = work_ratio(full_params, cell.attack_params, dflt, ATTACK_CAPS, factory=factory)
-                if cell.threat == "adaptive" and getattr(runtime_cls, "stateful", False):
-                    rd = _defaults(runtime_cls, family)
-                    r2, h2 = work_ratio(full.runtime_params, cell.runtime_params, rd, RUNTIME_CAPS, skip=("copies",))
-                    r, h = max(r, r2), f"max({h or '1'}; {h2 or '1'})"
+                r, h = craft_ratio(factory, full_params, cell.attack_params, runtime_cls, full.runtime_params,
+                                   cell.runtime_params, cell.threat, family)
                 factor = (n_full / n_smoke) * r
                 how = f"points {n_full}/{n_smoke}" + (f" x {h}" if h else "")
                 label = f"craft {cell.attack_label} ({cell.threat}) {cell.train_defense}" + (
                     f"/{cell.runtime_defense}" if cell.threat == "adaptive" else "")
             else:
                 factory = defenses.DEFENSES.get(cell.runtime_defense)
-                dflt = _defaults(factory, family)
-                r, h = work_ratio(full.runtime_params, cell.runtime_params, dflt, RUNTIME_CAPS, skip=("copies",))
+                r, h = runtime_ratio(factory, full.runtime_params, cell.runtime_params, family)
                 factor = (n_full / n_smoke) * r
                 how = f"points {n_full}/{n_smoke}" + (f" x {h}" if h else "")
                 label = f"predict {cell.train_defense}/{cell.runtime_defense}"

@@ -9,9 +9,10 @@ the signature default; ``None`` counts as unbounded) and never raising one:
   ``steps`` / ``iterations`` <= 2 (transfer surrogates too)
 - attacks: ``steps`` <= 2, ``restarts`` / ``n_restarts`` / ``binary_search_steps`` / ``rounds`` <= 1,
   AutoAttack ``n_iter`` <= 2 and ``n_queries`` <= 20, EOT draws ``n`` <= 2, JSMA ``max_iters`` <= 2
-- runtime defenses: K (``k``) <= 8, adversarial copies in D' (``copies``) <= 1 and their attack's
-  ``steps`` <= 2, RMC ``max_epochs`` <= 2 and ``patience`` <= 1 (uncapped, one CIFAR-10 ResNet-32
-  point can adapt for half an hour on a CPU), RIDE ``iterations`` <= 2 with one checkpoint
+- runtime defenses: K (``k``) <= 8 (the database defenses' K; median's kernel size is no budget),
+  adversarial copies in D' (``copies``) <= 1 and their attack's ``steps`` <= 2, RMC ``max_epochs``
+  <= 2 and ``patience`` <= 1 (uncapped, one CIFAR-10 ResNet-32 point can adapt for half an hour on a
+  CPU), RIDE ``iterations`` <= 2 with one checkpoint
 
 Why these caps (issue 13, CIFAR-10 on a loaded 2-core box): RMC's per-point adaptation and
 calibration dominate a smoke, and cost grows with points x K; with 16 points, 512 images and K 32
@@ -77,6 +78,15 @@ def shrink(params: dict[str, Any], caps: dict[str, int], defaults: dict[str, Any
     return out
 
 
+def runtime_caps(factory: Any) -> dict[str, int]:
+    """RUNTIME_CAPS for one runtime defense: ``k`` is K nearest neighbours only for the defenses that
+    search a database (``needs_train_set``); a purifier's ``k`` (median: the odd kernel size) is not a
+    budget, and capping 9 or 11 at 8 would make it invalid."""
+    if getattr(factory, "needs_train_set", False):
+        return RUNTIME_CAPS
+    return {name: cap for name, cap in RUNTIME_CAPS.items() if name != "k"}
+
+
 def smoke_spec(spec: GridSpec, limit: int = LIMIT, train_limit: int = TRAIN_LIMIT) -> GridSpec:
     """The grid with every budget shrunk by the rule above (see the module docstring); ``limit`` and
     ``train_limit`` are the caps on test points and training images (``bench estimate`` times more)."""
@@ -98,7 +108,7 @@ def smoke_spec(spec: GridSpec, limit: int = LIMIT, train_limit: int = TRAIN_LIMI
     runtime = {}
     for name, params in spec.runtime.items():
         factory = method(name, defenses.DEFENSES)
-        runtime[name] = params if factory is None else shrink(params, RUNTIME_CAPS, _defaults(factory, family))
+        runtime[name] = params if factory is None else shrink(params, runtime_caps(factory), _defaults(factory, family))
     shrunk_attacks = []
     for a in spec.attacks:
         factory = method(a.name, attacks.ATTACKS)

@@ -37,6 +37,16 @@ def test_smoke_rule_caps_every_budget():
     assert {a.params.get("q") for a in spec.attacks} == {a.params.get("q") for a in full.attacks}  # not budgets
 
 
+
+def test_smoke_keeps_a_purifiers_kernel_size_and_caps_k_of_the_database_defenses():
+    spec = smoke_spec(grids.load("imagenet-ride-paper"))  # median k = 3 ... 11 (RIDE supplement Table 4)
+    assert [spec.runtime[f"median@k{k}"]["k"] for k in (3, 5, 7, 9, 11)] == [3, 5, 7, 9, 11]
+    import defenses
+
+    for k in (9, 11):  # the smoke grid's median must be constructible (an even kernel is refused)
+        assert defenses.create("median", **spec.runtime[f"median@k{k}"]).k == k
+    assert smoke_spec(grids.load("cifar10")).runtime["deepnn"]["k"] <= RUNTIME_CAPS["k"]
+
 SMALL = """
 name = "small"
 dataset = "digits"
