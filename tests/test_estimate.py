@@ -98,3 +98,28 @@ def test_estimate_refuses_when_smoke_cells_fail(tmp_path, monkeypatch):
     spec, options = _tiny(tmp_path)
     with pytest.raises(BenchError, match="1 of 1 smoke cells of est-tiny failed.*boom"):
         estimate(spec, options)
+
+
+COLLAPSING = TINY.replace('name = "fgsm"\neps = 0.1', '''name = "pgd"
+label = "pgd s20"
+eps = 0.1
+params = { steps = 20 }
+[[attacks]]
+name = "pgd"
+label = "pgd s40"
+eps = 0.1
+params = { steps = 40 }''')
+
+
+def test_cells_the_smoke_caps_make_one_are_each_predicted_at_their_own_budget(tmp_path):
+    """pgd with 20 and 40 steps both shrink to the same 2-step smoke cell, which runs once: each full cell
+    still gets its own craft piece, the second twice the first (it was 0 s before)."""
+    (tmp_path / "c.toml").write_text(COLLAPSING)
+    spec = grids.load(str(tmp_path / "c.toml"))
+    _, options = _tiny(tmp_path)
+    rep = estimate(spec, options)
+    crafts = {p.label: p for p in rep["pieces"] if p.kind == "craft"}
+    s20 = next(p for label, p in crafts.items() if "pgd s20" in label)
+    s40 = next(p for label, p in crafts.items() if "pgd s40" in label)
+    assert s40.measured_s == s20.measured_s and s40.predicted_s == pytest.approx(2 * s20.predicted_s)
+    assert all(v > 0 for v in rep["per_cell"].values()), rep["per_cell"]
