@@ -18,7 +18,7 @@ from bench.core.approx import BPDAModel, Transform, bpda
 from bench.core.errors import BenchError
 from defenses.purify import Purifier
 
-__all__ = ["BPDAAttack", "BPDAModel", "Transform", "WrapperAttack", "bpda"]
+__all__ = ["BPDAAttack", "BPDAModel", "Transform", "WrapperAttack", "bpda", "wrapped_attack"]
 
 
 class WrapperAttack(Attack):
@@ -56,6 +56,15 @@ class WrapperAttack(Attack):
 
     def config(self) -> dict:
         return {"attack": self.inner_name, **self.inner.config()}
+
+
+def wrapped_attack(factory: Any, params: dict[str, Any]) -> Any:
+    """The registered class of the attack a wrapper (bpda / eot) runs with ``params`` (its ``attack``,
+    default pgd); None when ``factory`` is no wrapper or names an unknown attack."""
+    if not (isinstance(factory, type) and issubclass(factory, WrapperAttack)):
+        return None
+    name = params.get("attack", "pgd")
+    return ATTACKS.get(name) if isinstance(name, str) and name in ATTACKS else None
 
 
 @register("bpda")

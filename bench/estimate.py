@@ -126,13 +126,9 @@ def runtime_ratio(runtime_cls: Any, full: dict[str, Any], smoke: dict[str, Any],
 
 def _wrapped(factory: Any, params: dict[str, Any]) -> Any:
     """The inner attack of a wrapper (bpda / eot) configured by ``params``; None for other attacks."""
-    import attacks
-    from attacks.bpda import WrapperAttack
+    from attacks.bpda import wrapped_attack
 
-    if not (isinstance(factory, type) and issubclass(factory, WrapperAttack)):
-        return None
-    name = params.get("attack", "pgd")
-    return attacks.ATTACKS.get(name) if name in attacks.ATTACKS else None
+    return wrapped_attack(factory, params)
 
 
 def defense_runs_inside(factory: Any, runtime_cls: Any) -> bool:

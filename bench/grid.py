@@ -194,14 +194,19 @@ def load(name_or_path: str) -> GridSpec:
                          "bench/grids/*.toml for the expected types") from None
 
 
-def _ball_norm(attack: str) -> str:
-    """The norm of a registered attack's ball ('Linf' when unknown, the strictest check)."""
+def _ball_norm(attack: str, params: Any = None) -> str:
+    """The norm of a registered attack's ball, a wrapper's (bpda, eot) being its inner attack's
+    ('Linf' when unknown, the strictest check)."""
     try:
         import attacks
-
-        return attacks.ATTACKS.get(attack).norm if attack in attacks.ATTACKS else "Linf"
+        from attacks.bpda import wrapped_attack
     except ImportError:  # pragma: no cover
         return "Linf"
+    if attack not in attacks.ATTACKS:
+        return "Linf"
+    factory = attacks.ATTACKS.get(attack)
+    inner = wrapped_attack(factory, params if isinstance(params, dict) else {})
+    return (inner or factory).norm
 
 
 def _eps_list(value: Any, where: str, norm: str | Callable[[], str] = "Linf") -> tuple[float | None, ...]:
@@ -302,7 +307,8 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         if not isinstance(a.get("label", ""), str):
             raise BenchError(f"{aw}: label must be a string")
         attacks.append(AttackSpec(
-            name=a["name"], threat=threat, eps=_eps_list(a.get("eps"), aw, lambda a=a: _ball_norm(a["name"])),
+            name=a["name"], threat=threat,
+            eps=_eps_list(a.get("eps"), aw, lambda a=a: _ball_norm(a["name"], a.get("params"))),
             params=dict(a.get("params", {})),
             surrogate=dict(a.get("surrogate", {})), runtime=tuple([runtime] if isinstance(runtime, str) else runtime),
             label=a.get("label", ""), threshold=_threshold(a.get("threshold"), aw),

@@ -161,6 +161,18 @@ def test_grid_spec_validation(tmp_path):
         assert "\n" not in str(err.value), what
 
 
+def test_eps_range_follows_a_wrappers_inner_attack(tmp_path):
+    """An L2 ball may exceed 1: eot / bpda around pgd-l2 take eps 1.5; around Linf pgd they do not."""
+    eot = TINY.replace('name = "fgsm"\neps = 0.2', 'name = "eot"\nthreat = "adaptive"\neps = 1.5\n'
+                       'params = { attack = "ATTACK", n = 2 }')
+    assert "eot" in eot and "eps = 1.5" in eot
+    assert _spec(tmp_path, eot.replace("ATTACK", "pgd-l2")).attacks[0].eps == (1.5,)
+    with pytest.raises(BenchError, match="eps 1.5 is outside"):
+        _spec(tmp_path, eot.replace("ATTACK", "pgd"))
+    bpda = eot.replace('"eot"', '"bpda"').replace(", n = 2", "")
+    assert _spec(tmp_path, bpda.replace("ATTACK", "pgd-l2")).attacks[0].eps == (1.5,)
+
+
 def test_zero_cells_and_unwritable_results(tmp_path):
     empty = _spec(tmp_path, TINY.split("[[attacks]]")[0])
     with pytest.raises(BenchError, match="no cells"):
