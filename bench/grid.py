@@ -202,9 +202,9 @@ def _ball_norm(attack: str, params: Any = None) -> str:
         from attacks.bpda import wrapped_attack
     except ImportError:  # pragma: no cover
         return "Linf"
-    if attack not in attacks.ATTACKS:
+    factory = attacks.ATTACKS.get_or_none(attack)
+    if factory is None:
         return "Linf"
-    factory = attacks.ATTACKS.get(attack)
     inner = wrapped_attack(factory, params if isinstance(params, dict) else {})
     return (inner or factory).norm
 

@@ -98,28 +98,25 @@ def smoke_spec(spec: GridSpec, limit: int = LIMIT, train_limit: int = TRAIN_LIMI
 
     family = data.family_of(spec.dataset)
 
-    def method(name: str, registry: Any) -> Any:
-        return registry.get(name) if name in registry else None
-
     train = {}
     for name, params in spec.train.items():
-        factory = None if is_zoo_name(name) or sources.is_provided(params) else method(name, defenses.DEFENSES)
+        factory = None if is_zoo_name(name) or sources.is_provided(params) else defenses.DEFENSES.get_or_none(name)
         train[name] = params if factory is None else shrink(params, TRAIN_CAPS, _defaults(factory, family))
     runtime = {}
     for name, params in spec.runtime.items():
-        factory = method(name, defenses.DEFENSES)
+        factory = defenses.DEFENSES.get_or_none(name)
         runtime[name] = params if factory is None else shrink(params, runtime_caps(factory), _defaults(factory, family))
     shrunk_attacks = []
     for a in spec.attacks:
-        factory = method(a.name, attacks.ATTACKS)
+        factory = attacks.ATTACKS.get_or_none(a.name)
         params = a.params if factory is None else shrink(a.params, ATTACK_CAPS, _defaults(factory, family))
         if a.name in ("bpda", "eot"):  # wrappers: the inner attack's budget too
-            inner = method(params.get("attack", "pgd"), attacks.ATTACKS)
+            inner = attacks.ATTACKS.get_or_none(params.get("attack", "pgd"))
             if inner is not None:
                 params = shrink(params, ATTACK_CAPS, _defaults(inner, family))
         surrogate = dict(a.surrogate)
         if surrogate:
-            sur_factory = method(surrogate.get("defense", "standard"), defenses.DEFENSES)
+            sur_factory = defenses.DEFENSES.get_or_none(surrogate.get("defense", "standard"))
             surrogate["params"] = shrink(dict(surrogate.get("params", {})), TRAIN_CAPS,
                                          _defaults(sur_factory, family) if sur_factory else None)
         shrunk_attacks.append(AttackSpec(a.name, a.threat, a.eps, params, surrogate, a.runtime, a.label))
