@@ -78,6 +78,31 @@ def shrink(params: dict[str, Any], caps: dict[str, int], defaults: dict[str, Any
     return out
 
 
+def cap_database_attacks(params: dict[str, Any], defaults: dict[str, Any], family: str) -> dict[str, Any]:
+    """Each D' attack's own budgets capped too (JSMA's pixel-pair iterations, C&W's search steps): in
+    ``db_params``' table for that attack (defenses.database.attack_params_for), since the shared
+    ``db_params`` go to every attack of the mix and PGD takes no ``max_iters``."""
+    import attacks
+    from bench.validate import signature_params
+
+    names = params.get("db_attacks", defaults.get("db_attacks")) or ["pgd"]
+    db = params.get("db_params", defaults.get("db_params")) or {}
+    if not isinstance(db, dict) or not isinstance(names, (list, tuple)):
+        return params  # the defense's own validation reports it
+    db = dict(db)
+    for n in names:
+        factory = attacks.ATTACKS.get_or_none(n) if isinstance(n, str) else None
+        if factory is None:
+            continue
+        accepted = set(signature_params(factory)[0])
+        caps = {k: v for k, v in ATTACK_CAPS.items() if k in accepted and k not in db}
+        own = db.get(n) if isinstance(db.get(n), dict) else {}
+        capped = shrink(own, caps, _defaults(factory, family))
+        if capped != own:
+            db[n] = capped
+    return {**params, "db_params": db}
+
+
 def runtime_caps(factory: Any) -> dict[str, int]:
     """RUNTIME_CAPS for one runtime defense: ``k`` is K nearest neighbours only for the defenses that
     search a database (``needs_train_set``); a purifier's ``k`` (median: the odd kernel size) is not a
@@ -106,6 +131,8 @@ def smoke_spec(spec: GridSpec, limit: int = LIMIT, train_limit: int = TRAIN_LIMI
     for name, params in spec.runtime.items():
         factory = defenses.DEFENSES.get_or_none(name)
         runtime[name] = params if factory is None else shrink(params, runtime_caps(factory), _defaults(factory, family))
+        if factory is not None and "db_params" in _defaults(factory, family):
+            runtime[name] = cap_database_attacks(runtime[name], _defaults(factory, family), family)
     shrunk_attacks = []
     for a in spec.attacks:
         factory = attacks.ATTACKS.get_or_none(a.name)

@@ -62,6 +62,15 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (x * 255).round().clamp(0, 255).to(torch.uint8)
 
 
+def attack_params_for(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The D' attack ``name``'s parameters: the shared ones (eps, steps, ...) overlaid with its own table,
+    if any (``db_params = { eps = 0.03, jsma = { max_iters = 20 } }``: a budget only one attack of a mix
+    accepts)."""
+    shared = {k: v for k, v in params.items() if not isinstance(v, dict)}
+    own = params.get(name)
+    return {**shared, **(own if isinstance(own, dict) else {})}
+
+
 def build_database(model: nn.Module, train_set: Dataset, copies: int = 1, attack_names: list[str] | None = None,
                    attack_params: dict[str, Any] | None = None, seed: int = 0, cache_dir: str | Path | None = None,
                    batch_size: int = 256, layer: str | None = None) -> Database:
@@ -81,7 +90,9 @@ def build_database(model: nn.Module, train_set: Dataset, copies: int = 1, attack
     device = next(model.parameters()).device
     xs, ys, adv = [train_set.x], [train_set.y], [torch.zeros(len(train_set), dtype=torch.bool)]
     for c in range(copies):
-        atk = attacks.create(names[c % len(names)], **{**params, "seed": seed * 1000 + c, "batch_size": batch_size})
+        name = names[c % len(names)]
+        atk = attacks.create(name, **{**attack_params_for(name, params), "seed": seed * 1000 + c,
+                                      "batch_size": batch_size})
         x_adv = atk(model, train_set.x.to(device), train_set.y.to(device)).cpu()
         xs.append(x_adv)
         ys.append(train_set.y)

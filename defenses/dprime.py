@@ -28,6 +28,7 @@ from torch import nn
 from bench.core.cache import config_hash, default_cache_dir
 from bench.core.data import Dataset
 from defenses import shards as sh
+from defenses.database import attack_params_for
 
 
 def _quantise(x: torch.Tensor) -> torch.Tensor:
@@ -86,9 +87,10 @@ def run_task(task: Task, folder: str, model: nn.Module, train_set: Dataset, atta
     entry: dict[str, Any] = {"rows": len(ids)}
     if task.copy >= 0:  # attacked from the dataset's own pixels, as the in-memory D' is
         y = train_set.y[task.start : task.stop]
-        atk = attacks.create(attack_names[task.copy % len(attack_names)],
-                             **{**attack_params, "seed": seed * 1000 + task.copy + 1_000_000 * task.shard,
-                                "batch_size": batch_size})
+        name = attack_names[task.copy % len(attack_names)]
+        seed_c = seed * 1000 + task.copy + 1_000_000 * task.shard
+        own = attack_params_for(name, attack_params)
+        atk = attacks.create(name, **{**own, "seed": seed_c, "batch_size": batch_size})
         device = next(model.parameters()).device
         x8 = (atk(model, raw.to(device), y.to(device)).cpu() * 255).round().clamp(0, 255).to(torch.uint8)
         entry["images"] = f"{task.key}-images.npy"

@@ -28,7 +28,7 @@ from torch import nn
 from bench.core.data import Dataset
 from bench.core.errors import BenchError
 from defenses.base import StatefulDefense
-from defenses.database import compute_features
+from defenses.database import attack_params_for, compute_features
 from defenses.neighbors import NeighbourDefense
 from defenses.registry import register
 
@@ -255,8 +255,8 @@ class RMCPlus(RMC):
         db = self.database
         clean_of = pick % len(self.train_set)  # copy c of example i sits at i + (c + 1) |D|
         name = self.db_attacks[0]
-        atk = attacks.create(name, **{**self.db_params, "seed": int(torch.randint(0, 2**31 - 1, (1,),
-                                                                                   generator=self.generator))})
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
+        atk = attacks.create(name, **{**attack_params_for(name, self.db_params), "seed": seed})
         model = self.adapted
         for p in model.parameters():
             p.requires_grad_(False)

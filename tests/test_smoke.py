@@ -38,6 +38,21 @@ def test_smoke_rule_caps_every_budget():
 
 
 
+def test_smoke_caps_each_database_attacks_own_budget():
+    """JSMA's pixel-pair iterations and C&W's search steps in D' are capped in their own db_params
+    tables (PGD takes no max_iters), and each attack of the mix gets exactly its table."""
+    import attacks
+    from defenses.database import attack_params_for
+
+    spec = smoke_spec(grids.load("rmc-ablations-cifar10"))
+    db = spec.runtime["rmc@all-in"]["db_params"]
+    assert db["jsma"] == {"max_iters": 2} and db["cw-l2"] == {"binary_search_steps": 1} and db["steps"] == 2
+    for name in spec.runtime["rmc@all-in"]["db_attacks"]:
+        attacks.create(name, **attack_params_for(name, db))  # every attack of the mix accepts its params
+    assert attack_params_for("jsma", db)["max_iters"] == 2 and "max_iters" not in attack_params_for("pgd", db)
+    assert "db_params" not in spec.runtime["hindsight-adv"]  # a defense without a D' gets none
+
+
 def test_smoke_keeps_a_purifiers_kernel_size_and_caps_k_of_the_database_defenses():
     spec = smoke_spec(grids.load("imagenet-ride-paper"))  # median k = 3 ... 11 (RIDE supplement Table 4)
     assert [spec.runtime[f"median@k{k}"]["k"] for k in (3, 5, 7, 9, 11)] == [3, 5, 7, 9, 11]
