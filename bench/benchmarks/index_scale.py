@@ -9,7 +9,8 @@ sample and filled chunk by chunk from the shards; the top K is re-ranked exactly
 (defenses/index.py). Each build runs in a forked child whose RSS is polled (peak_rss_mb; rss_before_build_mb:
 what it shares with the parent: the interpreter, torch, faiss).
 
-    python -m bench.benchmarks.index_scale                 # N = 1,000,000: a dedicated machine (4 GB in /tmp)
+    python -m bench.benchmarks.index_scale                 # N = 1,000,000 (4 GB in /tmp; --queries 50: ~23 min
+                                                           # on one niced thread of the shared 2-core box)
     python -m bench.benchmarks.index_scale --n 100000      # shrunk
 Writes results/benchmarks/index_scale.json (``--out`` to change) and prints a table.
 """
