@@ -23,7 +23,8 @@ def _make(name, model, train_set, cache_dir, **over):
     return factory(**params).prepare(model, train_set)
 
 
-def test_ivfpq_recall_at_k_on_clustered_synthetic_features(tmp_path):
+@pytest.mark.parametrize("nlist", [128, None])  # None: default_nlist, about sqrt(N) = 63
+def test_ivfpq_recall_at_k_on_clustered_synthetic_features(tmp_path, nlist):
     """CI-sized version of bench/benchmarks/index_scale.py: 4,000 x 128 clustered features (float16 shards),
     K = 128; the chosen defaults (nprobe, refine) must keep recall@K >= 0.95 against exact search."""
     spec = generator_spec(n=4000, dim=128, clusters=8, rank=16, seed=0)
@@ -35,8 +36,9 @@ def test_ivfpq_recall_at_k_on_clustered_synthetic_features(tmp_path):
     def recall(ids):
         return np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(ids, truth)])
 
-    index = IvfPqIndex(vectors=xb, nlist=128, m=16)
+    index = IvfPqIndex(vectors=xb, nlist=nlist, m=16)
     assert (index.nprobe, index.refine) == (DEFAULT_NPROBE, DEFAULT_REFINE)
+    assert index.nlist == (nlist or int(np.sqrt(len(xb))))
     reranked = recall(index.search(torch.from_numpy(q), k)[1].numpy())
     assert reranked >= 0.95
     # the codes alone are lossy (the test could fail): the exact re-ranking is what lifts recall

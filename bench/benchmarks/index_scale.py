@@ -9,7 +9,8 @@ sample and filled chunk by chunk from the shards; the top K is re-ranked exactly
 (defenses/index.py). Each build runs in a forked child whose RSS is polled (peak_rss_mb; rss_before_build_mb:
 what it shares with the parent: the interpreter, torch, faiss).
 
-    python -m bench.benchmarks.index_scale                 # N = 1,000,000: a dedicated machine (4 GB in /tmp)
+    python -m bench.benchmarks.index_scale                 # N = 1,000,000 (4 GB in /tmp; --queries 50: ~23 min
+                                                           # on one niced thread of the shared 2-core box)
     python -m bench.benchmarks.index_scale --n 100000      # shrunk
 Writes results/benchmarks/index_scale.json (``--out`` to change) and prints a table.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,7 @@ def run_build(folder: str, keys: list[str], nlist: int, m: int, queries: np.ndar
 
     faiss.omp_set_num_threads(threads)
     torch.set_num_threads(threads)
+    omp = faiss.omp_get_max_threads()
     xb = sh.ShardedArray.from_manifest(Path(folder), keys)
     rss0 = rss_mb()
     peak = PeakRss()
@@ -125,7 +128,8 @@ def run_build(folder: str, keys: list[str], nlist: int, m: int, queries: np.ndar
     build_s = time.perf_counter() - t0
     out: dict[str, Any] = {"nlist": nlist, "m": m, "build_s": build_s, **index.timings, "peak_rss_mb": peak.mb(),
                            "rss_after_build_mb": rss_mb(), "rss_before_build_mb": rss0,
-                           "index_bytes": int(faiss.serialize_index(index.index).size), "queries": []}
+                           "index_bytes": int(faiss.serialize_index(index.index).size),
+                           "faiss_omp_threads": omp, "queries": []}
     qt = torch.from_numpy(queries)
     for nprobe in nprobes:
         for refine in refines:
@@ -159,14 +163,16 @@ def capacity_plan(n_target: int, dim: int, builds: list[dict[str, Any]], n_measu
                   image_bytes: int = 224 * 224 * 3, adversarial_share: float = 0.75) -> dict[str, Any]:
     """Disk, RAM, GPU memory and build hours for ``n_target`` entries, scaled from the measured build.
 
-    k-means training and adding both cost about (points x (nlist + 256) x dim) flops (assignment to the
-    coarse centroids plus to each sub-quantiser's 256 centroids), so the measured seconds scale by that
-    product: training on 39 x nlist points (faiss's minimum), adding all ``n_target``. Images: only the
+    nlist keeps the measured build's ratio to sqrt(N) (rounded to a power of two), so a cell holds as many
+    points relative to K as in the measured, recall-checked run. k-means training and adding both cost
+    about (points x (nlist + 256) x dim) flops (assignment to the coarse centroids plus to each
+    sub-quantiser's 256 centroids), so the measured seconds scale by that product: training on
+    39 x nlist points (faiss's minimum), adding all ``n_target``. Images: only the
     adversarial copies are stored (``adversarial_share`` of D': 3/4 for the RMC paper's N' = 4|D|, D plus
     three copies); clean rows are references into the dataset."""
     b = next(x for x in builds if x.get("nlist") == choice["nlist"] and x.get("m") == choice["m"])
     m = choice["m"]
-    nlist_t = 1 << round(np.log2(4 * np.sqrt(n_target)))  # about 4 sqrt(N), a power of two
+    nlist_t = 1 << round(np.log2(b["nlist"] * np.sqrt(n_target / n_measured)))  # measured nlist / sqrt(N) kept
     train_t = 39 * nlist_t
     code_bytes = m + 8  # PQ code + 64-bit id per vector in the inverted lists
     index_gb = (n_target * code_bytes + nlist_t * dim * 4 + dim * 256 * 4) / 1e9
@@ -189,9 +195,9 @@ def capacity_plan(n_target: int, dim: int, builds: list[dict[str, Any]], n_measu
         "build_hours_this_cpu": {"train": train_h, "add": add_h, "total": train_h + add_h,
                                  "measured": {"n": n_measured, "nlist": b["nlist"], "train_s": b["train_s"],
                                               "train_points": b["train_points"], "add_s": b["add_s"]},
-                                 "note": "scaled from the measured build by points x (nlist + 256); this box "
-                                         "gave the run well under one core (load about 8 on 2 cores), so a "
-                                         "dedicated many-core CPU or a GPU is far faster"},
+                                 "note": "scaled from the measured build by points x (nlist + 256), one faiss "
+                                         "thread on a shared 2-core box (the run got a share of one core: see "
+                                         "load_avg_at_*), so a dedicated many-core CPU or a GPU is far faster"},
         "not_included": "computing D' itself (one attack + one forward a training image and copy) and its "
                         "features: that is model time, not index time",
     }
@@ -221,13 +227,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--builds", default="1024:64", help="nlist:m pairs")
     ap.add_argument("--nprobe", default="16,32,64,128")
     ap.add_argument("--refine", default="1,2,4")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="faiss OpenMP and torch threads (default $BENCH_NUM_THREADS, else 1): on a shared, "
+                         "oversubscribed box more OpenMP threads than free cores spin and slow k-means ~10x")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", default="/tmp/index_scale")
     ap.add_argument("--target", type=int, default=5_100_000, help="entries for the capacity plan")
     ap.add_argument("--out", default="index_scale")
     ap.add_argument("--plan-from", default=None, help="only recompute the capacity plan of this JSON")
     args = ap.parse_args(argv)
+    if args.threads is None:
+        from bench.evaluation import cell_threads
+
+        args.threads = cell_threads()
     if args.plan_from:
         import json
 
@@ -238,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(fig["capacity_plan"], indent=2))
         return
 
+    load0 = os.getloadavg()  # 1, 5, 15 min: how shared the box was (timings scale with it)
     clusters = args.clusters or max(1, args.n // 1000)
     spec = generator_spec(args.n, args.dim, clusters, args.rank, args.seed, args.latent_std)
     folder = Path(args.dir) / f"n{args.n}-d{args.dim}-s{args.seed}-l{args.latent_std:g}"
@@ -287,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     figures = {
         "data": "synthetic (seeded Gaussian mixture, low-rank within clusters; see generator)",
         "generator": spec, "n": args.n, "dim": args.dim, "k": args.k, "queries": args.queries,
-        "train_sample": args.train, "threads": args.threads, "features_gb_on_disk": xb.nbytes() / 1e9,
+        "train_sample": args.train, "faiss_omp_threads": args.threads, "load_avg_at_start": load0,
+        "load_avg_at_end": os.getloadavg(), "features_gb_on_disk": xb.nbytes() / 1e9,
         "generate_s": gen_s, "exact_search_s": exact_s,
         "note": "timings on a shared 2-core CPU box (about 5 engineers): noisy and inflated",
         "builds": builds, "chosen": choice,
