@@ -117,6 +117,34 @@ def test_flat_val_folder_with_ground_truth_file(tmp_path):
     assert ds.y.tolist()[:2] in ([5, 42], [42, 5])  # one per class first
 
 
+def test_flat_val_folder_with_the_official_devkit(tmp_path):
+    """The devkit's ground truth holds ILSVRC2012_IDs in its own class order: meta.mat maps them to
+    wnids, and the class index is still the wnid's sorted position."""
+    import scipy.io
+    from PIL import Image
+
+    wnids = _fake_wnids()
+    (tmp_path / "wnids.txt").write_text("\n".join(wnids))
+    devkit_order = list(reversed(wnids))  # the devkit's IDs do not follow sorted wnids
+    synsets = np.array([(i + 1, w, 0) for i, w in enumerate(devkit_order)],
+                       dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("num_children", "O")])
+    data_dir = tmp_path / "ILSVRC2012_devkit_t12" / "data"
+    data_dir.mkdir(parents=True)
+    scipy.io.savemat(str(data_dir / "meta.mat"), {"synsets": synsets})
+    (tmp_path / "val").mkdir()
+    ids = []
+    for i, c in enumerate([5, 42, 42]):
+        Image.fromarray(np.full((30, 30, 3), 40 * i, dtype=np.uint8)).save(
+            tmp_path / "val" / f"ILSVRC2012_val_{i + 1:08d}.JPEG")
+        ids.append(str(devkit_order.index(wnids[c]) + 1))
+    (data_dir / "ILSVRC2012_validation_ground_truth.txt").write_text("\n".join(ids) + "\n")
+    ds = data.load("imagenet", "test", tmp_path)
+    assert sorted(ds.y.tolist()) == [5, 42, 42]
+    (data_dir / "meta.mat").unlink()
+    with pytest.raises(BenchError, match="needs meta.mat"):
+        data.load("imagenet", "test", tmp_path)
+
+
 def test_missing_folder_and_missing_wnids_are_one_line(tmp_path):
     with pytest.raises(BenchError) as exc:
         data.load("imagenet", "test", tmp_path / "nowhere")

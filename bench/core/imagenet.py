@@ -6,7 +6,8 @@ Layouts, under ``<data_dir>/imagenet/`` or ``<data_dir>/`` (split ``test`` = the
 - torchvision's ImageFolder: ``<split>/<wnid>/*.JPEG``;
 - the official flat validation folder ``val/ILSVRC2012_val_*.JPEG`` with a ground-truth file beside
   it: ``LOC_val_solution.csv`` (Kaggle: ``ImageId,<wnid> ...``) or ``val_labels.txt`` (lines
-  ``<file name> <wnid>``).
+  ``<file name> <wnid>``), or the official devkit (``ILSVRC2012_devkit_t12/data/``: the validation
+  ground truth, one ILSVRC2012_ID a line, and ``meta.mat``, which maps those IDs to wnids).
 
 Class index = position of the wnid in sorted order: ``wnids.txt`` (all 1,000 wnids, one a line) when
 present, else the sorted class folders when there are 1,000 of them, else an error (a folder holding
@@ -37,6 +38,7 @@ from bench.core.data import DATASETS, Dataset
 from bench.core.errors import BenchError
 
 NUM_CLASSES = 1000
+DEVKIT, DEVKIT_TRUTH = "ILSVRC2012_devkit_t12", "ILSVRC2012_validation_ground_truth.txt"
 RESIZE, CROP = 256, 224
 EXTENSIONS = (".jpeg", ".jpg", ".png")
 #: ``x`` of more images than this would hold over 12 GB as float32; stream with ``batches()`` instead.
@@ -164,8 +166,31 @@ def _flat_labels(folder: Path) -> dict[str, str]:
     for gt in (folder.parent / "val_labels.txt", folder / "val_labels.txt"):
         if gt.is_file():
             return dict(line.split()[:2] for line in gt.read_text().splitlines() if len(line.split()) >= 2)
+    for devkit in (folder.parent / DEVKIT, folder / DEVKIT):
+        if (devkit / "data" / DEVKIT_TRUTH).is_file():
+            return _devkit_labels(devkit / "data")
     raise BenchError(f"imagenet: {folder} holds images but no class folders, and no ground-truth file; put "
-                     f"LOC_val_solution.csv or val_labels.txt (<file> <wnid> per line) in {folder.parent}")
+                     f"LOC_val_solution.csv, val_labels.txt (<file> <wnid> per line) or the official devkit "
+                     f"({DEVKIT}/data/{DEVKIT_TRUTH} and meta.mat) in {folder.parent}")
+
+
+def _devkit_labels(folder: Path) -> dict[str, str]:
+    """The official devkit: line i of the ground truth is image i's ILSVRC2012_ID (1-1,000, the
+    devkit's own class order, not the sorted wnids), which meta.mat's synsets map to wnids."""
+    import scipy.io
+
+    meta = folder / "meta.mat"
+    if not meta.is_file():
+        raise BenchError(f"imagenet: {folder / DEVKIT_TRUTH} needs meta.mat beside it (it maps ILSVRC2012_IDs to "
+                         f"wnids); extract the whole devkit")
+    try:
+        synsets = scipy.io.loadmat(str(meta), squeeze_me=True)["synsets"]
+        wnid_of = {int(i): str(w) for i, w in zip(synsets["ILSVRC2012_ID"], synsets["WNID"])}
+        ids = [int(t) for t in (folder / DEVKIT_TRUTH).read_text().split()]
+        return {f"ILSVRC2012_val_{n:08d}.JPEG": wnid_of[i] for n, i in enumerate(ids, start=1)}
+    except (KeyError, ValueError, TypeError, OSError) as e:
+        raise BenchError(f"imagenet: cannot read the devkit labels in {folder} ({type(e).__name__}: {e}); "
+                         f"re-extract ILSVRC2012_devkit_t12.tar.gz") from None
 
 
 @DATASETS.register("imagenet")
