@@ -368,8 +368,11 @@ def test_cli_disk_full_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("sig,word", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")])
 def test_ctrl_c_and_sigterm_exit_130_and_mark_the_parent_run_killed(tmp_path, sig, word, monkeypatch, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # A shell without job control starts background jobs with SIGINT ignored, and a child inherits that
+    # (Python then installs no KeyboardInterrupt handler): restore the default, as a terminal's Ctrl-C meets it.
     proc = subprocess.Popen(bench_cmd(tmp_path, "--tracking-uri", uri), cwd=tmp_path, env=bench_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_records(tmp_path, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
