@@ -124,13 +124,6 @@ def runtime_ratio(runtime_cls: Any, full: dict[str, Any], smoke: dict[str, Any],
     return f / s, f"{getattr(runtime_cls, 'work_units_doc', 'work')} {f:.4g}/{s:.4g}"
 
 
-def _wrapped(factory: Any, params: dict[str, Any]) -> Any:
-    """The inner attack of a wrapper (bpda / eot) configured by ``params``; None for other attacks."""
-    from attacks.bpda import wrapped_attack
-
-    return wrapped_attack(factory, params)
-
-
 def defense_runs_inside(factory: Any, runtime_cls: Any) -> bool:
     """Whether an adaptive attack runs the runtime defense's own work (its transform) at every step:
     a wrapper (bpda / eot) or a defense whose ``attack_model`` is more than the bare model (purifiers)."""
@@ -149,10 +142,11 @@ def craft_ratio(factory: Any, full_attack: dict[str, Any], smoke_attack: dict[st
                 family: str) -> tuple[float, str]:
     """Real / smoke work of crafting one cell's adversarial examples per point, and how (see the module
     docstring): the attack's budgets, times the runtime defense's where it runs inside the attack."""
+    from attacks.bpda import wrapped_attack
     from attacks.pgd_skip import StreamAttack
 
     dflt, only = _defaults(factory, family), factory
-    inner = _wrapped(factory, full_attack)
+    inner = wrapped_attack(factory, full_attack)
     if inner is not None:  # a wrapper passes its budgets on: unset ones are the inner attack's defaults
         dflt = {**_defaults(inner, family), **dflt}
         if getattr(inner, "work_params", None) is not None:

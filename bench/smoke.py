@@ -117,6 +117,7 @@ def smoke_spec(spec: GridSpec, limit: int = LIMIT, train_limit: int = TRAIN_LIMI
     ``train_limit`` are the caps on test points and training images (``bench estimate`` times more)."""
     import attacks
     import defenses
+    from attacks.bpda import wrapped_attack
     from bench import sources
     from bench.core import data
     from bench.core.zoo import is_zoo_name
@@ -137,10 +138,9 @@ def smoke_spec(spec: GridSpec, limit: int = LIMIT, train_limit: int = TRAIN_LIMI
     for a in spec.attacks:
         factory = attacks.ATTACKS.get_or_none(a.name)
         params = a.params if factory is None else shrink(a.params, ATTACK_CAPS, _defaults(factory, family))
-        if a.name in ("bpda", "eot"):  # wrappers: the inner attack's budget too
-            inner = attacks.ATTACKS.get_or_none(params.get("attack", "pgd"))
-            if inner is not None:
-                params = shrink(params, ATTACK_CAPS, _defaults(inner, family))
+        inner = wrapped_attack(factory, params)  # a wrapper (bpda, eot): the inner attack's budget too
+        if inner is not None:
+            params = shrink(params, ATTACK_CAPS, _defaults(inner, family))
         surrogate = dict(a.surrogate)
         if surrogate:
             sur_factory = defenses.DEFENSES.get_or_none(surrogate.get("defense", "standard"))
