@@ -47,6 +47,20 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0][:150]}" if text else type(exc).__name__
 
 
+@contextlib.contextmanager
+def _store_creation_lock(uri: str) -> Iterator[None]:
+    """Serialise opening a SQLite store: MLflow creates and migrates its schema on first use, and two
+    runs starting at once on a fresh ``mlflow.db`` collided in that migration (one failed with
+    "table _alembic_tmp_tags already exists", the other with an alembic version mismatch)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from bench.core.cache import lock
+
+    with lock(Path(uri[len("sqlite:///"):])):
+        yield
+
+
 def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
@@ -131,7 +145,7 @@ class Tracker:
             logging.getLogger(name).setLevel(level)
 
         try:
-            with self._quiet():
+            with self._quiet(), _store_creation_lock(self.uri):
                 mlflow.set_tracking_uri(self.uri)
                 mlflow.set_experiment(self.grid)
                 run = mlflow.start_run(run_name=self.run_name, tags={**self.base_tags(), **self.tags})

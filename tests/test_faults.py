@@ -396,3 +396,27 @@ def test_ctrl_c_and_sigterm_exit_130_and_mark_the_parent_run_killed(tmp_path, si
     capsys.readouterr()
     code, out, err = run_cli(*bench_cmd(tmp_path, "--tracking-uri", uri)[3:], capsys=capsys)
     assert code == 0 and f"{N_CELLS - done} cells run (0 failed), {done} already done" in out, err
+
+
+RACE = """
+import sys, time
+import mlflow  # noqa: F401 - imported before the barrier, so the processes open the store together
+from bench.tracking import Tracker
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+with Tracker("race", sys.argv[1]):
+    pass
+"""
+
+
+@pytest.mark.slow
+def test_runs_starting_together_on_a_fresh_sqlite_store_all_open_it(tmp_path):
+    """Three runs opening one fresh mlflow.db at the same instant: MLflow's schema creation raced
+    (one failed with "table _alembic_tmp_tags already exists", one with an alembic mismatch)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = time.time() + 25  # after every process has imported mlflow
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, uri, str(start)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=bench_env(tmp_path))
+             for _ in range(3)]
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
