@@ -231,26 +231,34 @@ def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | No
               help="Also predict the wall time on N workers (Ray, one device each).")
 @click.option("--limit", type=int, default=None, help="The --limit the real run will use.")
 @click.option("--synthetic", is_flag=True, help="Seeded stand-ins for splits whose files are missing.")
+@click.option("--against", type=click.Path(path_type=Path), default=None,
+              help="A real run's results (results/<grid>.jsonl): print each cell's prediction beside its "
+                   "measured seconds.")
 @_plugin_option
 def estimate(grid_name: str, data_dir: Path | None, device: str, workers: int, limit: int | None, synthetic: bool,
-             plugins: tuple[Path, ...]) -> None:
+             against: Path | None, plugins: tuple[Path, ...]) -> None:
     """Predict a grid's wall time from its smoke run, every piece timed here and scaled to the real budget."""
     import tempfile
 
     from bench import grid as grids
+    from bench.estimate import compare_report, format_report
     from bench.estimate import estimate as run_estimate
-    from bench.estimate import format_report
+    from bench.results import load_records
     from bench.runner import RunOptions
 
     if workers < 1:
         raise BenchError(f"--gpus / --workers must be at least 1, got {workers}")
+    measured = load_records(against) if against is not None else None
     spec = grids.load(grid_name)
     _load_plugins(plugins, spec)
     with tempfile.TemporaryDirectory(prefix="bench-estimate-") as tmp:  # time real training, not cache hits
         opts = RunOptions(data_dir=data_dir, cache_dir=Path(tmp) / "cache", results_dir=Path(tmp) / "results",
                           tracking=False, device=device, limit=limit, download=False, synthetic=synthetic,
                           progress=False, log_samples=False, budget="smoke")
-        click.echo(format_report(run_estimate(spec, opts, workers)))
+        rep = run_estimate(spec, opts, workers)
+        click.echo(format_report(rep))
+        if measured is not None:
+            click.echo(f"\nagainst {against}:\n" + compare_report(rep, measured))
 
 
 @cli.command("list")

@@ -283,7 +283,7 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                          f"run `bench run --grid {spec.name} --smoke` to see why")
     family = data.family_of(spec.dataset)
     n_smoke = len(runner.test)
-    n_full = full_cells[0].limit or n_smoke
+    n_full = max((c.limit or n_smoke for c in full_cells), default=n_smoke)
     train_smoke = len(runner.artifacts._train_set) if runner.artifacts._train_set is not None else 0
     pieces: dict[tuple[str, str, str], Piece] = {}
     timed_cell = {}  # smoke cell_id -> the index that ran it: the caps can make two full cells one smoke cell
@@ -333,15 +333,17 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                                                  family, runner.test.x[0].numel())
                 r, h = craft_ratio(factory, full_params, cell.attack_params, runtime_cls, full.runtime_params,
                                    cell.runtime_params, cell.threat, family)
-                factor = (n_full / n_smoke) * r
-                how = f"points {n_full}/{n_smoke}" + (f" x {h}" if h else "")
+                n_cell, n_small = full.limit or n_full, min(cell.limit or n_smoke, n_smoke)
+                factor = (n_cell / n_small) * r
+                how = f"points {n_cell}/{n_small}" + (f" x {h}" if h else "")
                 label = f"craft {cell.attack_label} ({cell.threat}) {cell.train_defense}" + (
                     f"/{cell.runtime_defense}" if cell.threat == "adaptive" else "")
             else:
                 factory = defenses.DEFENSES.get(cell.runtime_defense)
                 r, h = runtime_ratio(factory, full.runtime_params, cell.runtime_params, family)
-                factor = (n_full / n_smoke) * r
-                how = f"points {n_full}/{n_smoke}" + (f" x {h}" if h else "")
+                n_cell, n_small = full.limit or n_full, min(cell.limit or n_smoke, n_smoke)
+                factor = (n_cell / n_small) * r
+                how = f"points {n_cell}/{n_small}" + (f" x {h}" if h else "")
                 label = f"predict {cell.train_defense}/{cell.runtime_defense}"
             pieces[piece_id] = Piece(kind, label, measured, factor, how, {i})
     total = sum(p.predicted_s for p in pieces.values())
@@ -416,4 +418,32 @@ def format_report(rep: dict[str, Any]) -> str:
     lines += ["", f"total: {human_seconds(rep['total_s'])} on one {rep['device']} device; "
                   f"{human_seconds(rep['total_workers_s'])} on {rep['workers']} workers "
                   "(total / workers, never below the longest piece)"]
+    return "\n".join(lines)
+
+
+def compare_report(rep: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """The prediction beside a real run's measured cell times (its records' ``seconds``).
+
+    A record's seconds include the work it shared (training its model, building D') when it was
+    the first cell to need it, as the prediction charges it; a run that found models in its cache
+    measured less than the estimate predicts. Cells without an ``ok`` record are left out of both
+    totals."""
+    measured = {r["key"]: float(r["seconds"]) for r in records
+                if r.get("status") == "ok" and "seconds" in r}
+    lines = ["| cell | predicted | measured | predicted / measured |", "| --- | --- | --- | --- |"]
+    pred_total = meas_total = 0.0
+    for key, pred in rep["per_cell"].items():
+        if key not in measured:
+            continue
+        meas = measured[key]
+        pred_total, meas_total = pred_total + pred, meas_total + meas
+        ratio = f"{pred / meas:.2f}" if meas > 0 else "-"
+        lines.append(f"| {key} | {human_seconds(pred)} | {human_seconds(meas)} | {ratio} |")
+    compared = len(lines) - 2
+    missing = len(rep["per_cell"]) - compared
+    if meas_total <= 0:
+        return "no measured cell of this grid in the records given: nothing to compare"
+    lines += ["", f"compared {compared} cells ({missing} without a measured record): predicted "
+                  f"{human_seconds(pred_total)}, measured {human_seconds(meas_total)} (sum of the records' "
+                  f"cell seconds), ratio {pred_total / meas_total:.2f}"]
     return "\n".join(lines)

@@ -185,8 +185,8 @@ class Evaluator:
         art = self.artifacts
         model, model_key = art.model(cell.arch, cell.train_defense, cell.train_params, cell.seed)
         defense = art.runtime(cell, model, model_key)
-        x, y = art.test.x, art.test.y
-        ck = (model_key, cell.runtime_defense + config_hash(cell.runtime_params))
+        x, y = art.test.x[: cell.limit], art.test.y[: cell.limit]  # a runtime's own limit: a prefix
+        ck = (model_key, cell.runtime_defense + config_hash(cell.runtime_params), len(y))
         if ck not in self._clean:
             self._clean[ck] = self.predict(defense, x, cell.seed, y)[0]
         clean_pred = self._clean[ck]

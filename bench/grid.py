@@ -111,6 +111,13 @@ class GridSpec:
     metrics: tuple[str, ...] = ()
     #: The pictures ``bench plot`` draws ([[figures]] tables; see bench.figures).
     figures: tuple[dict[str, Any], ...] = ()
+    #: Fewer test points for a costly runtime defense (``[runtime.rmc] limit = 10``): its cells
+    #: evaluate the first ``min(limit, its limit)`` test examples, a prefix of the other rows' points.
+    runtime_limits: dict[str, int] = field(default_factory=dict)
+
+    def limit_for(self, runtime: str, limit: int | None) -> int | None:
+        own = self.runtime_limits.get(runtime)
+        return own if limit is None else min(limit, own) if own else limit
 
     def pairs(self) -> list[tuple[str, str]]:
         """(train-time defense, runtime defense) pairs, in table order."""
@@ -150,7 +157,8 @@ class GridSpec:
                         train_defense=train, train_params=train_params.get(train, {}),
                         runtime_defense=runtime, runtime_params=self.runtime.get(runtime, {}),
                         attack=a.name, attack_params=a.params, threat=a.threat, eps=eps,
-                        surrogate=a.surrogate, limit=lim, train_limit=self.train_limit, seed=sd,
+                        surrogate=a.surrogate, limit=self.limit_for(runtime, lim), train_limit=self.train_limit,
+                        seed=sd,
                         attack_label=a.label or a.name, train_split=self.train_split,
                         train_offset=self.train_offset,
                     ))
@@ -330,13 +338,22 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
             raise BenchError(f"{where}: {key} must be a string, got {raw[key]!r}"[:300])
     if "/" in str(raw.get("name", "")) or raw.get("name") == "":
         raise BenchError(f"{where}: name {raw['name']!r} must be a non-empty file name (no '/')")
+    runtime = _table(raw, "runtime", where) or {"none": {}}
+    runtime_limits = {}
+    for name, params in runtime.items():
+        if "limit" in params:
+            v = params.pop("limit")
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise BenchError(f"{where}: [runtime.{name}] limit must be a positive integer (test points "
+                                 f"for this defense's cells), got {v!r}")
+            runtime_limits[name] = v
     ref = raw.get("reference", {})
     metrics = raw.get("metrics", [])
     if not isinstance(metrics, list) or not set(metrics) <= set(METRICS):
         raise BenchError(f"{where}: metrics must be a list drawn from {', '.join(METRICS)}, got {metrics!r}")
     spec = GridSpec(
         name=raw.get("name", default_name), dataset=raw["dataset"], arch=raw["arch"],
-        train=train, runtime=_table(raw, "runtime", where) or {"none": {}},
+        train=train, runtime=runtime, runtime_limits=runtime_limits,
         attacks=attacks, layout=layout,
         base_model=raw.get("base_model", "standard" if "standard" in train else next(iter(train))),
         limit=raw.get("limit"), train_limit=raw.get("train_limit"), train_split=train_split,

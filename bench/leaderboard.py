@@ -213,10 +213,15 @@ def headline(records: list[dict[str, Any]], spec: GridSpec | None = None) -> tup
     table = []
     for i, (train, runtime, joint, n_att, first) in enumerate(entries):
         verdict = "-"
-        if i + 1 < len(entries) and len(entries[i + 1][2]) == len(joint):
-            a, b, p = mcnemar(joint, entries[i + 1][2])
-            verdict = (f"better (p = {p:.2g}; {a} vs {b} discordant)" if p < ALPHA and a > b
-                       else f"not distinguishable (p = {p:.2g})")
+        if i + 1 < len(entries):
+            # A row with its own, smaller limit evaluated a prefix of the other rows' test points:
+            # pair the two rows on the points both saw.
+            other = entries[i + 1][2]
+            m = min(len(joint), len(other))
+            a, b, p = mcnemar(joint[:m], other[:m])
+            on = "" if len(joint) == len(other) else f"; first {m} examples"
+            verdict = (f"better (p = {p:.2g}; {a} vs {b} discordant{on})" if p < ALPHA and a > b
+                       else f"not distinguishable (p = {p:.2g}{on})")
         table.append({"rank": i + 1, "train-time": train, "runtime": runtime,
                       "clean": _fmt_acc(first["clean_acc"], _ci(first, "clean")),
                       worst_label(budget): _fmt_acc(joint.count("1") / len(joint), interval_of(joint)),
@@ -257,6 +262,10 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
     ok = [r for r in records if r.get("status") == "ok"]
     failed = [r for r in records if r.get("status") != "ok"]
     n = max((r["n"] for r in ok), default=0)
+    fewer = sorted({(r["runtime_defense"], int(r["n"])) for r in ok if r["n"] < n})
+    n_text = f"{n} test examples" + (
+        f"; fewer for the rows of {', '.join(f'{rt} ({k})' for rt, k in fewer)}: the first of the same points"
+        if fewer else "")
     versions = sorted({r.get("code_version", "") for r in ok})
     devices = sorted({r.get("device", "") for r in ok})
     date = max((r.get("finished_at", "") for r in ok), default="")[:10]
@@ -275,7 +284,7 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
                   head.to_markdown(index=False, tablefmt="pipe", disable_numparse=True), "",
                   footer([r for r in ok if budget_of(r) == budget], spec), ""]
     lines += ["## All cells", "",
-              f"Dataset `{spec.dataset}` ({n} test examples), architecture `{spec.arch}`. Accuracy in %. "
+              f"Dataset `{spec.dataset}` ({n_text}), architecture `{spec.arch}`. Accuracy in %. "
               "Columns: clean accuracy, robust accuracy per attack (threat model in parentheses when not `base`, "
               "then the budget: norm and eps), for the minimal-norm attacks the median perturbation norm over "
               "the examples they flip (`med L2`, `med L0`) and Deep Defense's rho_2 (mean ||delta||_2 / ||x||_2 "

@@ -101,7 +101,8 @@ class Runner:
         if trained and spec.arch not in models.ARCHS:
             models.ARCHS.get(spec.arch)  # raises a BenchError listing the valid names
         self.cells = spec.cells(limit=self.opt.limit, seed=self.opt.seed)
-        limit = self.cells[0].limit if self.cells else None
+        limits = {c.limit for c in self.cells}  # a runtime's own limit makes its cells read a prefix
+        limit = None if (None in limits or not limits) else max(limits)
         if spec.train_split == "test" and (limit is None or limit > spec.train_offset):
             raise BenchError(f"{spec.name}: the training stand-in starts at test image {spec.train_offset}, so "
                              f"evaluate at most that many test points (--limit {spec.train_offset})")

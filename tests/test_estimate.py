@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import grid as grids
-from bench.estimate import estimate, format_report, work_ratio
+from bench.estimate import compare_report, estimate, format_report, work_ratio
 from bench.runner import RunOptions
 from bench.smoke import ATTACK_CAPS
 from tests.test_extension_api import run_cli
@@ -123,3 +123,14 @@ def test_cells_the_smoke_caps_make_one_are_each_predicted_at_their_own_budget(tm
     s40 = next(p for label, p in crafts.items() if "pgd s40" in label)
     assert s40.measured_s == s20.measured_s and s40.predicted_s == pytest.approx(2 * s20.predicted_s)
     assert all(v > 0 for v in rep["per_cell"].values()), rep["per_cell"]
+
+
+def test_compare_report_puts_each_prediction_beside_its_measured_cell():
+    rep = {"per_cell": {"a": 10.0, "b": 30.0, "c": 5.0}}
+    records = [{"key": "a", "status": "ok", "seconds": 20.0}, {"key": "b", "status": "ok", "seconds": 20.0},
+               {"key": "c", "status": "failed", "seconds": 1.0}, {"key": "z", "status": "ok", "seconds": 99.0}]
+    text = compare_report(rep, records)
+    assert "| a | 10.0 s | 20.0 s | 0.50 |" in text and "| b | 30.0 s | 20.0 s | 1.50 |" in text
+    assert "| c |" not in text and "| z |" not in text  # failed and foreign records are not compared
+    assert "compared 2 cells (1 without a measured record)" in text and "ratio 1.00" in text
+    assert "nothing to compare" in compare_report(rep, [])

@@ -183,3 +183,44 @@ def test_zero_cells_and_unwritable_results(tmp_path):
     opts.results_dir = blocker / "results"
     with pytest.raises(BenchError, match="not writable"):
         Runner(_spec(tmp_path), opts).run()
+
+
+RUNTIME_LIMIT = """
+name = "rl"
+dataset = "digits"
+arch = "small-cnn"
+limit = 30
+seed = 0
+[train.standard]
+epochs = 4
+[runtime.none]
+[runtime.median]
+limit = 12
+[[attacks]]
+name = "fgsm"
+eps = 0.2
+"""
+
+
+@pytest.mark.slow
+def test_a_runtime_defense_with_its_own_limit_evaluates_a_prefix_of_the_points(tmp_path):
+    """``[runtime.median] limit = 12``: the median cells score the first 12 of the grid's 30 points,
+    the same points as the first 12 of the other rows (RMC on CIFAR-10 costs seconds per point)."""
+    from bench.leaderboard import render
+
+    spec = _spec(tmp_path, RUNTIME_LIMIT)
+    assert spec.runtime["median"] == {} and spec.runtime_limits == {"median": 12}  # not a defense parameter
+    assert {c.runtime_defense: c.limit for c in spec.cells()} == {"none": 30, "median": 12}
+    assert {c.limit for c in spec.cells(limit=5)} == {5}  # --limit below the runtime's own: the smaller
+    Runner(spec, _opts(tmp_path, tracking=False)).run()
+    recs = {r["runtime_defense"]: r for r in map(json.loads, (tmp_path / "results" / "rl.jsonl").read_text().splitlines())}
+    assert recs["none"]["n"] == 30 and recs["median"]["n"] == 12
+    assert len(recs["median"]["per_example"]) == 12 and len(recs["none"]["per_example"]) == 30
+    # the prefix: median's 3x3 filter changes digits predictions, so its clean outcomes differ from
+    # none's on some of the 12 points, but its adversarial examples are of the same first 12 images
+    assert recs["median"]["clean_per_example"] != recs["none"]["clean_per_example"][:12]
+    text = render(list(recs.values()), spec)
+    assert "(30 test examples; fewer for the rows of median (12)" in text
+    assert "first 12 examples" in text  # the two rows paired on the points both saw
+    with pytest.raises(BenchError, match=r"\[runtime.median\] limit must be a positive integer"):
+        _spec(tmp_path, RUNTIME_LIMIT.replace("limit = 12", "limit = 0"))
