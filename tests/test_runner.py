@@ -213,7 +213,8 @@ def test_a_runtime_defense_with_its_own_limit_evaluates_a_prefix_of_the_points(t
     assert {c.runtime_defense: c.limit for c in spec.cells()} == {"none": 30, "median": 12}
     assert {c.limit for c in spec.cells(limit=5)} == {5}  # --limit below the runtime's own: the smaller
     Runner(spec, _opts(tmp_path, tracking=False)).run()
-    recs = {r["runtime_defense"]: r for r in map(json.loads, (tmp_path / "results" / "rl.jsonl").read_text().splitlines())}
+    lines = (tmp_path / "results" / "rl.jsonl").read_text().splitlines()
+    recs = {r["runtime_defense"]: r for r in map(json.loads, lines)}
     assert recs["none"]["n"] == 30 and recs["median"]["n"] == 12
     assert len(recs["median"]["per_example"]) == 12 and len(recs["none"]["per_example"]) == 30
     # the prefix: median's 3x3 filter changes digits predictions, so its clean outcomes differ from
