@@ -15,8 +15,10 @@ budgets shrunk) with every piece of work timed, then scales each piece to the re
   below; median / TVM: 1, nothing of theirs is shrunk); a stream attack (pgd-skip, FPA / GMSA)
   runs the stateful defense's stream besides its own steps, so the larger of the two ratios (GMSA:
   the defense's x (1 + rounds), one stream per round and one more);
-- predicting: x (real / smoke points) x the defense's work ratio (RMC: adaptation batches
-  ceil(K / batch) x its epoch cap; a defense that declares ``work_units(params)``, its own cost
+- predicting: x (real / smoke points) x the defense's work ratio (RMC: its epoch cap x, on a GPU,
+  adaptation batches ceil(K / batch), on a CPU, where a step costs in proportion to its images,
+  K / K_smoke: the batch count alone predicted RMC on CIFAR-10 ResNet-32 at K = 64 six times too
+  low on CPU; a defense that declares ``work_units(params)``, its own cost
   model: RIDE's checkpoints x (iterations + est_samples / 3) + 1, since a 2-iteration smoke
   checkpoint is mostly fixed work; a K-NN search: 1, as fast for any K, and the faiss search over
   a larger D' is not scaled). RMC's early stop is not
@@ -75,9 +77,11 @@ UNBOUNDED = {"n_iter": 100, "n_queries": 5000}
 
 
 def work_ratio(full: dict[str, Any], smoke: dict[str, Any], defaults: dict[str, Any], caps: dict[str, int],
-               skip: tuple[str, ...] = (), factory: Any = None) -> tuple[float, str]:
+               skip: tuple[str, ...] = (), factory: Any = None, per_image: bool = False) -> tuple[float, str]:
     """Product over budget names of full / smoke value, and a description of the factors. A method's
-    ``work_params`` (if it declares them) names the budgets its cost grows with; others are ignored."""
+    ``work_params`` (if it declares them) names the budgets its cost grows with; others are ignored.
+    ``per_image``: a training step costs in proportion to its images (a CPU), not a fixed amount per
+    batch (a GPU below saturation), which changes what K costs RMC."""
     ratio, parts = 1.0, []
     only = getattr(factory, "work_params", None)
     for name in caps:
@@ -90,6 +94,11 @@ def work_ratio(full: dict[str, Any], smoke: dict[str, Any], defaults: dict[str, 
         if name == "k":  # K costs adaptation batches where the method trains on its neighbours (RMC)
             if "batch_size" not in defaults:
                 continue  # a search: about as fast for any K
+            if per_image:  # K images per epoch, whatever the batching (measured: issue 13's c10p run)
+                if f != s and s > 0:
+                    ratio *= f / s
+                    parts.append(f"k {f:g}/{s:g} images")
+                continue
             bs = _value(full, defaults, "batch_size", 128)
             f, s = math.ceil(f / bs), math.ceil(s / bs)
         if f != s and s > 0:
@@ -110,14 +119,15 @@ def real_attack_budget(factory: Any, params: dict[str, Any], runtime_cls: Any, r
     return out
 
 
-def runtime_ratio(runtime_cls: Any, full: dict[str, Any], smoke: dict[str, Any], family: str) -> tuple[float, str]:
+def runtime_ratio(runtime_cls: Any, full: dict[str, Any], smoke: dict[str, Any], family: str,
+                  per_image: bool = False) -> tuple[float, str]:
     """Real / smoke work of a runtime defense per point, and how: its ``work_units(params)`` where it
     declares one (a cost model over its resolved params, e.g. RIDE's fixed work per checkpoint), else
     ``work_ratio`` over the capped budgets (copies excluded: D' size costs in building it)."""
     dflt = _defaults(runtime_cls, family)
     units = getattr(runtime_cls, "work_units", None)
     if units is None:
-        return work_ratio(full, smoke, dflt, RUNTIME_CAPS, skip=("copies",))
+        return work_ratio(full, smoke, dflt, RUNTIME_CAPS, skip=("copies",), per_image=per_image)
     f, s = float(units({**dflt, **full})), float(units({**dflt, **smoke}))
     if f == s or s <= 0:
         return 1.0, ""
@@ -139,7 +149,7 @@ def defense_runs_inside(factory: Any, runtime_cls: Any) -> bool:
 
 def craft_ratio(factory: Any, full_attack: dict[str, Any], smoke_attack: dict[str, Any], runtime_cls: Any,
                 full_runtime: dict[str, Any], smoke_runtime: dict[str, Any], threat: str,
-                family: str) -> tuple[float, str]:
+                family: str, per_image: bool = False) -> tuple[float, str]:
     """Real / smoke work of crafting one cell's adversarial examples per point, and how (see the module
     docstring): the attack's budgets, times the runtime defense's where it runs inside the attack."""
     from attacks.bpda import wrapped_attack
@@ -155,7 +165,7 @@ def craft_ratio(factory: Any, full_attack: dict[str, Any], smoke_attack: dict[st
     if threat != "adaptive" or runtime_cls is None:
         return r, h
     name = getattr(runtime_cls, "registry_name", runtime_cls.__name__)
-    r2, h2 = runtime_ratio(runtime_cls, full_runtime, smoke_runtime, family)
+    r2, h2 = runtime_ratio(runtime_cls, full_runtime, smoke_runtime, family, per_image)
     if getattr(runtime_cls, "stateful", False):
         if not (isinstance(factory, type) and issubclass(factory, StreamAttack)):
             return r, h  # e.g. pgd-nn: searches D', never runs the defense's adaptation
@@ -282,6 +292,7 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                          f"(first: {first.get('key')}: {str(first.get('error', ''))[:200]}); "
                          f"run `bench run --grid {spec.name} --smoke` to see why")
     family = data.family_of(spec.dataset)
+    per_image = runner.device.type == "cpu"
     n_smoke = len(runner.test)
     n_full = max((c.limit or n_smoke for c in full_cells), default=n_smoke)
     train_smoke = len(runner.artifacts._train_set) if runner.artifacts._train_set is not None else 0
@@ -332,7 +343,7 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                 full_params = real_attack_budget(factory, full.attack_params, runtime_cls, full.runtime_params,
                                                  family, runner.test.x[0].numel())
                 r, h = craft_ratio(factory, full_params, cell.attack_params, runtime_cls, full.runtime_params,
-                                   cell.runtime_params, cell.threat, family)
+                                   cell.runtime_params, cell.threat, family, per_image)
                 n_cell, n_small = full.limit or n_full, min(cell.limit or n_smoke, n_smoke)
                 factor = (n_cell / n_small) * r
                 how = f"points {n_cell}/{n_small}" + (f" x {h}" if h else "")
@@ -340,7 +351,7 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                     f"/{cell.runtime_defense}" if cell.threat == "adaptive" else "")
             else:
                 factory = defenses.DEFENSES.get(cell.runtime_defense)
-                r, h = runtime_ratio(factory, full.runtime_params, cell.runtime_params, family)
+                r, h = runtime_ratio(factory, full.runtime_params, cell.runtime_params, family, per_image)
                 n_cell, n_small = full.limit or n_full, min(cell.limit or n_smoke, n_smoke)
                 factor = (n_cell / n_small) * r
                 how = f"points {n_cell}/{n_small}" + (f" x {h}" if h else "")
