@@ -1,0 +1,270 @@
+"""B independent RMC streams run together (RMC: Wu, Yuan, Wu, ICML 2020, Algorithm 1).
+
+Cells that run RMC on the same model and D' but on different test streams (different attacks'
+x_adv, or different sampling seeds) share everything but their weights, Adam state and sampling
+generator. :class:`BatchedRMC` stacks those along a leading stream dimension and runs every Adam
+step of all B streams as one ``torch.func.vmap`` of ``functional_call``, so each kernel launch
+serves B streams. The streams run in lock step: a stream whose fit stopped early (or that never
+draws a batch again in this fit) is frozen by ``torch.where`` masks, which keep its weights and
+Adam state bit for bit; its generator draws nothing more, exactly as the sequential RMC's.
+
+Exactness (float64): Adam is re-written functionally with torch.optim.Adam(foreach=True)'s
+arithmetic (``_multi_tensor_adam``: lerp, mul + addcmul, sqrt / bias correction + eps, addcdiv).
+vmap decomposes ``F.linear`` into ``matmul + bias`` whereas the unbatched call is one ``addmm``
+(bias added inside the GEMM): the sums round differently (about 1e-14 on digits). ``exact_linear``
+(the default) swaps the private copy's 2-D ``nn.Linear`` calls for a function whose vmap rule is
+``baddbmm`` (equal to ``addmm`` slice by slice) and whose backward is addmm's own formulas, which
+makes MLPs bitwise equal to B sequential RMC streams (tests/test_rmc_batched.py). Convolutions are
+not: vmap turns B convolutions into one grouped convolution (weights concatenated along the output
+channels, ``groups = B``), a different kernel whose sums round differently; the test measures and
+bounds that difference instead of calling it equal.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from bench.core.errors import BenchError
+from defenses.rmc import RMC
+
+
+class _AddmmLinear(torch.autograd.Function):
+    """``F.linear`` on 2-D input (one ``addmm``) whose vmap rule is ``baddbmm``, not matmul + add."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(b, x, w.t())
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        x, w, _ = inputs
+        ctx.save_for_backward(x, w)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # addmm's derivatives (mm_mat1_backward / mm_mat2_backward for a transposed weight; sum_to)
+        x, w = ctx.saved_tensors
+        return g.mm(w), g.t().mm(x), g.sum(0)
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], x: torch.Tensor, w: torch.Tensor,
+             b: torch.Tensor) -> tuple[torch.Tensor, int]:
+        n = info.batch_size
+        x, w, b = (t.movedim(d, 0) if d is not None else t.expand(n, *t.shape)
+                   for t, d in zip((x, w, b), in_dims))
+        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)), 0
+
+
+def _exact_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 2 and self.bias is not None:
+        return _AddmmLinear.apply(x, self.weight, self.bias)
+    return F.linear(x, self.weight, self.bias)
+
+
+class BatchedRMC:
+    """Run B independent streams of a prepared :class:`~defenses.rmc.RMC` together.
+
+    ``template``: a prepared RMC (its model, D', index, D and hyperparameters are shared; its weights
+    and Adam state at construction are every stream's start, normally the state right after
+    ``prepare``). ``seeds``: one sampling seed per stream (default: the template's ``seed`` for all,
+    which is what B sequential RMC defenses with that seed draw). RMC+ rewrites D', which streams
+    cannot share: it is refused.
+    """
+
+    def __init__(self, template: RMC, streams: int, seeds: Sequence[int] | None = None,
+                 exact_linear: bool = True) -> None:
+        if type(template).refresh_database is not RMC.refresh_database:
+            raise BenchError(f"{type(template).__name__} rewrites D' per point, which batched streams cannot "
+                             "share; run it sequentially (only plain RMC and rmc-nonmasking batch)")
+        if not hasattr(template, "adapted"):
+            raise BenchError("BatchedRMC needs a prepared RMC: call .prepare(model, train_set) first")
+        if int(streams) < 1:
+            raise BenchError(f"streams must be at least 1, got {streams}")
+        group = template.optimizer.param_groups[0]
+        if (group["weight_decay"] != 0 or group["amsgrad"] or group["maximize"]
+                or isinstance(group["lr"], torch.Tensor)):
+            raise BenchError("BatchedRMC reproduces plain Adam only (no weight decay, amsgrad, maximize)")
+        self.rmc, self.B = template, int(streams)
+        self.seeds = [template.seed] * self.B if seeds is None else [int(s) for s in seeds]
+        if len(self.seeds) != self.B:
+            raise BenchError(f"{len(self.seeds)} seeds for {self.B} streams: give one seed per stream")
+        self.lr, (self.beta1, self.beta2), self.eps = float(group["lr"]), group["betas"], group["eps"]
+        self.net = copy.deepcopy(template.adapted).eval()
+        if exact_linear:
+            for m in self.net.modules():
+                if type(m) is nn.Linear:
+                    m.forward = _exact_linear_forward.__get__(m)
+        names = [n for n, _ in template.adapted.named_parameters()]
+        self.names = names
+        self.buffers = {n: b.detach() for n, b in self.net.named_buffers()}
+        self.params = {n: p.detach().unsqueeze(0).repeat(self.B, *[1] * p.dim())
+                       for n, p in template.adapted.named_parameters()}
+        state = template.optimizer.state
+        live = list(template.adapted.parameters())
+        self.exp_avg = {n: (state[p]["exp_avg"] if p in state else torch.zeros_like(p)).detach()
+                        .unsqueeze(0).repeat(self.B, *[1] * p.dim()) for n, p in zip(names, live)}
+        self.exp_avg_sq = {n: (state[p]["exp_avg_sq"] if p in state else torch.zeros_like(p)).detach()
+                           .unsqueeze(0).repeat(self.B, *[1] * p.dim()) for n, p in zip(names, live)}
+        # one step count per stream (every parameter of a stream steps together, as in one Adam)
+        self.steps = [float(state[live[0]]["step"]) if live[0] in state else 0.0] * self.B
+        self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+        self.last_stats: list[list[dict[str, Any]]] = []
+        self.last_timing: dict[str, float] = {}
+        self._loss_grad = vmap(grad(self._loss))
+        self._forward = vmap(self._logits)
+
+    # -- functional pieces ------------------------------------------------------------------------
+    def _logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.net, (params, self.buffers), (x,))
+
+    def _loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self._logits(params, x), y)
+
+    @torch.no_grad()
+    def _val_losses(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+        logits = self._forward(self.params, x)
+        return [float(F.cross_entropy(logits[b], y[b])) for b in range(self.B)]
+
+    def _mask(self, active: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return active.view(-1, *[1] * (t.dim() - 1))
+
+    @torch.no_grad()
+    def _adam_step(self, grads: dict[str, torch.Tensor], active: list[bool]) -> None:
+        """torch.optim.Adam(foreach=True)'s update (``_multi_tensor_adam``) per stream; inactive
+        streams keep their weights and moments exactly."""
+        mask = torch.tensor(active)
+        self.steps = [s + 1.0 if a else s for s, a in zip(self.steps, active)]
+        # Python floats, as Adam's _get_value(step): one bias correction per stream (stopped ones: any)
+        bc1 = [1 - self.beta1 ** max(s, 1.0) for s in self.steps]
+        bc2_sqrt = [(1 - self.beta2 ** max(s, 1.0)) ** 0.5 for s in self.steps]
+        for n in self.names:
+            p, g = self.params[n], grads[n]
+            shape = (self.B, *[1] * (p.dim() - 1))
+            step_size = torch.tensor([(self.lr / b) * -1 for b in bc1], dtype=p.dtype).view(shape)
+            denom_scale = torch.tensor(bc2_sqrt, dtype=p.dtype).view(shape)
+            m = self._mask(mask, p)
+            ea = torch.lerp(self.exp_avg[n], g, 1 - self.beta1)
+            eas = (self.exp_avg_sq[n] * self.beta2).addcmul_(g, g, value=1 - self.beta2)
+            denom = (eas.sqrt() / denom_scale).add_(self.eps)
+            new = p + step_size * ea / denom  # addcdiv: self + value * t1 / t2, in that order
+            self.params[n] = torch.where(m, new, p)
+            self.exp_avg[n] = torch.where(m, ea, self.exp_avg[n])
+            self.exp_avg_sq[n] = torch.where(m, eas, self.exp_avg_sq[n])
+
+    def fit_early_stopped(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor,
+                          y_val: torch.Tensor) -> tuple[list[int], list[str]]:
+        """RMC.fit_early_stopped for every stream at once: x (B, n, ...), y (B, n), x_val (B, m, ...).
+        Returns the epochs each stream ran and why it stopped (``"early"`` or ``"cap"``)."""
+        rmc, B = self.rmc, self.B
+        best_loss = self._val_losses(x_val, y_val)
+        improved, stall, done = [False] * B, [0] * B, [0] * B
+        stop, active = ["cap"] * B, [True] * B
+        best = {n: t.clone() for n, t in self.params.items()}
+        n, bs = x.shape[1], rmc.batch_size
+        rows = torch.arange(B).unsqueeze(1)
+        for epoch in range(1, rmc.max_epochs + 1):
+            if not any(active):
+                break
+            perm = torch.stack([torch.randperm(n, generator=g) if a else torch.arange(n)
+                                for g, a in zip(self.generators, active)])
+            for b in range(B):
+                if active[b]:
+                    done[b] = epoch
+            for i in range(0, n, bs):
+                idx = perm[:, i : i + bs]
+                grads = self._loss_grad(self.params, x[rows, idx], y[rows, idx])
+                self._adam_step(grads, active)
+            val = self._val_losses(x_val, y_val)
+            better = [False] * B
+            for b in range(B):
+                if not active[b]:
+                    continue
+                if val[b] < best_loss[b] - 1e-6:
+                    best_loss[b], improved[b], stall[b], better[b] = val[b], True, 0, True
+                else:
+                    stall[b] += 1
+                    if stall[b] >= rmc.patience:
+                        stop[b], active[b] = "early", False
+            if any(better):
+                keep = torch.tensor(better)
+                best = {k: torch.where(self._mask(keep, t), self.params[k], t) for k, t in best.items()}
+        if any(improved):  # a stream that never improved keeps its last epoch's weights, as RMC
+            keep = torch.tensor(improved)
+            self.params = {k: torch.where(self._mask(keep, t), best[k], t) for k, t in self.params.items()}
+        return done, stop
+
+    # -- the stream -------------------------------------------------------------------------------
+    def _neighbours(self, x_points: torch.Tensor) -> list[torch.Tensor]:
+        # one search per stream: a batched faiss / conv call is not guaranteed to equal B single ones
+        rmc = self.rmc
+        return [rmc.index.search(rmc.embed(x_points[b : b + 1].to(rmc.device)).detach(), rmc.k)[1][0]
+                for b in range(self.B)]
+
+    def _fit_on(self, source: Any, picks: list[torch.Tensor]) -> tuple[list[int], list[str]]:
+        split = [self.rmc._split(i) for i in picks]
+        dev = self.rmc.device
+
+        def gather(t: torch.Tensor, which: int) -> torch.Tensor:
+            return torch.stack([t[s[which]] for s in split]).to(dev)
+
+        return self.fit_early_stopped(gather(source.x, 0), gather(source.y, 0), gather(source.x, 1),
+                                      gather(source.y, 1))
+
+    @torch.no_grad()
+    def _predict_points(self, x_points: torch.Tensor) -> torch.Tensor:
+        # one forward per stream: a single image is a matrix-vector product unbatched but a batched
+        # GEMM under vmap (they round differently), and B one-image forwards cost nothing next to a fit
+        dev = self.rmc.device
+        return torch.cat([self._logits(self.weights(b), x_points[b : b + 1].to(dev)).detach().cpu()
+                          for b in range(self.B)])
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, N, ...): stream b's N points in order. Returns the logits (B, N, classes); per-point
+        stats per stream in ``last_stats[b]`` (as RMC.last_stats)."""
+        rmc = self.rmc
+        if x.shape[0] != self.B:
+            raise BenchError(f"x holds {x.shape[0]} streams, this BatchedRMC runs {self.B}")
+        out, stats = [], [[] for _ in range(self.B)]
+        timing = {"search_and_adapt": 0.0, "predict": 0.0, "calibrate": 0.0}
+        for i in range(x.shape[1]):
+            t0 = time.perf_counter()
+            xi = x[:, i]
+            if not rmc.masking:
+                out.append(self._predict_points(xi))
+            t1 = time.perf_counter()
+            epochs, why = self._fit_on(rmc.database, self._neighbours(xi))
+            point = [{"adapt_epochs": e, "adapt_stop": s} for e, s in zip(epochs, why)]
+            t2 = time.perf_counter()
+            if rmc.masking:
+                out.append(self._predict_points(xi))
+            t3 = time.perf_counter()
+            if rmc.calibrate:
+                picks = [torch.randperm(len(rmc.train_set), generator=g)[: rmc.k] for g in self.generators]
+                epochs, why = self._fit_on(rmc.train_set, picks)
+                for rec, e, s in zip(point, epochs, why):
+                    rec.update(calib_epochs=e, calib_stop=s)
+            t4 = time.perf_counter()
+            timing["search_and_adapt"] += t2 - t1
+            timing["predict"] += (t1 - t0) + (t3 - t2)
+            timing["calibrate"] += t4 - t3
+            for b in range(self.B):
+                stats[b].append(point[b])
+        self.last_stats, self.last_timing = stats, timing
+        return torch.stack(out, 1) if out else torch.empty(self.B, 0, 0)
+
+    def weights(self, stream: int) -> dict[str, torch.Tensor]:
+        """Stream ``stream``'s current parameters, by name (as ``adapted.named_parameters()``)."""
+        return {n: t[stream] for n, t in self.params.items()}
+
+    def adam_state(self, stream: int) -> list[dict[str, Any]]:
+        """Stream ``stream``'s Adam moments and step, in parameter order (as Adam's state dict)."""
+        return [{"step": self.steps[stream], "exp_avg": self.exp_avg[n][stream],
+                 "exp_avg_sq": self.exp_avg_sq[n][stream]} for n in self.names]

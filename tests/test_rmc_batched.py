@@ -1,0 +1,164 @@
+"""B RMC streams batched with torch.func (defenses/rmc_batched.py) against B sequential RMC streams
+(Wu, Yuan, Wu, ICML 2020, Algorithm 1): bit for bit in float64 for an MLP; the convolutional case is
+measured, not called equal (see the module docstring for why)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bench.artifacts import resolve_params
+from bench.core.data import Dataset
+from bench.core.errors import BenchError
+from bench.core.models import Classifier, SmallCNN
+from defenses.rmc import RMC, RMCNonMasking, RMCPlus
+from defenses.rmc_batched import BatchedRMC
+
+B, POINTS = 3, 3
+
+
+class TinyMLP(Classifier):
+    """64 -> 32 -> 10 on 8x8 digits; ``features`` is the hidden layer RMC searches. Inputs are cast to
+    float64 (D' is stored as float32 images)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU())
+        self.out = nn.Linear(32, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.double())
+
+    def head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.out(f)
+
+
+class SmallCNN64(SmallCNN):
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return super().features(x.double())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sets64(digits_train, digits_test) -> tuple[Dataset, Dataset]:
+    """Real digits in float64: the first 400 training images as D (small, so the test stays fast)."""
+    train = Dataset("digits", "train", digits_train.x[:400].double(), digits_train.y[:400], 10)
+    test = Dataset("digits", "test", digits_test.x[:20].double(), digits_test.y[:20], 10)
+    return train, test
+
+
+def _train(model: nn.Module, train: Dataset, epochs: int) -> nn.Module:
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(train.y), generator=g).split(64):
+            loss = nn.functional.cross_entropy(model(train.x[idx]), train.y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def mlp64(sets64) -> nn.Module:
+    torch.manual_seed(0)
+    return _train(TinyMLP().double(), sets64[0], epochs=15)
+
+
+@pytest.fixture(scope="module")
+def cnn64(sets64) -> nn.Module:
+    torch.manual_seed(0)
+    return _train(SmallCNN64(10, 1, width=8).double(), sets64[0], epochs=3)
+
+
+def _rmc(cls, model, train, cache_dir, **over):
+    # digits defaults (K 128, patience 2, 8 epochs) at a larger lr, so that the weights move visibly
+    params = resolve_params(cls, "digits", {"lr": 2.5e-3, "k": 64, "batch_size": 24, "max_epochs": 5, **over},
+                            seed=0, cache_dir=str(cache_dir))
+    return cls(**params).prepare(model, train)
+
+
+def _streams(test: Dataset) -> torch.Tensor:
+    """B different streams of POINTS real test images each (as different attacks' x_adv would be)."""
+    return torch.stack([test.x[b * POINTS : (b + 1) * POINTS] for b in range(B)])
+
+
+def _sequential(cls, model, train, cache_dir, xs, seeds, **over):
+    outs, weights, adam, stats = [], [], [], []
+    for b in range(B):
+        d = _rmc(cls, model, train, cache_dir, **over)
+        d.generator.manual_seed(seeds[b])
+        outs.append(d.predict(xs[b]))
+        weights.append({n: p.detach().clone() for n, p in d.adapted.named_parameters()})
+        adam.append([d.optimizer.state[p] for p in d.adapted.parameters()])
+        stats.append(d.last_stats)
+    return torch.stack(outs), weights, adam, stats
+
+
+@pytest.mark.parametrize("cls,over", [(RMC, {}), (RMC, {"patience": 1, "max_epochs": 6}),
+                                      (RMCNonMasking, {})])
+def test_batched_mlp_streams_equal_sequential_bit_for_bit(cls, over, mlp64, sets64, nn_cache):
+    train, test = sets64
+    xs, seeds = _streams(test), [0, 0, 7]  # two streams share a seed, one samples differently
+    out_s, w_s, adam_s, stats_s = _sequential(cls, mlp64, train, nn_cache, xs, seeds, **over)
+    batched = BatchedRMC(_rmc(cls, mlp64, train, nn_cache, **over), B, seeds=seeds)
+    out_b = batched.predict(xs)
+    assert out_b.dtype == torch.float64 and torch.equal(out_b, out_s)
+    assert batched.last_stats == stats_s
+    for b in range(B):
+        wb = batched.weights(b)
+        assert all(torch.equal(wb[n], w_s[b][n]) for n in wb)
+        for mine, ref in zip(batched.adam_state(b), adam_s[b]):
+            assert mine["step"] == float(ref["step"])
+            assert torch.equal(mine["exp_avg"], ref["exp_avg"]) and torch.equal(mine["exp_avg_sq"], ref["exp_avg_sq"])
+    # not vacuous: the weights moved, the streams differ, and early stops happened at different epochs
+    assert any(not torch.equal(w_s[0][n], p) for n, p in mlp64.named_parameters())
+    assert any(not torch.equal(w_s[0][n], w_s[2][n]) for n in w_s[0])
+    epochs = {s["adapt_epochs"] for st in stats_s for s in st} | {s["calib_epochs"] for st in stats_s for s in st}
+    assert len(epochs) > 1, epochs
+
+
+def test_without_the_exact_linear_the_mlp_differs_by_rounding_only(mlp64, sets64, nn_cache):
+    """vmap's own linear (matmul + bias) rounds differently from addmm: the reason exact_linear exists."""
+    train, test = sets64
+    xs = _streams(test)
+    out_s = _sequential(RMC, mlp64, train, nn_cache, xs, [0] * B)[0]
+    out_b = BatchedRMC(_rmc(RMC, mlp64, train, nn_cache), B, exact_linear=False).predict(xs)
+    assert not torch.equal(out_b, out_s)
+    assert (out_b - out_s).abs().max() < 1e-9
+
+
+def test_batched_conv_streams_match_sequential_to_rounding(cnn64, sets64, nn_cache):
+    """Convolutions under vmap become one grouped convolution: equal up to float64 rounding (bounded
+    here), not bit for bit; the per-point decisions (epochs, stop reasons) still agree on this data."""
+    train, test = sets64
+    xs = _streams(test)
+    out_s, w_s, _, stats_s = _sequential(RMC, cnn64, train, nn_cache, xs, [0] * B)
+    batched = BatchedRMC(_rmc(RMC, cnn64, train, nn_cache), B)
+    out_b = batched.predict(xs)
+    diff = float((out_b - out_s).abs().max())
+    wdiff = max(float((batched.weights(b)[n] - w_s[b][n]).abs().max()) for b in range(B) for n in w_s[b])
+    assert diff < 1e-9 and wdiff < 1e-9, (diff, wdiff)
+    assert batched.last_stats == stats_s
+    assert torch.equal(out_b.argmax(-1), out_s.argmax(-1))
+
+
+def test_rmc_plus_and_bad_input_are_refused(mlp64, sets64, nn_cache):
+    train, _ = sets64
+    with pytest.raises(BenchError, match="rewrites D'"):
+        BatchedRMC(_rmc(RMCPlus, mlp64, train, nn_cache), B)
+    rmc = _rmc(RMC, mlp64, train, nn_cache)
+    with pytest.raises(BenchError, match="one seed per stream"):
+        BatchedRMC(rmc, B, seeds=[0])
+    with pytest.raises(BenchError, match="streams"):
+        BatchedRMC(rmc, 2).predict(torch.zeros(3, 1, 1, 8, 8, dtype=torch.float64))
