@@ -10,14 +10,16 @@ Adam state bit for bit; its generator draws nothing more, exactly as the sequent
 
 Exactness (float64): Adam is re-written functionally with torch.optim.Adam(foreach=True)'s
 arithmetic (``_multi_tensor_adam``: lerp, mul + addcmul, sqrt / bias correction + eps, addcdiv).
-vmap decomposes ``F.linear`` into ``matmul + bias`` whereas the unbatched call is one ``addmm``
-(bias added inside the GEMM): the sums round differently (about 1e-14 on digits). ``exact_linear``
-(the default) swaps the private copy's 2-D ``nn.Linear`` calls for a function whose vmap rule is
-``baddbmm`` (equal to ``addmm`` slice by slice) and whose backward is addmm's own formulas, which
-makes MLPs bitwise equal to B sequential RMC streams (tests/test_rmc_batched.py). Convolutions are
-not: vmap turns B convolutions into one grouped convolution (weights concatenated along the output
-channels, ``groups = B``), a different kernel whose sums round differently; the test measures and
-bounds that difference instead of calling it equal.
+vmap's own rules for ``F.linear`` (matmul, then + bias) and ``F.conv2d`` (one grouped convolution
+without the bias, then + bias) add the bias after the sum, whereas the unbatched kernels start from it
+(``addmm``; the convolution kernel): about 1e-14 apart in float64. With ``exact`` (the default) the
+private copy's ``nn.Linear`` / ``nn.Conv2d`` use functions whose vmap rules are ``baddbmm`` and one
+grouped convolution *with* the bias (each equal, slice by slice, to the unbatched call) and whose
+backward is the op's own; the backward kernels under vmap were already equal. Single-image predictions
+run per stream (a matrix-vector product unbatched, a GEMM batched). Result: bit for bit equal to B
+sequential RMC streams for MLPs and plain CNNs (tests/test_rmc_batched.py). BatchNorm (eval) under
+vmap is NOT yet exact: its rule computes the normalisation in another order (about 4e-15 relative on a
+ResNet-20's gradients in float64), so ResNets match to rounding, not bit for bit.
 """
 
 from __future__ import annotations
@@ -63,6 +65,48 @@ class _AddmmLinear(torch.autograd.Function):
         return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)), 0
 
 
+class _BiasConv2d(torch.autograd.Function):
+    """``F.conv2d`` with a bias whose vmap rule is one grouped convolution *with* the bias (vmap's own
+    rule adds the bias after the convolution, which rounds differently from the unbatched kernel)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, conf: tuple) -> torch.Tensor:
+        return F.conv2d(x, w, b, *conf)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        x, w, _, ctx.conf = inputs
+        ctx.save_for_backward(x, w)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        x, w = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conf
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            g, x, w, [w.shape[0]], stride, padding, dilation, False, [0, 0], groups,
+            [bool(ctx.needs_input_grad[0]), True, True])
+        return gx, gw, gb, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+             conf: tuple) -> tuple[torch.Tensor, int]:
+        n = info.batch_size
+        x, w, b = (t.movedim(d, 0) if d is not None else t.expand(n, *t.shape)
+                   for t, d in zip((x, w, b), in_dims[:3]))
+        stride, padding, dilation, groups = conf
+        s, c = x.shape[1], x.shape[2]
+        xg = x.movedim(0, 1).reshape(s, n * c, *x.shape[3:])
+        out = F.conv2d(xg, w.reshape(n * w.shape[1], *w.shape[2:]), b.reshape(-1), stride, padding, dilation,
+                       groups * n)
+        return out.reshape(s, n, -1, *out.shape[2:]).movedim(1, 0), 0
+
+
+def _exact_conv_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    if self.bias is not None and x.dim() == 4 and self.padding_mode == "zeros" and isinstance(self.padding, tuple):
+        return _BiasConv2d.apply(x, self.weight, self.bias, (self.stride, self.padding, self.dilation, self.groups))
+    return self._conv_forward(x, self.weight, self.bias)
+
+
 def _exact_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 2 and self.bias is not None:
         return _AddmmLinear.apply(x, self.weight, self.bias)
@@ -80,7 +124,7 @@ class BatchedRMC:
     """
 
     def __init__(self, template: RMC, streams: int, seeds: Sequence[int] | None = None,
-                 exact_linear: bool = True) -> None:
+                 exact: bool = True) -> None:
         if type(template).refresh_database is not RMC.refresh_database:
             raise BenchError(f"{type(template).__name__} rewrites D' per point, which batched streams cannot "
                              "share; run it sequentially (only plain RMC and rmc-nonmasking batch)")
@@ -98,10 +142,12 @@ class BatchedRMC:
             raise BenchError(f"{len(self.seeds)} seeds for {self.B} streams: give one seed per stream")
         self.lr, (self.beta1, self.beta2), self.eps = float(group["lr"]), group["betas"], group["eps"]
         self.net = copy.deepcopy(template.adapted).eval()
-        if exact_linear:
+        if exact:
             for m in self.net.modules():
                 if type(m) is nn.Linear:
                     m.forward = _exact_linear_forward.__get__(m)
+                elif type(m) is nn.Conv2d:
+                    m.forward = _exact_conv_forward.__get__(m)
         names = [n for n, _ in template.adapted.named_parameters()]
         self.names = names
         self.buffers = {n: b.detach() for n, b in self.net.named_buffers()}

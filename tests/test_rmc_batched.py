@@ -1,6 +1,6 @@
 """B RMC streams batched with torch.func (defenses/rmc_batched.py) against B sequential RMC streams
-(Wu, Yuan, Wu, ICML 2020, Algorithm 1): bit for bit in float64 for an MLP; the convolutional case is
-measured, not called equal (see the module docstring for why)."""
+(Wu, Yuan, Wu, ICML 2020, Algorithm 1): bit for bit in float64, for an MLP and a small CNN on real
+digits; without the exact linear / conv rules vmap's own decompositions differ by rounding."""
 
 from __future__ import annotations
 
@@ -105,13 +105,15 @@ def _sequential(cls, model, train, cache_dir, xs, seeds, **over):
     return torch.stack(outs), weights, adam, stats
 
 
-@pytest.mark.parametrize("cls,over", [(RMC, {}), (RMC, {"patience": 1, "max_epochs": 6}),
-                                      (RMCNonMasking, {})])
-def test_batched_mlp_streams_equal_sequential_bit_for_bit(cls, over, mlp64, sets64, nn_cache):
+@pytest.mark.parametrize("arch,cls,over", [
+    ("mlp", RMC, {}), ("mlp", RMC, {"patience": 1, "max_epochs": 6}), ("mlp", RMCNonMasking, {}),
+    pytest.param("cnn", RMC, {}, marks=pytest.mark.slow)])
+def test_batched_streams_equal_sequential_bit_for_bit(arch, cls, over, request, sets64, nn_cache):
+    model = request.getfixturevalue(f"{arch}64")
     train, test = sets64
     xs, seeds = _streams(test), [0, 0, 7]  # two streams share a seed, one samples differently
-    out_s, w_s, adam_s, stats_s = _sequential(cls, mlp64, train, nn_cache, xs, seeds, **over)
-    batched = BatchedRMC(_rmc(cls, mlp64, train, nn_cache, **over), B, seeds=seeds)
+    out_s, w_s, adam_s, stats_s = _sequential(cls, model, train, nn_cache, xs, seeds, **over)
+    batched = BatchedRMC(_rmc(cls, model, train, nn_cache, **over), B, seeds=seeds)
     out_b = batched.predict(xs)
     assert out_b.dtype == torch.float64 and torch.equal(out_b, out_s)
     assert batched.last_stats == stats_s
@@ -121,36 +123,24 @@ def test_batched_mlp_streams_equal_sequential_bit_for_bit(cls, over, mlp64, sets
         for mine, ref in zip(batched.adam_state(b), adam_s[b]):
             assert mine["step"] == float(ref["step"])
             assert torch.equal(mine["exp_avg"], ref["exp_avg"]) and torch.equal(mine["exp_avg_sq"], ref["exp_avg_sq"])
-    # not vacuous: the weights moved, the streams differ, and early stops happened at different epochs
-    assert any(not torch.equal(w_s[0][n], p) for n, p in mlp64.named_parameters())
+    # not vacuous: the weights moved, the streams differ, and fits stopped at different epochs
+    assert any(not torch.equal(w_s[0][n], p) for n, p in model.named_parameters())
     assert any(not torch.equal(w_s[0][n], w_s[2][n]) for n in w_s[0])
     epochs = {s["adapt_epochs"] for st in stats_s for s in st} | {s["calib_epochs"] for st in stats_s for s in st}
     assert len(epochs) > 1, epochs
 
 
-def test_without_the_exact_linear_the_mlp_differs_by_rounding_only(mlp64, sets64, nn_cache):
-    """vmap's own linear (matmul + bias) rounds differently from addmm: the reason exact_linear exists."""
+def test_without_the_exact_rules_vmap_differs_by_rounding_only(mlp64, sets64, nn_cache):
+    """vmap's own linear (matmul, then + bias) rounds differently from addmm (bias inside the GEMM):
+    the reason for the exact rules. The decisions (epochs, stop reasons) agree on this data."""
     train, test = sets64
     xs = _streams(test)
-    out_s = _sequential(RMC, mlp64, train, nn_cache, xs, [0] * B)[0]
-    out_b = BatchedRMC(_rmc(RMC, mlp64, train, nn_cache), B, exact_linear=False).predict(xs)
+    out_s, _, _, stats_s = _sequential(RMC, mlp64, train, nn_cache, xs, [0] * B)
+    loose = BatchedRMC(_rmc(RMC, mlp64, train, nn_cache), B, exact=False)
+    out_b = loose.predict(xs)
     assert not torch.equal(out_b, out_s)
     assert (out_b - out_s).abs().max() < 1e-9
-
-
-def test_batched_conv_streams_match_sequential_to_rounding(cnn64, sets64, nn_cache):
-    """Convolutions under vmap become one grouped convolution: equal up to float64 rounding (bounded
-    here), not bit for bit; the per-point decisions (epochs, stop reasons) still agree on this data."""
-    train, test = sets64
-    xs = _streams(test)
-    out_s, w_s, _, stats_s = _sequential(RMC, cnn64, train, nn_cache, xs, [0] * B)
-    batched = BatchedRMC(_rmc(RMC, cnn64, train, nn_cache), B)
-    out_b = batched.predict(xs)
-    diff = float((out_b - out_s).abs().max())
-    wdiff = max(float((batched.weights(b)[n] - w_s[b][n]).abs().max()) for b in range(B) for n in w_s[b])
-    assert diff < 1e-9 and wdiff < 1e-9, (diff, wdiff)
-    assert batched.last_stats == stats_s
-    assert torch.equal(out_b.argmax(-1), out_s.argmax(-1))
+    assert loose.last_stats == stats_s
 
 
 def test_rmc_plus_and_bad_input_are_refused(mlp64, sets64, nn_cache):
