@@ -4,9 +4,10 @@ Cells that run RMC on the same model and D' but on different test streams (diffe
 x_adv, or different sampling seeds) share everything but their weights, Adam state and sampling
 generator. :class:`BatchedRMC` stacks those along a leading stream dimension and runs every Adam
 step of all B streams as one ``torch.func.vmap`` of ``functional_call``, so each kernel launch
-serves B streams. The streams run in lock step: a stream whose fit stopped early (or that never
-draws a batch again in this fit) is frozen by ``torch.where`` masks, which keep its weights and
-Adam state bit for bit; its generator draws nothing more, exactly as the sequential RMC's.
+serves B streams. The streams run in lock step, epoch by epoch: a stream whose fit stopped early
+drops out of the batch (its rows are neither computed nor written: weights and Adam state stay bit
+for bit, its generator draws nothing more, exactly as the sequential RMC's); the best weights are
+kept per stream with ``torch.where`` masks.
 
 Exactness (float64): Adam is re-written functionally with torch.optim.Adam(foreach=True)'s
 arithmetic (``_multi_tensor_adam``: lerp, mul + addcmul, sqrt / bias correction + eps, addcdiv).
@@ -174,71 +175,78 @@ class BatchedRMC:
     def _loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self._logits(params, x), y)
 
-    @torch.no_grad()
-    def _val_losses(self, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-        logits = self._forward(self.params, x)
-        return [float(F.cross_entropy(logits[b], y[b])) for b in range(self.B)]
-
-    def _mask(self, active: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return active.view(-1, *[1] * (t.dim() - 1))
+    def _rows(self, sel: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return self.params if sel is None else {n: t[sel] for n, t in self.params.items()}
 
     @torch.no_grad()
-    def _adam_step(self, grads: dict[str, torch.Tensor], active: list[bool]) -> None:
-        """torch.optim.Adam(foreach=True)'s update (``_multi_tensor_adam``) per stream; inactive
-        streams keep their weights and moments exactly."""
-        mask = torch.tensor(active)
-        self.steps = [s + 1.0 if a else s for s, a in zip(self.steps, active)]
-        # Python floats, as Adam's _get_value(step): one bias correction per stream (stopped ones: any)
-        bc1 = [1 - self.beta1 ** max(s, 1.0) for s in self.steps]
-        bc2_sqrt = [(1 - self.beta2 ** max(s, 1.0)) ** 0.5 for s in self.steps]
+    def _val_losses(self, x: torch.Tensor, y: torch.Tensor, streams: list[int]) -> dict[int, float]:
+        sel = None if len(streams) == self.B else torch.tensor(streams)
+        logits = self._forward(self._rows(sel), x if sel is None else x[sel])
+        return {b: float(F.cross_entropy(logits[j], y[b])) for j, b in enumerate(streams)}
+
+    def _mask(self, keep: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return keep.view(-1, *[1] * (t.dim() - 1))
+
+    @torch.no_grad()
+    def _adam_step(self, grads: dict[str, torch.Tensor], streams: list[int]) -> None:
+        """torch.optim.Adam(foreach=True)'s update (``_multi_tensor_adam``) for the rows ``streams``
+        (grads hold those rows, in that order); the other streams' weights and moments are untouched."""
+        sel = None if len(streams) == self.B else torch.tensor(streams)
+        for b in streams:
+            self.steps[b] += 1.0
+        # Python floats, as Adam's _get_value(step): one bias correction per stream
+        bc1 = [1 - self.beta1 ** self.steps[b] for b in streams]
+        bc2_sqrt = [(1 - self.beta2 ** self.steps[b]) ** 0.5 for b in streams]
         for n in self.names:
-            p, g = self.params[n], grads[n]
-            shape = (self.B, *[1] * (p.dim() - 1))
-            step_size = torch.tensor([(self.lr / b) * -1 for b in bc1], dtype=p.dtype).view(shape)
-            denom_scale = torch.tensor(bc2_sqrt, dtype=p.dtype).view(shape)
-            m = self._mask(mask, p)
-            ea = torch.lerp(self.exp_avg[n], g, 1 - self.beta1)
-            eas = (self.exp_avg_sq[n] * self.beta2).addcmul_(g, g, value=1 - self.beta2)
-            denom = (eas.sqrt() / denom_scale).add_(self.eps)
+            rows = [self.params[n], self.exp_avg[n], self.exp_avg_sq[n]]
+            p, ea, eas = rows if sel is None else [t[sel] for t in rows]
+            g = grads[n]
+            shape = (len(streams), *[1] * (p.dim() - 1))
+            step_size = torch.tensor([(self.lr / c) * -1 for c in bc1], dtype=p.dtype).view(shape)
+            ea = torch.lerp(ea, g, 1 - self.beta1)
+            eas = (eas * self.beta2).addcmul_(g, g, value=1 - self.beta2)
+            denom = (eas.sqrt() / torch.tensor(bc2_sqrt, dtype=p.dtype).view(shape)).add_(self.eps)
             new = p + step_size * ea / denom  # addcdiv: self + value * t1 / t2, in that order
-            self.params[n] = torch.where(m, new, p)
-            self.exp_avg[n] = torch.where(m, ea, self.exp_avg[n])
-            self.exp_avg_sq[n] = torch.where(m, eas, self.exp_avg_sq[n])
+            if sel is None:
+                self.params[n], self.exp_avg[n], self.exp_avg_sq[n] = new, ea, eas
+            else:
+                self.params[n] = self.params[n].index_copy(0, sel, new)
+                self.exp_avg[n] = self.exp_avg[n].index_copy(0, sel, ea)
+                self.exp_avg_sq[n] = self.exp_avg_sq[n].index_copy(0, sel, eas)
 
     def fit_early_stopped(self, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor,
                           y_val: torch.Tensor) -> tuple[list[int], list[str]]:
         """RMC.fit_early_stopped for every stream at once: x (B, n, ...), y (B, n), x_val (B, m, ...).
-        Returns the epochs each stream ran and why it stopped (``"early"`` or ``"cap"``)."""
+        Returns the epochs each stream ran and why it stopped (``"early"`` or ``"cap"``). Each step
+        runs only the streams still fitting: a stopped one costs nothing and stays exactly as it is."""
         rmc, B = self.rmc, self.B
-        best_loss = self._val_losses(x_val, y_val)
+        best_loss = self._val_losses(x_val, y_val, list(range(B)))
         improved, stall, done = [False] * B, [0] * B, [0] * B
-        stop, active = ["cap"] * B, [True] * B
+        stop, active = ["cap"] * B, list(range(B))
         best = {n: t.clone() for n, t in self.params.items()}
         n, bs = x.shape[1], rmc.batch_size
-        rows = torch.arange(B).unsqueeze(1)
         for epoch in range(1, rmc.max_epochs + 1):
-            if not any(active):
+            if not active:
                 break
-            perm = torch.stack([torch.randperm(n, generator=g) if a else torch.arange(n)
-                                for g, a in zip(self.generators, active)])
-            for b in range(B):
-                if active[b]:
-                    done[b] = epoch
+            sel = torch.tensor(active)
+            perm = torch.stack([torch.randperm(n, generator=self.generators[b]) for b in active])
+            rows = sel.unsqueeze(1)
+            for b in active:
+                done[b] = epoch
             for i in range(0, n, bs):
                 idx = perm[:, i : i + bs]
-                grads = self._loss_grad(self.params, x[rows, idx], y[rows, idx])
+                grads = self._loss_grad(self._rows(None if len(active) == B else sel), x[rows, idx], y[rows, idx])
                 self._adam_step(grads, active)
-            val = self._val_losses(x_val, y_val)
+            val = self._val_losses(x_val, y_val, active)
             better = [False] * B
-            for b in range(B):
-                if not active[b]:
-                    continue
+            for b in list(active):
                 if val[b] < best_loss[b] - 1e-6:
                     best_loss[b], improved[b], stall[b], better[b] = val[b], True, 0, True
                 else:
                     stall[b] += 1
                     if stall[b] >= rmc.patience:
-                        stop[b], active[b] = "early", False
+                        stop[b] = "early"
+                        active.remove(b)
             if any(better):
                 keep = torch.tensor(better)
                 best = {k: torch.where(self._mask(keep, t), self.params[k], t) for k, t in best.items()}
