@@ -11,16 +11,18 @@ kept per stream with ``torch.where`` masks.
 
 Exactness (float64): Adam is re-written functionally with torch.optim.Adam(foreach=True)'s
 arithmetic (``_multi_tensor_adam``: lerp, mul + addcmul, sqrt / bias correction + eps, addcdiv).
-vmap's own rules for ``F.linear`` (matmul, then + bias) and ``F.conv2d`` (one grouped convolution
-without the bias, then + bias) add the bias after the sum, whereas the unbatched kernels start from it
-(``addmm``; the convolution kernel): about 1e-14 apart in float64. With ``exact`` (the default) the
-private copy's ``nn.Linear`` / ``nn.Conv2d`` use functions whose vmap rules are ``baddbmm`` and one
-grouped convolution *with* the bias (each equal, slice by slice, to the unbatched call) and whose
-backward is the op's own; the backward kernels under vmap were already equal. Single-image predictions
-run per stream (a matrix-vector product unbatched, a GEMM batched). Result: bit for bit equal to B
-sequential RMC streams for MLPs and plain CNNs (tests/test_rmc_batched.py). BatchNorm (eval) under
-vmap is NOT yet exact: its rule computes the normalisation in another order (about 4e-15 relative on a
-ResNet-20's gradients in float64), so ResNets match to rounding, not bit for bit.
+vmap's own batching rules are not bitwise equal to the unbatched calls (about 1e-14 in float64):
+``F.linear`` becomes matmul, then + bias (unbatched: one ``addmm``, bias inside the GEMM);
+``F.conv2d`` becomes a grouped convolution with the bias added afterwards, on whatever layout the
+previous op left (unbatched: channels-last input, as CIFAR images are stored, takes another kernel
+path); eval-mode BatchNorm normalises and reduces in another order. :func:`exact_copy` gives the
+private copy's ``nn.Linear`` / ``nn.Conv2d`` / ``nn.BatchNorm2d`` functions whose vmap rules are
+``baddbmm``, one grouped convolution (forward and backward) in each stream's memory layout with the
+bias inside, and one batch norm (forward and backward) over B*C channels: each equal, slice by
+slice, to the unbatched kernel. Single-image predictions run per stream (a matrix-vector product
+unbatched, a GEMM batched). Result: bit for bit equal to B sequential RMC streams (MLP, small CNN;
+tests/test_rmc_batched.py) and the batched step equal on a CIFAR ResNet-20. Other layers fall back
+to vmap's own rules (adaptive_avg_pool2d on channels-last input even to a per-stream loop).
 """
 
 from __future__ import annotations
@@ -66,52 +68,183 @@ class _AddmmLinear(torch.autograd.Function):
         return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)), 0
 
 
-class _BiasConv2d(torch.autograd.Function):
-    """``F.conv2d`` with a bias whose vmap rule is one grouped convolution *with* the bias (vmap's own
-    rule adds the bias after the convolution, which rounds differently from the unbatched kernel)."""
+def _grouped(t: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, N, C, H, W) -> (N, B*C, H, W) in the layout each stream's slice has (channels-last or not):
+    the unbatched kernels take another path, with other rounding, for channels-last tensors."""
+    fmt = torch.channels_last if t.stride(2) < t.stride(4) else torch.contiguous_format
+    return t.movedim(0, 1).reshape(t.shape[1], n * t.shape[2], *t.shape[3:]).contiguous(memory_format=fmt)
+
+
+def _batched(t: torch.Tensor | None, d: int | None, n: int) -> torch.Tensor | None:
+    if t is None:
+        return None
+    return t.movedim(d, 0) if d is not None else t.expand(n, *t.shape)
+
+
+class _Conv2dBackward(torch.autograd.Function):
+    """``convolution_backward`` whose vmap rule is one grouped call in each stream's layout."""
 
     @staticmethod
-    def forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, conf: tuple) -> torch.Tensor:
+    def forward(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, conf: tuple, mask: tuple) -> Any:
+        stride, padding, dilation, groups = conf
+        return torch.ops.aten.convolution_backward(g, x, w, [w.shape[0]] if mask[2] else None, stride, padding,
+                                                   dilation, False, [0, 0], groups, list(mask))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:  # pragma: no cover - RMC never differentiates twice
+        raise NotImplementedError("double backward through BatchedRMC's convolution")
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, conf: tuple,
+             mask: tuple) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        n = info.batch_size
+        g, x, w = (_batched(t, d, n) for t, d in zip((g, x, w), in_dims))
+        stride, padding, dilation, groups = conf
+        wg = w.reshape(n * w.shape[1], *w.shape[2:]).contiguous()
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            _grouped(g, n), _grouped(x, n), wg, [wg.shape[0]] if mask[2] else None, stride, padding, dilation,
+            False, [0, 0], groups * n, list(mask))
+        gx = None if gx is None else gx.reshape(gx.shape[0], n, -1, *gx.shape[2:]).movedim(1, 0)
+        gw = gw.reshape(n, -1, *gw.shape[1:])
+        gb = None if gb is None else gb.view(n, -1)
+        return (gx, gw, gb), (None if gx is None else 0, 0, None if gb is None else 0)
+
+
+class _Conv2d(torch.autograd.Function):
+    """``F.conv2d`` whose vmap rule is one grouped convolution on a contiguous (N, B*C, H, W) input,
+    with the bias inside. vmap's own rule adds the bias afterwards and passes the kernel whatever
+    layout the previous op left; both round differently from the unbatched call."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, conf: tuple) -> torch.Tensor:
         return F.conv2d(x, w, b, *conf)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        x, w, _, ctx.conf = inputs
+        x, w, b, ctx.conf = inputs
+        ctx.has_bias = b is not None
         ctx.save_for_backward(x, w)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
         x, w = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.conf
-        gx, gw, gb = torch.ops.aten.convolution_backward(
-            g, x, w, [w.shape[0]], stride, padding, dilation, False, [0, 0], groups,
-            [bool(ctx.needs_input_grad[0]), True, True])
+        mask = (bool(ctx.needs_input_grad[0]), True, ctx.has_bias)
+        gx, gw, gb = _Conv2dBackward.apply(g, x, w, ctx.conf, mask)
         return gx, gw, gb, None
 
     @staticmethod
-    def vmap(info: Any, in_dims: tuple, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+    def vmap(info: Any, in_dims: tuple, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
              conf: tuple) -> tuple[torch.Tensor, int]:
         n = info.batch_size
-        x, w, b = (t.movedim(d, 0) if d is not None else t.expand(n, *t.shape)
-                   for t, d in zip((x, w, b), in_dims[:3]))
+        x, w, b = (_batched(t, d, n) for t, d in zip((x, w, b), in_dims[:3]))
         stride, padding, dilation, groups = conf
-        s, c = x.shape[1], x.shape[2]
-        xg = x.movedim(0, 1).reshape(s, n * c, *x.shape[3:])
-        out = F.conv2d(xg, w.reshape(n * w.shape[1], *w.shape[2:]), b.reshape(-1), stride, padding, dilation,
-                       groups * n)
-        return out.reshape(s, n, -1, *out.shape[2:]).movedim(1, 0), 0
+        out = F.conv2d(_grouped(x, n), w.reshape(n * w.shape[1], *w.shape[2:]).contiguous(),
+                       None if b is None else b.reshape(-1), stride, padding, dilation, groups * n)
+        return out.reshape(out.shape[0], n, -1, *out.shape[2:]).movedim(1, 0), 0
 
 
 def _exact_conv_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    if self.bias is not None and x.dim() == 4 and self.padding_mode == "zeros" and isinstance(self.padding, tuple):
-        return _BiasConv2d.apply(x, self.weight, self.bias, (self.stride, self.padding, self.dilation, self.groups))
+    if x.dim() == 4 and self.padding_mode == "zeros" and isinstance(self.padding, tuple):
+        return _Conv2d.apply(x, self.weight, self.bias, (self.stride, self.padding, self.dilation, self.groups))
     return self._conv_forward(x, self.weight, self.bias)
+
+
+def _stack_channels(info: Any, in_dims: tuple, *ts: torch.Tensor) -> list[torch.Tensor]:
+    """Per-stream (N, C, ...) activations and (C,) vectors as one (N, B*C, ...) / (B*C,) problem."""
+    n, out = info.batch_size, []
+    for t, d in zip(ts, in_dims):
+        t = t.movedim(d, 0) if d is not None else t.expand(n, *t.shape)
+        out.append(t.reshape(n * t.shape[1]) if t.dim() == 2 else t.movedim(0, 1).reshape(t.shape[1], -1, *t.shape[3:]))
+    return out
+
+
+def _unstack_channels(t: torch.Tensor, n: int) -> torch.Tensor:
+    return t.reshape(t.shape[0], n, -1, *t.shape[2:]).movedim(1, 0)
+
+
+class _EvalBatchNormBackward(torch.autograd.Function):
+    """BatchNorm's eval-mode backward (``native_batch_norm_backward``), batched over streams as one
+    call on B*C channels: each channel's sums run as in the unbatched kernel."""
+
+    @staticmethod
+    def forward(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return torch.ops.aten.native_batch_norm_backward(g, x, w, mean, var, None, None, False, eps,
+                                                         [True, True, True])
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:  # pragma: no cover - RMC never differentiates twice
+        raise NotImplementedError("double backward through BatchedRMC's batch norm")
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mean: torch.Tensor,
+             var: torch.Tensor, eps: float) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
+        n = info.batch_size
+        g, x, w, mean, var = _stack_channels(info, in_dims[:5], g, x, w, mean, var)
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(g, x, w, mean, var, None, None, False, eps,
+                                                               [True, True, True])
+        return (_unstack_channels(gx, n), gw.view(n, -1), gb.view(n, -1)), (0, 0, 0)
+
+
+class _EvalBatchNorm(torch.autograd.Function):
+    """BatchNorm with frozen statistics whose vmap rule is one batch norm over B*C channels (vmap's own
+    rule normalises in another order: about 1e-14 apart in float64)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+                eps: float) -> torch.Tensor:
+        return F.batch_norm(x, mean, var, w, b, False, 0.0, eps)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        x, w, _, mean, var, ctx.eps = inputs
+        ctx.save_for_backward(x, w, mean, var)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        x, w, mean, var = ctx.saved_tensors
+        gx, gw, gb = _EvalBatchNormBackward.apply(g, x, w, mean, var, ctx.eps)
+        return gx, gw, gb, None, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mean: torch.Tensor,
+             var: torch.Tensor, eps: float) -> tuple[torch.Tensor, int]:
+        x, w, b, mean, var = _stack_channels(info, in_dims[:5], x, w, b, mean, var)
+        return _unstack_channels(F.batch_norm(x, mean, var, w, b, False, 0.0, eps), info.batch_size), 0
+
+
+def _exact_bn_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    if (not self.training and self.affine and self.running_mean is not None and x.dim() == 4):
+        return _EvalBatchNorm.apply(x, self.weight, self.bias, self.running_mean, self.running_var, self.eps)
+    return nn.BatchNorm2d.forward(self, x)
 
 
 def _exact_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 2 and self.bias is not None:
         return _AddmmLinear.apply(x, self.weight, self.bias)
     return F.linear(x, self.weight, self.bias)
+
+
+def exact_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose ``nn.Linear``, ``nn.Conv2d`` and eval ``nn.BatchNorm2d``
+    compute, under ``vmap`` over stacked weights, exactly what each stream's unbatched call computes."""
+    net = copy.deepcopy(model).eval()
+    for m in net.modules():
+        if type(m) is nn.Linear:
+            m.forward = _exact_linear_forward.__get__(m)
+        elif type(m) is nn.Conv2d:
+            m.forward = _exact_conv_forward.__get__(m)
+        elif type(m) is nn.BatchNorm2d:
+            m.forward = _exact_bn_forward.__get__(m)
+    return net
 
 
 class BatchedRMC:
@@ -142,13 +275,7 @@ class BatchedRMC:
         if len(self.seeds) != self.B:
             raise BenchError(f"{len(self.seeds)} seeds for {self.B} streams: give one seed per stream")
         self.lr, (self.beta1, self.beta2), self.eps = float(group["lr"]), group["betas"], group["eps"]
-        self.net = copy.deepcopy(template.adapted).eval()
-        if exact:
-            for m in self.net.modules():
-                if type(m) is nn.Linear:
-                    m.forward = _exact_linear_forward.__get__(m)
-                elif type(m) is nn.Conv2d:
-                    m.forward = _exact_conv_forward.__get__(m)
+        self.net = exact_copy(template.adapted) if exact else copy.deepcopy(template.adapted).eval()
         names = [n for n, _ in template.adapted.named_parameters()]
         self.names = names
         self.buffers = {n: b.detach() for n, b in self.net.named_buffers()}

@@ -1,6 +1,7 @@
 """B RMC streams batched with torch.func (defenses/rmc_batched.py) against B sequential RMC streams
 (Wu, Yuan, Wu, ICML 2020, Algorithm 1): bit for bit in float64, for an MLP and a small CNN on real
-digits; without the exact linear / conv rules vmap's own decompositions differ by rounding."""
+digits, and the batched step on a CIFAR ResNet-20; without the exact rules vmap's own decompositions
+differ by rounding."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from bench.core.data import Dataset
 from bench.core.errors import BenchError
 from bench.core.models import Classifier, SmallCNN
 from defenses.rmc import RMC, RMCNonMasking, RMCPlus
-from defenses.rmc_batched import BatchedRMC
+from defenses.rmc_batched import BatchedRMC, exact_copy
 
 B, POINTS = 3, 3
 
@@ -152,3 +153,37 @@ def test_rmc_plus_and_bad_input_are_refused(mlp64, sets64, nn_cache):
         BatchedRMC(rmc, B, seeds=[0])
     with pytest.raises(BenchError, match="streams"):
         BatchedRMC(rmc, 2).predict(torch.zeros(3, 1, 1, 8, 8, dtype=torch.float64))
+
+
+@pytest.mark.slow
+def test_resnet_gradients_and_logits_equal_per_stream_bit_for_bit(shared_data, shared_weights):
+    """The step RMC repeats, on the CIFAR ResNet-20 (pretrained) and real, channels-last CIFAR-10 images:
+    vmapped logits and per-stream gradients equal the unbatched module's, float64, bit for bit (BatchNorm
+    in eval mode, option-A shortcuts, batched weights)."""
+    from torch.func import functional_call, grad, vmap
+
+    from bench.core import data, models
+
+    cifar = data.load("cifar10", "test", shared_data, limit=16)
+    model = models.load("resnet20", shared_weights / "cifar10-resnet" / "resnet20-12fca82f.th").double().eval()
+    net = exact_copy(model)  # BatchedRMC's private copy, without building a D'
+    assert cifar.x.is_contiguous(memory_format=torch.channels_last)  # the layout that needs care
+    x, y = cifar.x.double().view(2, 8, 3, 32, 32), cifar.y.view(2, 8)
+    params = {n: torch.stack([p.detach(), p.detach() * 1.01]) for n, p in model.named_parameters()}
+    bufs = dict(model.named_buffers())
+
+    def logits(p, xb):
+        return functional_call(net, (p, bufs), (xb,))
+
+    def loss(p, xb, yb):
+        return nn.functional.cross_entropy(logits(p, xb), yb)
+
+    grads, out = vmap(grad(loss))(params, x, y), vmap(logits)(params, x)
+    for b in range(2):
+        ref = functional_call(model, ({n: t[b] for n, t in params.items()}, bufs), (x[b],))
+        assert torch.equal(out[b], ref)
+        own = {n: t[b].clone().requires_grad_() for n, t in params.items()}
+        nn.functional.cross_entropy(functional_call(model, (own, bufs), (x[b],)), y[b]).backward()
+        differ = {n: float((grads[n][b] - own[n].grad).abs().max()) for n in own
+                  if not torch.equal(grads[n][b], own[n].grad)}
+        assert not differ, differ
