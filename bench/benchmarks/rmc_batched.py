@@ -6,6 +6,7 @@ B streams run one after the other (RMC: Wu, Yuan, Wu, ICML 2020, Algorithm 1).
     python -m bench.benchmarks.rmc_batched --dataset cifar10 --data-dir ../shared/data \\
         --weights ../shared/weights/cifar10-resnet/resnet32-d509ac18.th --db-size 500 --k 64 \\
         --max-epochs 2 --points 1 --streams 1 4 16 --cache-dir /tmp/batched16-cache
+    (the same with --k 128; each run under ``nice -n 19`` with BENCH_NUM_THREADS=1 and --threads 1)
 
 Each stream is a different run of real test points (stream b: the b-th slice of ``--points`` test
 images, as different attacks' x_adv would be), all with the dataset's RMC defaults (digits: the default
@@ -16,6 +17,12 @@ its slowest stream stops). ``ratio`` = sequential seconds / batched seconds for 
 (> 1: batching is faster). Float32, so the two are compared (max |logit difference|, equal stats), not
 required to be bitwise equal. Figures are merged into results/benchmarks/rmc_batched.json under
 "<dataset>-k<K>".
+
+Measured (CPU, 1 thread, 2 cores shared with two 1-thread grids, load 3.4-4.1): batched is SLOWER
+than sequential on CPU at every B (digits 0.67 / 0.75 / 0.89 at B = 1 / 4 / 16; ResNet-32 K 64
+0.57 / 0.69 / 0.65, K 128 0.63 / 0.69 / 0.57): one grouped kernel for B streams costs about what B
+separate kernels cost on a CPU, and functorch adds Python work per op (B = 1 is the pure overhead).
+The gain this is built for is on a GPU (one launch for B streams); measure it there before grouping.
 """
 
 from __future__ import annotations
