@@ -1,5 +1,7 @@
-"""One short GPU check: the cifar10 smoke, `bench estimate` on the device, the attack-speed benchmark
-and RMC's cost per point at K = 1,024, gathered into results/benchmarks/gpu.json.
+"""One short GPU check: the cifar10 smoke, `bench estimate` on the device, the attack-speed benchmark,
+RMC's cost per point at K = 1,024 and the batched-streams ratio (B = 1, 4, 16 RMC streams on
+ResNet-32 at K = 1,024; on CPU batching measured slower, the GPU is what it is for), gathered into
+results/benchmarks/gpu.json.
 
     python -m bench.benchmarks.gpu_check --data-dir ../shared/data --weights-dir ../shared/weights
     tox -e gpu-check
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-STEPS = ("smoke", "estimate", "attacks", "rmc")
+STEPS = ("smoke", "estimate", "attacks", "rmc", "batched")
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str]) -> dict[str, Any]:
@@ -96,6 +98,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "--points", "5", "--device", args.device, "--label", "gpu"], work, args.timeout, env)
             step["figures"] = _read_json(work / "results" / "benchmarks" / "rmc_floor.json")
             figures["rmc"] = step
+        if "batched" not in skip:
+            step = _run([py, "-m", "bench.benchmarks.rmc_batched", "--dataset", "cifar10", "--data-dir", str(data_dir),
+                         "--weights", str(resnet32), "--db-size", "500", "--k", "1024", "--max-epochs", "2",
+                         "--points", "1", "--streams", "1", "4", "16", "--device", args.device, "--cache-dir",
+                         str(work / "cache")], work, args.timeout, env)
+            step["figures"] = _read_json(work / "results" / "benchmarks" / "rmc_batched.json")
+            figures["batched"] = step
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
