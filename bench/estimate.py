@@ -344,17 +344,13 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                                                  family, runner.test.x[0].numel())
                 r, h = craft_ratio(factory, full_params, cell.attack_params, runtime_cls, full.runtime_params,
                                    cell.runtime_params, cell.threat, family, per_image)
-                n_cell, n_small = full.limit or n_full, min(cell.limit or n_smoke, n_smoke)
-                factor = (n_cell / n_small) * r
-                how = f"points {n_cell}/{n_small}" + (f" x {h}" if h else "")
+                factor, how = _per_point(full.limit or n_full, min(cell.limit or n_smoke, n_smoke), r, h)
                 label = f"craft {cell.attack_label} ({cell.threat}) {cell.train_defense}" + (
                     f"/{cell.runtime_defense}" if cell.threat == "adaptive" else "")
             else:
                 factory = defenses.DEFENSES.get(cell.runtime_defense)
                 r, h = runtime_ratio(factory, full.runtime_params, cell.runtime_params, family, per_image)
-                n_cell, n_small = full.limit or n_full, min(cell.limit or n_smoke, n_smoke)
-                factor = (n_cell / n_small) * r
-                how = f"points {n_cell}/{n_small}" + (f" x {h}" if h else "")
+                factor, how = _per_point(full.limit or n_full, min(cell.limit or n_smoke, n_smoke), r, h)
                 label = f"predict {cell.train_defense}/{cell.runtime_defense}"
             pieces[piece_id] = Piece(kind, label, measured, factor, how, {i})
     total = sum(p.predicted_s for p in pieces.values())
@@ -365,6 +361,11 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
     return {"grid": spec.name, "device": str(runner.device), "smoke_wall_s": wall, "pieces": list(pieces.values()),
             "per_cell": per_cell, "total_s": total, "workers": workers,
             "total_workers_s": max(total / max(workers, 1), longest), "n": n_full, "n_smoke": n_smoke}
+
+
+def _per_point(n_cell: int, n_small: int, ratio: float, how: str) -> tuple[float, str]:
+    """Scale a per-point piece (crafting, predicting) from the smoke's points to the cell's."""
+    return (n_cell / n_small) * ratio, f"points {n_cell}/{n_small}" + (f" x {how}" if how else "")
 
 
 def _full_budget(kind: str, cell: Cell) -> str:
@@ -438,23 +439,32 @@ def compare_report(rep: dict[str, Any], records: list[dict[str, Any]]) -> str:
     A record's seconds include the work it shared (training its model, building D') when it was
     the first cell to need it, as the prediction charges it; a run that found models in its cache
     measured less than the estimate predicts. Cells without an ``ok`` record are left out of both
-    totals."""
-    measured = {r["key"]: float(r["seconds"]) for r in records
-                if r.get("status") == "ok" and "seconds" in r}
-    lines = ["| cell | predicted | measured | predicted / measured |", "| --- | --- | --- | --- |"]
-    pred_total = meas_total = 0.0
+    totals. Records that carry ``cpu_seconds`` (the process's CPU time, which other load on the
+    machine does not inflate) show it too, divided by their thread count."""
+    ok = {r["key"]: r for r in records if r.get("status") == "ok" and "seconds" in r}
+    lines = ["| cell | predicted | measured | measured CPU / threads | predicted / measured |",
+             "| --- | --- | --- | --- | --- |"]
+    pred_total = meas_total = cpu_total = 0.0
+    compared = with_cpu = 0
     for key, pred in rep["per_cell"].items():
-        if key not in measured:
+        if key not in ok:
             continue
-        meas = measured[key]
+        rec, compared = ok[key], compared + 1
+        meas = float(rec["seconds"])
         pred_total, meas_total = pred_total + pred, meas_total + meas
+        cpu = "-"
+        if "cpu_seconds" in rec:
+            c = float(rec["cpu_seconds"]) / max(int(rec.get("num_threads") or 1), 1)
+            cpu, cpu_total, with_cpu = human_seconds(c), cpu_total + c, with_cpu + 1
         ratio = f"{pred / meas:.2f}" if meas > 0 else "-"
-        lines.append(f"| {key} | {human_seconds(pred)} | {human_seconds(meas)} | {ratio} |")
-    compared = len(lines) - 2
+        lines.append(f"| {key} | {human_seconds(pred)} | {human_seconds(meas)} | {cpu} | {ratio} |")
     missing = len(rep["per_cell"]) - compared
     if meas_total <= 0:
         return "no measured cell of this grid in the records given: nothing to compare"
     lines += ["", f"compared {compared} cells ({missing} without a measured record): predicted "
                   f"{human_seconds(pred_total)}, measured {human_seconds(meas_total)} (sum of the records' "
                   f"cell seconds), ratio {pred_total / meas_total:.2f}"]
+    if with_cpu:
+        lines.append(f"CPU time / threads of the {with_cpu} cells that record it: {human_seconds(cpu_total)} "
+                     "(wall time on an otherwise idle machine is about this or more)")
     return "\n".join(lines)

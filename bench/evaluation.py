@@ -109,7 +109,7 @@ class Evaluator:
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         memory.reset()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         base = cell_fields(cell, self.device)
         base["num_threads"] = fix_threads()  # same float reductions under every executor
         torch.manual_seed(cell.seed)  # per cell: a resumed grid or a Ray worker draws what a full local run does
@@ -127,6 +127,8 @@ class Evaluator:
         rec.update(base)
         rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rec["seconds"] = round(seconds, 3)
+        # CPU time of the whole process (every thread): unlike `seconds`, not inflated by other load
+        rec["cpu_seconds"] = round(time.process_time() - cpu_start, 3)
         rec.update(memory.peak())
         rec.setdefault("n", 0)
         rec["examples_per_second"] = round(rec["n"] / seconds, 3) if seconds > 0 else 0.0

@@ -251,6 +251,10 @@ def _threshold(value: Any, where: str) -> float | None:
     return float(value)
 
 
+def _is_positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, dict[str, Any]]:
     val = raw.get(key, {})
     if not isinstance(val, dict) or not all(isinstance(v, dict) for v in val.values()):
@@ -323,7 +327,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         ))
     for key in ("limit", "train_limit"):
         v = raw.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+        if v is not None and not _is_positive_int(v):
             raise BenchError(f"{where}: {key} must be a positive integer, got {v!r}")
     train_split, train_offset = raw.get("train_split", "train"), raw.get("train_offset", 0)
     if train_split not in ("train", "test"):
@@ -343,7 +347,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     for name, params in runtime.items():
         if "limit" in params:
             v = params.pop("limit")
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            if not _is_positive_int(v):
                 raise BenchError(f"{where}: [runtime.{name}] limit must be a positive integer (test points "
                                  f"for this defense's cells), got {v!r}")
             runtime_limits[name] = v

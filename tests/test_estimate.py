@@ -127,10 +127,12 @@ def test_cells_the_smoke_caps_make_one_are_each_predicted_at_their_own_budget(tm
 
 def test_compare_report_puts_each_prediction_beside_its_measured_cell():
     rep = {"per_cell": {"a": 10.0, "b": 30.0, "c": 5.0}}
-    records = [{"key": "a", "status": "ok", "seconds": 20.0}, {"key": "b", "status": "ok", "seconds": 20.0},
+    records = [{"key": "a", "status": "ok", "seconds": 20.0, "cpu_seconds": 16.0, "num_threads": 2},
+               {"key": "b", "status": "ok", "seconds": 20.0},
                {"key": "c", "status": "failed", "seconds": 1.0}, {"key": "z", "status": "ok", "seconds": 99.0}]
     text = compare_report(rep, records)
-    assert "| a | 10.0 s | 20.0 s | 0.50 |" in text and "| b | 30.0 s | 20.0 s | 1.50 |" in text
+    assert "| a | 10.0 s | 20.0 s | 8.0 s | 0.50 |" in text and "| b | 30.0 s | 20.0 s | - | 1.50 |" in text
+    assert "CPU time / threads of the 1 cells that record it: 8.0 s" in text
     assert "| c |" not in text and "| z |" not in text  # failed and foreign records are not compared
     assert "compared 2 cells (1 without a measured record)" in text and "ratio 1.00" in text
     assert "nothing to compare" in compare_report(rep, [])

@@ -64,12 +64,13 @@ def test_grid_runs_and_records_every_cell(finished):
     assert len(records) == 3
     fields = {"grid", "dataset", "arch", "train_defense", "runtime_defense", "attack", "threat", "norm", "eps", "n",
               "clean_acc", "robust_acc", "attack_success_rate", "max_perturbation", "mean_l2", "seconds",
-              "examples_per_second", "device", "seed", "code_version", "config_hash", "status", "error"}
+              "cpu_seconds", "examples_per_second", "device", "seed", "code_version", "config_hash", "status", "error"}
     for r in records:
         assert fields <= set(r), fields - set(r)
         assert r["status"] == "ok" and r["n"] == 60 and len(r["per_example"]) == 60
         assert r["max_perturbation"] <= r["eps"] + 1e-6
         assert r["robust_acc"] < r["clean_acc"]
+        assert 0 < r["cpu_seconds"] and 0 < r["seconds"]
     by_eps = {r["eps"]: r["robust_acc"] for r in records if r["attack"] == "pgd"}
     assert by_eps[0.3] < 0.05 and by_eps[0.3] <= by_eps[0.1]
 

@@ -22,6 +22,7 @@ import torch
 from attacks.pgd_skip import StreamAttack
 from bench import grid
 from bench.benchmarks.common import write_figures
+from bench.results import MEASUREMENT_FIELDS
 from bench.runner import Runner, RunOptions
 
 GRID = """
@@ -52,7 +53,7 @@ threat = "adaptive"
 eps = 0.1
 params = {{ rounds = 1, steps = 5 }}
 """
-TIMING = ("seconds", "examples_per_second", "finished_at", "delay_per_point_s")
+TIMING = MEASUREMENT_FIELDS
 
 
 def _run(spec: grid.GridSpec, cache: Path, out: Path, two_pass: bool) -> tuple[dict[str, dict], float]:
