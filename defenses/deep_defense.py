@@ -89,7 +89,9 @@ class DeepDefense(FineTune):
         r, logits = differentiable_deepfool(model, x, self.iterations, self.overshoot, target=y)
         rho = r.flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-8)
         correct = (logits.argmax(1) == y).detach()
-        reg = torch.where(correct, torch.exp(-self.c * rho), torch.exp(self.d * rho))
+        # rho is capped at 1 (a perturbation as large as the image) in the growing term: on a barely
+        # trained model exp(d rho) diverged to NaN; every published grid's rho stays below 0.84.
+        reg = torch.where(correct, torch.exp(-self.c * rho), torch.exp(self.d * rho.clamp(max=1.0)))
         return self.weight * reg, logits
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -214,3 +214,17 @@ def test_grid_with_metrics_records_them_once_per_model_and_shows_columns(tmp_pat
     table = build_table(records, spec)
     assert table.loc[0, "l2 (DeepFool)"] == f"{records[0]['deepfool_l2']:.3g} (1.48)"
     assert "PASS" in table.columns and "rho_inf (FGS)" in table.columns
+
+
+def test_deep_defense_on_a_barely_trained_model_stays_finite():
+    """A one-epoch reference misclassifies most images with DeepFool perturbations larger than the
+    images; the exp(d rho) term then diverged to NaN at the digits lr (bench estimate's smoke of the
+    default grid failed on it). rho is capped at 1 inside that term."""
+    import defenses
+
+    train = data.load("digits", "train", None, 512)
+    dd = defenses.create("deep-defense", epochs=1, lr=5e-3, pretrain_epochs=1, pretrain_lr=1e-3, iterations=2, seed=0)
+    torch.manual_seed(0)
+    model = dd.train(models.create("small-cnn", 10, 1), train)
+    with torch.no_grad():
+        assert torch.isfinite(model(train.x[:64])).all()
