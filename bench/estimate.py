@@ -427,6 +427,16 @@ def format_report(rep: dict[str, Any]) -> str:
                      f"{human_seconds(p.predicted_s)} |")
     lines += ["", "| cell | predicted (shared work charged to its first cell) |", "| --- | --- |"]
     lines += [f"| {k} | {human_seconds(v)} |" for k, v in rep["per_cell"].items()]
+    lines += ["", "| work | predicted |", "| --- | --- |"]
+    for kind in ("train", "prepare", "craft", "predict"):
+        total = sum(p.predicted_s for p in rep["pieces"] if p.kind == kind)
+        lines.append(f"| {kind} | {human_seconds(total)} |")
+    rows: dict[str, list[float]] = {}
+    for key, v in rep["per_cell"].items():
+        rows.setdefault("/".join(key.split("/")[:2]), []).append(v)
+    lines += ["", "| row (train-time / runtime) | cells | predicted |", "| --- | --- | --- |"]
+    by_cost = sorted(rows.items(), key=lambda kv: -sum(kv[1]))
+    lines += [f"| {r} | {len(v)} | {human_seconds(sum(v))} |" for r, v in by_cost]
     lines += ["", f"total: {human_seconds(rep['total_s'])} on one {rep['device']} device; "
                   f"{human_seconds(rep['total_workers_s'])} on {rep['workers']} workers "
                   "(total / workers, never below the longest piece)"]

@@ -53,6 +53,8 @@ def test_estimate_lists_every_cell_with_scaled_pieces(tmp_path, capsys):
     assert rep["total_workers_s"] >= rep["total_s"] / 2
     text = format_report(rep)
     assert all(key in text for key in rep["per_cell"]) and "total:" in text
+    rows = {"/".join(k.split("/")[:2]) for k in rep["per_cell"]}
+    assert all(f"| {r} | " in text for r in rows) and "| train | " in text and "| craft | " in text
     code, out, err = run_cli("estimate", "--grid", str(tmp_path / "est.toml"), "--device", "cpu", capsys=capsys)
     assert code == 0 and all(key in out for key in rep["per_cell"]), err
 
