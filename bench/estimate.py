@@ -15,10 +15,11 @@ budgets shrunk) with every piece of work timed, then scales each piece to the re
   below; median / TVM: 1, nothing of theirs is shrunk); a stream attack (pgd-skip, FPA / GMSA)
   runs the stateful defense's stream besides its own steps, so the larger of the two ratios (GMSA:
   the defense's x (1 + rounds), one stream per round and one more);
-- predicting: x (real / smoke points) x the defense's work ratio (RMC: its epoch cap x, on a GPU,
-  adaptation batches ceil(K / batch), on a CPU, where a step costs in proportion to its images,
-  K / K_smoke: the batch count alone predicted RMC on CIFAR-10 ResNet-32 at K = 64 six times too
-  low on CPU; a defense that declares ``work_units(params)``, its own cost
+- predicting: x (real / smoke points) x the defense's work ratio (RMC: its epoch cap x the cost of
+  one adaptation epoch over K images at the real batch size / over K_smoke at the smoke's, each
+  step timed on this device with a copy of the model: the batch count alone predicted RMC on
+  CIFAR-10 ResNet-32 at K = 64 six times too low on CPU, the image count 4x too high on digits;
+  a defense that declares ``work_units(params)``, its own cost
   model: RIDE's checkpoints x (iterations + est_samples / 3) + 1, since a 2-iteration smoke
   checkpoint is mostly fixed work; a K-NN search: 1, as fast for any K, and the faiss search over
   a larger D' is not scaled). RMC's early stop is not
@@ -35,9 +36,12 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
+
+import torch
 
 from bench.artifacts import ArtifactStore
 from bench.core.errors import BenchError
@@ -77,11 +81,14 @@ UNBOUNDED = {"n_iter": 100, "n_queries": 5000}
 
 
 def work_ratio(full: dict[str, Any], smoke: dict[str, Any], defaults: dict[str, Any], caps: dict[str, int],
-               skip: tuple[str, ...] = (), factory: Any = None, per_image: bool = False) -> tuple[float, str]:
+               skip: tuple[str, ...] = (), factory: Any = None,
+               step_cost: Callable[[int], float] | None = None) -> tuple[float, str]:
     """Product over budget names of full / smoke value, and a description of the factors. A method's
     ``work_params`` (if it declares them) names the budgets its cost grows with; others are ignored.
-    ``per_image``: a training step costs in proportion to its images (a CPU), not a fixed amount per
-    batch (a GPU below saturation), which changes what K costs RMC."""
+    ``step_cost(b)``: the measured seconds of one training step of the model on ``b`` images; with it,
+    K's cost (RMC adapting on its K neighbours) is an epoch's steps at their real batch sizes, timed,
+    instead of the batch count (a step costs neither a fixed amount nor its images: measured, the
+    batch count predicted 6x too little on CIFAR-10's ResNet-32 and the image count 6x too much on digits)."""
     ratio, parts = 1.0, []
     only = getattr(factory, "work_params", None)
     for name in caps:
@@ -94,17 +101,63 @@ def work_ratio(full: dict[str, Any], smoke: dict[str, Any], defaults: dict[str, 
         if name == "k":  # K costs adaptation batches where the method trains on its neighbours (RMC)
             if "batch_size" not in defaults:
                 continue  # a search: about as fast for any K
-            if per_image:  # K images per epoch, whatever the batching (measured: issue 13's c10p run)
-                if f != s and s > 0:
-                    ratio *= f / s
-                    parts.append(f"k {f:g}/{s:g} images")
-                continue
             bs = _value(full, defaults, "batch_size", 128)
+            if step_cost is not None:
+                cf = _epoch_cost(int(f), int(bs), step_cost)
+                cs = _epoch_cost(int(s), int(_value(smoke, defaults, "batch_size", 128)), step_cost)
+                if cf != cs and cs > 0:
+                    ratio *= cf / cs
+                    parts.append(f"k {f:g}/{s:g}: an epoch's steps timed {1e3 * cf:.3g}/{1e3 * cs:.3g} ms")
+                continue
             f, s = math.ceil(f / bs), math.ceil(s / bs)
         if f != s and s > 0:
             ratio *= f / s
             parts.append(f"{name} {f:g}/{s:g}")
     return ratio, " x ".join(parts)
+
+
+def _epoch_cost(k: int, batch: int, step_cost: Callable[[int], float]) -> float:
+    """Seconds of one pass over k images in batches of ``batch``."""
+    full, rest = divmod(k, max(batch, 1))
+    return full * step_cost(batch) + (step_cost(rest) if rest else 0.0)
+
+
+def step_timer(model: torch.nn.Module, shape: tuple[int, ...], num_classes: int,
+               device: torch.device) -> Callable[[int], float]:
+    """``b -> seconds`` of one Adam step of a copy of ``model`` on b random images (best of 3 after a
+    warm-up, memoised): what an RMC adaptation step costs at batch b on this device."""
+    import copy
+
+    import torch.nn.functional as F
+
+    net = copy.deepcopy(model).to(device).train()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-6)
+    memo: dict[int, float] = {}
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def cost(b: int) -> float:
+        if b not in memo:
+            gen = torch.Generator().manual_seed(b)
+            x = torch.rand((b, *shape), generator=gen).to(device)
+            y = torch.randint(num_classes, (b,), generator=gen).to(device)
+            times = []
+            for _ in range(4):
+                sync()
+                start = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(net(x), y).backward()
+                opt.step()
+                sync()
+                times.append(time.perf_counter() - start)
+            memo[b] = min(times[1:])
+        return memo[b]
+
+    return cost
 
 
 def real_attack_budget(factory: Any, params: dict[str, Any], runtime_cls: Any, runtime_params: dict[str, Any],
@@ -120,14 +173,14 @@ def real_attack_budget(factory: Any, params: dict[str, Any], runtime_cls: Any, r
 
 
 def runtime_ratio(runtime_cls: Any, full: dict[str, Any], smoke: dict[str, Any], family: str,
-                  per_image: bool = False) -> tuple[float, str]:
+                  step_cost: Callable[[int], float] | None = None) -> tuple[float, str]:
     """Real / smoke work of a runtime defense per point, and how: its ``work_units(params)`` where it
     declares one (a cost model over its resolved params, e.g. RIDE's fixed work per checkpoint), else
     ``work_ratio`` over the capped budgets (copies excluded: D' size costs in building it)."""
     dflt = _defaults(runtime_cls, family)
     units = getattr(runtime_cls, "work_units", None)
     if units is None:
-        return work_ratio(full, smoke, dflt, RUNTIME_CAPS, skip=("copies",), per_image=per_image)
+        return work_ratio(full, smoke, dflt, RUNTIME_CAPS, skip=("copies",), step_cost=step_cost)
     f, s = float(units({**dflt, **full})), float(units({**dflt, **smoke}))
     if f == s or s <= 0:
         return 1.0, ""
@@ -149,7 +202,7 @@ def defense_runs_inside(factory: Any, runtime_cls: Any) -> bool:
 
 def craft_ratio(factory: Any, full_attack: dict[str, Any], smoke_attack: dict[str, Any], runtime_cls: Any,
                 full_runtime: dict[str, Any], smoke_runtime: dict[str, Any], threat: str,
-                family: str, per_image: bool = False) -> tuple[float, str]:
+                family: str, step_cost: Callable[[int], float] | None = None) -> tuple[float, str]:
     """Real / smoke work of crafting one cell's adversarial examples per point, and how (see the module
     docstring): the attack's budgets, times the runtime defense's where it runs inside the attack."""
     from attacks.bpda import wrapped_attack
@@ -165,7 +218,7 @@ def craft_ratio(factory: Any, full_attack: dict[str, Any], smoke_attack: dict[st
     if threat != "adaptive" or runtime_cls is None:
         return r, h
     name = getattr(runtime_cls, "registry_name", runtime_cls.__name__)
-    r2, h2 = runtime_ratio(runtime_cls, full_runtime, smoke_runtime, family, per_image)
+    r2, h2 = runtime_ratio(runtime_cls, full_runtime, smoke_runtime, family, step_cost)
     if getattr(runtime_cls, "stateful", False):
         if not (isinstance(factory, type) and issubclass(factory, StreamAttack)):
             return r, h  # e.g. pgd-nn: searches D', never runs the defense's adaptation
@@ -292,7 +345,17 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                          f"(first: {first.get('key')}: {str(first.get('error', ''))[:200]}); "
                          f"run `bench run --grid {spec.name} --smoke` to see why")
     family = data.family_of(spec.dataset)
-    per_image = runner.device.type == "cpu"
+    timers: dict[str, Callable[[int], float]] = {}
+
+    def step_cost_of(cell: Cell) -> Callable[[int], float]:
+        """Lazily: the adaptation-step timer of the cell's model (made only when K is scaled)."""
+        def cost(b: int) -> float:
+            model, key = runner.artifacts.model(cell.arch, cell.train_defense, cell.train_params, cell.seed)
+            if key not in timers:
+                timers[key] = step_timer(model, tuple(runner.test.x.shape[1:]), runner.test.num_classes,
+                                         runner.device)
+            return timers[key](b)
+        return cost
     n_smoke = len(runner.test)
     n_full = max((c.limit or n_smoke for c in full_cells), default=n_smoke)
     train_smoke = len(runner.artifacts._train_set) if runner.artifacts._train_set is not None else 0
@@ -343,13 +406,13 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                 full_params = real_attack_budget(factory, full.attack_params, runtime_cls, full.runtime_params,
                                                  family, runner.test.x[0].numel())
                 r, h = craft_ratio(factory, full_params, cell.attack_params, runtime_cls, full.runtime_params,
-                                   cell.runtime_params, cell.threat, family, per_image)
+                                   cell.runtime_params, cell.threat, family, step_cost_of(cell))
                 factor, how = _per_point(full.limit or n_full, min(cell.limit or n_smoke, n_smoke), r, h)
                 label = f"craft {cell.attack_label} ({cell.threat}) {cell.train_defense}" + (
                     f"/{cell.runtime_defense}" if cell.threat == "adaptive" else "")
             else:
                 factory = defenses.DEFENSES.get(cell.runtime_defense)
-                r, h = runtime_ratio(factory, full.runtime_params, cell.runtime_params, family, per_image)
+                r, h = runtime_ratio(factory, full.runtime_params, cell.runtime_params, family, step_cost_of(cell))
                 factor, how = _per_point(full.limit or n_full, min(cell.limit or n_smoke, n_smoke), r, h)
                 label = f"predict {cell.train_defense}/{cell.runtime_defense}"
             pieces[piece_id] = Piece(kind, label, measured, factor, how, {i})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import grid as grids
-from bench.estimate import compare_report, estimate, format_report, work_ratio
+from bench.estimate import compare_report, estimate, format_report, step_timer, work_ratio
 from bench.runner import RunOptions
 from bench.smoke import ATTACK_CAPS
 from tests.test_extension_api import run_cli
@@ -35,6 +35,22 @@ def test_work_ratio_is_the_product_of_budget_ratios():
     import attacks
 
     assert work_ratio({"steps": 20}, {"steps": 2}, {}, ATTACK_CAPS, factory=attacks.ATTACKS.get("fgsm"))[0] == 1.0
+
+
+def test_k_scales_rmc_by_an_epochs_steps_timed_at_their_real_batch_sizes():
+    """K = 300 in batches of 128 is two full steps and one of 44; the smoke's K = 8 one step of 8."""
+    import torch
+
+    from bench.smoke import RUNTIME_CAPS
+
+    cost = {128: 1.0, 44: 0.5, 8: 0.25}.__getitem__
+    dflt = {"k": 1024, "batch_size": 128, "max_epochs": 8}
+    r, how = work_ratio({"k": 300}, {"k": 8, "max_epochs": 2}, dflt, RUNTIME_CAPS, step_cost=cost)
+    assert r == pytest.approx((2 * 1.0 + 0.5) / 0.25 * 8 / 2) and "k 300/8" in how and "max_epochs 8/2" in how
+    assert work_ratio({"k": 300}, {"k": 8}, {"k": 1024}, RUNTIME_CAPS, step_cost=cost)[0] == 1.0  # a search
+    timer = step_timer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), (1, 8, 8), 10,
+                       torch.device("cpu"))
+    assert 0 < timer(4) and timer(4) == timer(4)  # measured once, memoised
 
 
 @pytest.mark.slow

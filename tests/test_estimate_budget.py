@@ -80,10 +80,10 @@ def test_only_stream_attacks_run_rmcs_adaptation_while_crafting():
     skip = attacks.ATTACKS.get("pgd-skip")
     r, how = craft_ratio(skip, {"steps": 10}, {"steps": 2}, rmc, {}, RMC_SMOKE, "adaptive", "cifar10")
     assert r == 1024 / 128 * 100 / 2 and "k 8/1" in how
-    # on a CPU a step costs in proportion to its images: K itself, not its batch count
+    # with a timed step: an epoch's steps at their batch sizes (8 full batches of 128 against one of 8)
     r, how = craft_ratio(skip, {"steps": 10}, {"steps": 2}, rmc, {}, RMC_SMOKE, "adaptive", "cifar10",
-                         per_image=True)
-    assert r == 1024 / 8 * 100 / 2 and "k 1024/8 images" in how
+                         step_cost=lambda b: b / 100 + 0.5)
+    assert r == pytest.approx(8 * 1.78 / 0.58 * 100 / 2) and "k 1024/8: an epoch's steps timed" in how
     # GMSA runs one stream per round and one more
     gmsa = attacks.ATTACKS.get("gmsa-avg")
     r = craft_ratio(gmsa, {"steps": 10, "rounds": 3}, {"steps": 2, "rounds": 1}, rmc, {}, RMC_SMOKE, "adaptive",
