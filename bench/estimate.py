@@ -88,7 +88,8 @@ def work_ratio(full: dict[str, Any], smoke: dict[str, Any], defaults: dict[str, 
     ``step_cost(b)``: the measured seconds of one training step of the model on ``b`` images; with it,
     K's cost (RMC adapting on its K neighbours) is an epoch's steps at their real batch sizes, timed,
     instead of the batch count (a step costs neither a fixed amount nor its images: measured, the
-    batch count predicted 6x too little on CIFAR-10's ResNet-32 and the image count 6x too much on digits)."""
+    batch count predicted RMC 6x too low on CIFAR-10's ResNet-32, the image count the default grid 4x
+    too high)."""
     ratio, parts = 1.0, []
     only = getattr(factory, "work_params", None)
     for name in caps:
@@ -349,9 +350,11 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
 
     def step_cost_of(cell: Cell) -> Callable[[int], float]:
         """Lazily: the adaptation-step timer of the cell's model (made only when K is scaled)."""
+        key = json.dumps([cell.arch, cell.train_defense, cell.train_params, cell.seed], sort_keys=True, default=str)
+
         def cost(b: int) -> float:
-            model, key = runner.artifacts.model(cell.arch, cell.train_defense, cell.train_params, cell.seed)
             if key not in timers:
+                model, _ = runner.artifacts.model(cell.arch, cell.train_defense, cell.train_params, cell.seed)
                 timers[key] = step_timer(model, tuple(runner.test.x.shape[1:]), runner.test.num_classes,
                                          runner.device)
             return timers[key](b)
