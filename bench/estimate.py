@@ -131,31 +131,26 @@ def step_timer(model: torch.nn.Module, shape: tuple[int, ...], num_classes: int,
 
     import torch.nn.functional as F
 
+    from bench.benchmarks.common import best_time
+
     net = copy.deepcopy(model).to(device).train()
     for p in net.parameters():
         p.requires_grad_(True)
     opt = torch.optim.Adam(net.parameters(), lr=1e-6)
     memo: dict[int, float] = {}
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     def cost(b: int) -> float:
         if b not in memo:
             gen = torch.Generator().manual_seed(b)
             x = torch.rand((b, *shape), generator=gen).to(device)
             y = torch.randint(num_classes, (b,), generator=gen).to(device)
-            times = []
-            for _ in range(4):
-                sync()
-                start = time.perf_counter()
+
+            def step() -> None:
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(net(x), y).backward()
                 opt.step()
-                sync()
-                times.append(time.perf_counter() - start)
-            memo[b] = min(times[1:])
+
+            memo[b] = best_time(step, device)
         return memo[b]
 
     return cost
