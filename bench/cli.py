@@ -100,16 +100,22 @@ def cli() -> None:
 @click.option("--synthetic", is_flag=True,
               help="Seeded data of the dataset's exact shape and label count for splits whose files are missing.")
 @click.option("--verbose", is_flag=True, help="Show MLflow's own console lines and log messages.")
+@click.option("--jobs", "-j", default="auto", show_default=True, envvar="BENCH_JOBS", show_envvar=True,
+              help="Local processes sharing the cells, one thread each: auto is one per CPU core on a CPU run "
+                   "(at most 8) and 1 on a GPU.")
+@click.option("--worker", default=None, hidden=True, help="RANK/COUNT: this process is one of --jobs' workers.")
 @_plugin_option
 def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path | None, results_dir: Path,
         tracking_uri: str | None, no_tracking: bool, device: str, limit: int | None, seed: int | None,
         dry_run: bool, leaderboard: bool, executor: str, ray_address: str | None, smoke: bool, synthetic: bool,
-        verbose: bool, plugins: tuple[Path, ...]) -> None:
+        verbose: bool, jobs: str, worker: str | None, plugins: tuple[Path, ...]) -> None:
     """Run a grid: train or load models, attack, audit, record every cell."""
     from bench import grid as grids
     from bench.core.cache import default_cache_dir
     from bench.executors import create as create_executor
+    from bench.workers import parse_worker, resolve_jobs
 
+    worker_of = parse_worker(worker)
     spec = grids.load(grid_name)
     if smoke:
         from bench.smoke import LIMIT, smoke_spec
@@ -126,7 +132,8 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
     opts = RunOptions(data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(), results_dir=results_dir,
                       tracking_uri=tracking_uri, tracking=not no_tracking, device=device, limit=limit, seed=seed,
                       download=download, synthetic=synthetic, budget="smoke" if smoke else "full",
-                      verbose=verbose)
+                      verbose=verbose, worker=worker_of)
+    n_jobs = resolve_jobs(jobs, device, executor) if worker_of is None else 1
     runner = Runner(spec, opts)
     plan = runner.plan()
     if dry_run:
@@ -142,15 +149,22 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         for c, why in plan.skipped:
             click.echo(f"  skip  {c.key}: {why}")
         return
-    summary = _run_interruptible(runner, runner_executor, len(plan.todo))
+    n_jobs = min(n_jobs, len(plan.todo))
+    if n_jobs > 1:
+        runner.preflight(plan.todo)  # bad input is one line from this process, not one per worker
+        summary = _run_with_workers(runner, runner_executor, plan, n_jobs)
+    else:
+        summary = _run_interruptible(runner, runner_executor, len(plan.todo))
+    if worker_of is not None:  # the parent sums up every worker's cells
+        sys.exit(1 if summary.failed else 0)
     click.echo(f"{summary.ran} cells run ({summary.failed} failed), {summary.skipped_done} already done, "
                f"{summary.skipped_unavailable} unavailable; records in {summary.results_path}")
     if smoke:
         _report_memory(runner)
-    if summary.claimed_elsewhere:
+    if summary.claimed_elsewhere and worker_of is None:
         click.echo(f"{summary.claimed_elsewhere} cells were being computed by another run on this results "
                    "folder; rerun after it ends to include them in the leaderboard")
-    if summary.queued:
+    if summary.queued and worker_of is None:  # a worker may count its fellows' entries in flight
         click.echo(f"{summary.queued} cells wait in the tracking outbox; run `bench track --grid {grid_name}` "
                    "when the MLflow server is back")
     if leaderboard:
@@ -164,6 +178,62 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         for line in summary.failures:
             click.echo(f"  {line}", err=True)
         sys.exit(1)
+
+
+def _run_with_workers(runner, executor, plan, n_jobs: int):
+    """This process as worker 0 of ``n_jobs`` plus n_jobs - 1 worker processes (bench.workers); the
+    summary counts every worker's cells."""
+    from tqdm.auto import tqdm
+
+    from bench.workers import Workers, child_args
+
+    ctx = click.get_current_context()
+    click.echo(f"{len(plan.todo)} cells on {n_jobs} processes, one thread each (--jobs {n_jobs})")
+    runner.opt.worker = (0, n_jobs)
+    commands = [child_args(ctx, rank, n_jobs) for rank in range(1, n_jobs)]
+    out = sys.stdout  # the real one: MLflow calls in this process redirect sys.stdout for a moment
+
+    def relay(line: str) -> None:
+        tqdm.write(line, file=out)
+
+    with Workers(commands, relay) as workers:
+        summary = _run_interruptible(runner, executor, len(plan.todo))
+        codes = workers.wait()
+    workers.cells[0] = summary.ran
+    click.echo("cells by process: " + ", ".join(f"{rank}: {n}" for rank, n in enumerate(workers.cells)))
+    from bench.reliability import cell_flags
+
+    runner.store.reload()
+    runner.store.set_flags(cell_flags)  # over every worker's records, now all are in
+    finished = {c.cell_id for c in plan.todo if runner.store.finished(c.cell_id)}
+    failed = [c for c in plan.todo if c.cell_id not in finished and c.cell_id in runner.store.records]
+    summary.ran = len(finished) + len(failed)
+    summary.failed = len(failed)
+    summary.failures = [f"{c.key}: {runner.store.records[c.cell_id].get('error')}" for c in failed]
+    summary.claimed_elsewhere = len(plan.todo) - summary.ran
+    summary.queued = _replay_outbox(runner) if runner.opt.tracking else 0
+    for rank, code in enumerate(codes, 1):
+        if code not in (0, 1):  # 1: some cell failed, counted above
+            click.echo(f"error: worker {rank} exited with code {code}; its lines above say why", err=True)
+            summary.failed += 1
+    return summary
+
+
+def _replay_outbox(runner) -> int:
+    """Mirror into MLflow what the workers left in the outbox (a store busy with another worker's
+    write); returns the cells still waiting."""
+    from bench.outbox import Outbox, replay
+
+    box = Outbox(runner.store.path.parent, runner.spec.name)
+    if len(box):
+        try:
+            done, _ = replay(box.path.parent, runner.spec.name, runner.opt.tracking_uri, verbose=runner.opt.verbose)
+        except BenchError as exc:
+            click.echo(f"warning: {exc}", err=True)
+        else:
+            if done:
+                click.echo(f"replayed {done} cells the workers queued into MLflow")
+    return len(box)
 
 
 def _report_memory(runner) -> None:

@@ -30,3 +30,5 @@ class RunOptions:
     #: Models passed from Python (bench.evaluate), by train-time entry name (source = "object").
     provided_models: dict[str, torch.nn.Module] = field(default_factory=dict)
     verbose: bool = False
+    #: (rank, count) when this process is one of ``bench run --jobs`` workers (bench.workers).
+    worker: tuple[int, int] | None = None

@@ -34,6 +34,7 @@ from bench.reliability import cell_flags
 from bench.results import ResultStore
 from bench.tracking import Tracker
 from bench.validate import check_spec
+from bench.workers import rotate
 
 __all__ = ["LocalExecutor", "Plan", "RunOptions", "Runner", "Summary", "cell_threads", "code_version",
            "fix_threads", "resolve_params", "unavailable_reason"]
@@ -187,14 +188,16 @@ class Runner:
 
         def claimed_cells() -> Any:
             """The planned cells this process claims, lazily (a local executor claims one at a time)."""
-            for cell in plan.todo:
+            order = plan.todo if self.opt.worker is None else rotate(plan.todo, *self.opt.worker)
+            for cell in order:
                 if cell.cell_id in seen:  # the same cell listed twice in the grid
                     continue
                 seen.add(cell.cell_id)
                 claim = CellClaim(folder, self.spec.name, cell.cell_id)
                 if not claim.acquire():
                     summary.claimed_elsewhere += 1
-                    tqdm.write(f"skip {cell.key}: another run is computing it")
+                    if self.opt.worker is None:  # a fellow worker of --jobs: not news
+                        tqdm.write(f"skip {cell.key}: another run is computing it")
                     continue
                 self.store.reload()
                 if self.store.finished(cell.cell_id):  # another run finished it after our plan
@@ -206,7 +209,8 @@ class Runner:
 
         with Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
                      tags={"device": executor.device_label(self), "executor": executor.name,
-                           "grid_path": self.spec.path, "budget": self.opt.budget}, verbose=self.opt.verbose,
+                           "grid_path": self.spec.path, "budget": self.opt.budget,
+                           **({"worker": "{}/{}".format(*self.opt.worker)} if self.opt.worker else {})}, verbose=self.opt.verbose,
                      warn=tqdm.write) as tracker:
             self.tracker = self.artifacts.tracker = tracker
             bar = tqdm(executor.run(self, claimed_cells()), total=len(plan.todo), desc=f"grid {self.spec.name}",

@@ -23,6 +23,9 @@ def pytest_configure(config: pytest.Config) -> None:
     several times over when the cores are shared (measured: 3 digits epochs took 3.7 s of CPU on one
     thread, 13.9 s on two). Parallelism comes from test processes side by side (pytest-xdist, see
     pyproject's addopts)."""
+    # One process per `bench run` unless a test asks for --jobs: test processes already share the
+    # cores (pytest-xdist), and a run's output and timing stay those of one process.
+    os.environ.setdefault("BENCH_JOBS", "1")
     value = os.environ.get("BENCH_NUM_THREADS", "1")
     torch.set_num_threads(int(value) if value.isdigit() and int(value) > 0 else 1)
 

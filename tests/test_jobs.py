@@ -1,0 +1,89 @@
+"""``bench run --jobs N``: worker processes share a grid's cells, each computed once, records as with one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import grid
+from bench.core.locks import CellClaim
+from bench.workers import parse_worker, rotate
+from tests.test_cli import bench
+
+GRID = """name = "jobs"
+dataset = "digits"
+arch = "small-cnn"
+layout = "star"
+base_model = "standard"
+limit = 60
+seed = 0
+[train.standard]
+epochs = 3
+[train.adv-fgsm]
+epochs = 3
+[runtime.none]
+[runtime.median]
+[[attacks]]
+name = "fgsm"
+eps = 0.1
+[[attacks]]
+name = "pgd"
+eps = 0.1
+"""
+
+
+def test_rotate_starts_each_worker_on_another_model(tmp_path):
+    (tmp_path / "g.toml").write_text(GRID)
+    cells = grid.load(str(tmp_path / "g.toml")).cells()
+    first = [rotate(cells, rank, 2)[0] for rank in range(2)]
+    assert rotate(cells, 0, 2) == cells  # worker 0 keeps the grid's order
+    assert {(c.train_defense, c.runtime_defense) for c in first} == {("standard", "none"), ("adv-fgsm", "none")}
+    for rank in range(3):
+        assert sorted(c.cell_id for c in rotate(cells, rank, 3)) == sorted(c.cell_id for c in cells)
+
+
+@pytest.mark.parametrize("text", ["2/2", "x", "1/0", "-1/2"])
+def test_bad_worker_option(text):
+    with pytest.raises(Exception, match="--worker"):
+        parse_worker(text)
+
+
+@pytest.mark.parametrize("jobs", ["0", "many"])
+def test_bad_jobs_is_one_line(tmp_path, jobs):
+    proc = bench("run", "--jobs", jobs, "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--jobs must be a positive number or auto" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _records(path):
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["cell_id"]: r for r in lines}, len(lines)
+
+
+@pytest.mark.slow
+def test_two_jobs_compute_every_cell_once_as_one_job_does(tmp_path):
+    (tmp_path / "g.toml").write_text(GRID)
+    runs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"j{jobs}"
+        proc = bench("run", "--grid", str(tmp_path / "g.toml"), "--results-dir", str(out / "results"),
+                     "--cache-dir", str(out / "cache"), "--no-tracking", "--jobs", jobs, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        runs[jobs] = proc.stdout, *_records(out / "results" / "jobs.jsonl")
+    out2, recs2, lines2 = runs["2"]
+    _, recs1, _ = runs["1"]
+    assert "6 cells on 2 processes" in out2 and "6 cells run (0 failed)" in out2
+    # Both processes ran to the end; how the 6 cells split depends on the machine's load.
+    by_process = next(line for line in out2.splitlines() if line.startswith("cells by process: "))
+    assert sum(int(part.split(": ")[1]) for part in by_process[18:].split(", ")) == 6
+    assert lines2 == len(recs2) == len(recs1) == 6  # one record per cell: none computed twice
+    for cid, rec in recs1.items():
+        other = recs2[cid]
+        assert other["status"] == rec["status"] == "ok"
+        assert (other["clean_per_example"], other["per_example"]) == (rec["clean_per_example"], rec["per_example"])
+    assert (tmp_path / "leaderboards" / "jobs.md").is_file()
+    for cid in recs2:  # every claim released: this process can take each one
+        claim = CellClaim(tmp_path / "j2" / "results", "jobs", cid)
+        assert claim.acquire()
+        claim.release()
