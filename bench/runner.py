@@ -210,8 +210,8 @@ class Runner:
         with Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
                      tags={"device": executor.device_label(self), "executor": executor.name,
                            "grid_path": self.spec.path, "budget": self.opt.budget,
-                           **({"worker": "{}/{}".format(*self.opt.worker)} if self.opt.worker else {})}, verbose=self.opt.verbose,
-                     warn=tqdm.write) as tracker:
+                           **({"worker": "{}/{}".format(*self.opt.worker)} if self.opt.worker else {})},
+                     verbose=self.opt.verbose, warn=tqdm.write) as tracker:
             self.tracker = self.artifacts.tracker = tracker
             bar = tqdm(executor.run(self, claimed_cells()), total=len(plan.todo), desc=f"grid {self.spec.name}",
                        unit="cell", disable=not self.opt.progress or None)
