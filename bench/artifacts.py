@@ -235,6 +235,23 @@ class ArtifactStore:
     def adv_on_disk(self, key: str) -> torch.Tensor | None:
         return torch_load_or_none(Path(self.opt.cache_dir) / "adv" / f"{key}.pt")
 
+    def clean_predictions(self, parts: dict[str, Any], x: torch.Tensor, compute: Any) -> torch.Tensor:
+        """A runtime defense's predictions on the clean test points, computed once per cache: a
+        stream defense (RMC adapts at every point) pays a whole stream for them, and every cell of
+        the defense shares them, in this process and in the other workers of ``--jobs``."""
+        import hashlib
+
+        digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+        path = Path(self.opt.cache_dir) / "clean" / f"{config_hash({**parts, 'x': digest, 'version': __version__})}.pt"
+        pred = torch_load_or_none(path)
+        if pred is None:
+            with cache_lock(path):  # a second worker waits for the first one's stream
+                pred = torch_load_or_none(path)
+                if pred is None:
+                    pred = compute()
+                    atomic_torch_save(pred.cpu(), path)
+        return pred
+
     def keep_adv(self, key: str, x_adv: torch.Tensor, norm: Any, persist: bool) -> None:
         """Hold audited adversarial examples for later cells; ``persist`` also writes them to the cache
         (only defense-independent ones: an adaptive attack's examples belong to its one cell)."""
