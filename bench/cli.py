@@ -208,6 +208,7 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
     finished = {c.cell_id for c in plan.todo if runner.store.finished(c.cell_id)}
     failed = [c for c in plan.todo if c.cell_id not in finished and c.cell_id in runner.store.records]
     summary.ran = len(finished) + len(failed)
+    summary.skipped_done = len(plan.done)  # not the cells this process found finished by a worker
     summary.failed = len(failed)
     summary.failures = [f"{c.key}: {runner.store.records[c.cell_id].get('error')}" for c in failed]
     summary.claimed_elsewhere = len(plan.todo) - summary.ran

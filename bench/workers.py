@@ -65,15 +65,30 @@ def _group(cell: Cell) -> tuple[str, str]:
     return cell.train_defense, cell.runtime_defense
 
 
+def trains_per_point(name: str) -> bool:
+    """The runtime defense trains a network at every test point (defenses.RuntimeDefense)."""
+    import defenses
+
+    try:
+        return bool(getattr(defenses.DEFENSES.get(name), "trains_per_point", False))
+    except BenchError:
+        return False
+
+
 def rotate(cells: Sequence[Cell], rank: int, count: int) -> list[Cell]:
-    """The cells in grid order, started at group ``rank * groups // count``: worker 0 takes the grid
-    as written, the others begin further in, each on a different model."""
+    """Worker ``rank``'s order of the cells: groups whose runtime defense trains per point first (a
+    long cell started last keeps every other worker idle at the end), the rest after; within each
+    part, worker ``rank`` starts at group ``rank * groups // count`` so that the workers start on
+    different models instead of queueing for one training."""
     groups: dict[tuple[str, str], list[Cell]] = {}
     for cell in cells:
         groups.setdefault(_group(cell), []).append(cell)
-    ordered = list(groups.values())
-    start = rank * len(ordered) // max(count, 1)
-    return [c for g in ordered[start:] + ordered[:start] for c in g]
+    heavy = {name for name in {g[1] for g in groups} if trains_per_point(name)}
+    order: list[Cell] = []
+    for part in ([g for k, g in groups.items() if k[1] in heavy], [g for k, g in groups.items() if k[1] not in heavy]):
+        start = rank * len(part) // max(count, 1)
+        order += [c for g in part[start:] + part[:start] for c in g]
+    return order
 
 
 def child_args(ctx: Any, rank: int, count: int) -> list[str]:

@@ -61,6 +61,9 @@ class RuntimeDefense(Defense):
     stateful: ClassVar[bool] = False
     #: Predictions are random (adaptive attacks must use EOT).
     randomized: ClassVar[bool] = False
+    #: Predicting a point trains a network (RMC adapts the model, RIDE fits a denoiser): its cells
+    #: cost orders of magnitude more than others', so ``bench run --jobs`` starts them first.
+    trains_per_point: ClassVar[bool] = False
     #: ``prepare`` needs the training set (nearest-neighbour databases); others get None, so a
     #: pretrained model with such defenses is evaluated from the test split alone.
     needs_train_set: ClassVar[bool] = False

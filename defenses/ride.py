@@ -57,6 +57,7 @@ class RIDE(Purifier):
     """Per-input self-supervised denoising with checkpoints and interpolation (randomised)."""
 
     randomized = True
+    trains_per_point = True
     dataset_defaults = {
         # digits (our choice): far fewer iterations, a larger step, so 100 images take seconds on a CPU.
         "digits": {"iterations": 100, "checkpoints": 3, "lr": 1e-2, "sigma": 0.3},

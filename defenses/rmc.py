@@ -37,6 +37,8 @@ from defenses.registry import register
 class RMC(NeighbourDefense, StatefulDefense):
     """Runtime masking and cleansing: adapt the weights to each test point's neighbourhood in D'."""
 
+    trains_per_point = True
+
     #: True: adapt to x's neighbourhood, then predict x (Algorithm 1); False: the non-masking RMC.
     masking: ClassVar[bool] = True
     dataset_defaults = {

@@ -43,6 +43,15 @@ def test_rotate_starts_each_worker_on_another_model(tmp_path):
         assert sorted(c.cell_id for c in rotate(cells, rank, 3)) == sorted(c.cell_id for c in cells)
 
 
+def test_rotate_starts_defenses_that_train_per_point_first():
+    cells = grid.load("default").cells()
+    for rank in range(2):
+        order = [c.runtime_defense for c in rotate(cells, rank, 2)]
+        heavy = sum(name in ("rmc", "rmc-plus", "ride") for name in order)
+        assert set(order[:heavy]) == {"rmc", "rmc-plus", "ride"}  # every RMC / RIDE cell before the rest
+    assert rotate(cells, 0, 2)[0].runtime_defense != rotate(cells, 1, 2)[0].runtime_defense
+
+
 @pytest.mark.parametrize("text", ["2/2", "x", "1/0", "-1/2"])
 def test_bad_worker_option(text):
     with pytest.raises(Exception, match="--worker"):
