@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -196,9 +197,14 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
     def relay(line: str) -> None:
         tqdm.write(line, file=out)
 
-    with Workers(commands, relay) as workers:
-        summary = _run_interruptible(runner, executor, len(plan.todo))
-        codes = workers.wait()
+    # Ctrl-C reaches every worker itself; SIGTERM reaches this process, which stops the workers.
+    with _sigterm_as_interrupt():
+        try:
+            with Workers(commands, relay) as workers:
+                summary = _run_interruptible(runner, executor, len(plan.todo))
+                codes = workers.wait()
+        except KeyboardInterrupt as exc:  # while waiting for the workers
+            _stopped(exc, "every cell the workers finished is saved")
     workers.cells[0] = summary.ran
     click.echo("cells by process: " + ", ".join(f"{rank}: {n}" for rank, n in enumerate(workers.cells)))
     from bench.reliability import cell_flags
@@ -252,8 +258,9 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process is, so it unwinds like Ctrl-C (parent MLflow run KILLED)."""
 
 
-def _run_interruptible(runner, executor, todo: int):
-    """``runner.run`` with Ctrl-C and SIGTERM turned into one line and exit code 130."""
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises Terminated (a KeyboardInterrupt) in the block, so it unwinds like Ctrl-C."""
     import signal
 
     def on_term(signum, frame):
@@ -261,16 +268,25 @@ def _run_interruptible(runner, executor, todo: int):
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        return runner.run(executor)
-    except KeyboardInterrupt as exc:
-        summary = getattr(runner, "summary", None)
-        done = summary.ran if summary is not None else 0
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        click.echo(f"{what}: {done} of {todo} cells finished and saved; rerun the same command to resume",
-                   err=True)
-        sys.exit(130)
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(exc: KeyboardInterrupt, saved: str) -> None:
+    what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    click.echo(f"{what}: {saved}; rerun the same command to resume", err=True)
+    sys.exit(130)
+
+
+def _run_interruptible(runner, executor, todo: int):
+    """``runner.run`` with Ctrl-C and SIGTERM turned into one line and exit code 130."""
+    with _sigterm_as_interrupt():
+        try:
+            return runner.run(executor)
+        except KeyboardInterrupt as exc:
+            summary = getattr(runner, "summary", None)
+            _stopped(exc, f"{summary.ran if summary is not None else 0} of {todo} cells finished and saved")
 
 
 def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | None, leaderboard: bool) -> bool:
