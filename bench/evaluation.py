@@ -190,7 +190,7 @@ class Evaluator:
         x, y = art.test.x[: cell.limit], art.test.y[: cell.limit]  # a runtime's own limit: a prefix
         ck = (model_key, cell.runtime_defense + config_hash(cell.runtime_params), len(y))
         if ck not in self._clean:
-            parts = {"model": model_key, "runtime": ck[1], "n": len(y), "seed": cell.seed}
+            parts = {"model": model_key, "runtime": ck[1], "n": len(y), "seed": cell.seed, "device": self.device.type}
             self._clean[ck] = art.clean_predictions(parts, x, lambda: self.predict(defense, x, cell.seed, y)[0])
         clean_pred = self._clean[ck]
         attack, attack_params = art.attack(cell)
