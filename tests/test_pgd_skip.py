@@ -121,9 +121,11 @@ def test_stream_order_is_the_runners():
 def test_pgd_skip_beats_pgd_on_the_fixed_model(defaults):
     # Measured (40 points, eps 0.1): base PGD leaves RMC at 0.925, PGD-Skip at 0.80. Most of the gap
     # is PGD-Skip's last iterate (the first successful iterate, our PGD's output, is undone by the
-    # adaptation: pgd-skip with stop_early=True measured 0.925). Assert 3 of 40 examples.
+    # adaptation: pgd-skip with stop_early=True measured 0.925). On an AMD EPYC box the trained model
+    # differs in its last bits and measured 0.875 vs 0.80. Assert 3 of 40 examples, counted in
+    # integers: 0.875 - 0.075 against a float32 mean of 32/40 missed by one ulp.
     _, _, acc = defaults
-    assert acc["pgd-skip"] <= acc["pgd"] - 0.075, acc
+    assert round(acc["pgd-skip"] * N) <= round(acc["pgd"] * N) - 3, acc
 
 
 @pytest.mark.slow
