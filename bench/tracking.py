@@ -164,11 +164,27 @@ class Tracker:
                   "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
         try:
             with self._quiet():
-                self._mlflow.end_run(status=status)
+                self._end_parent(status)
         except Exception as exc:  # the server is down: the parent stays RUNNING there, nothing else is lost
             if self.degraded is None:
                 self.warn(f"warning: could not mark the MLflow parent run {status} ({_first_line(exc)})")
         self._mlflow = None
+
+    def _end_parent(self, status: str) -> None:
+        """End the parent run with ``status``. A signal that lands inside a cell's nested run (between
+        its start and its end) leaves that run on MLflow's stack: end it too, or end_run() would end
+        the nested run and leave the parent RUNNING (seen: SIGTERM in CI)."""
+        mlflow = self._mlflow
+        for _ in range(8):
+            run = mlflow.active_run()
+            if run is None or run.info.run_id == self._parent_id:
+                break
+            mlflow.end_run(status=status)
+        run = mlflow.active_run()
+        if run is not None and run.info.run_id == self._parent_id:
+            mlflow.end_run(status=status)
+        else:  # not on the stack any more: by id
+            mlflow.tracking.MlflowClient().set_terminated(self._parent_id, status)
 
     def mirror(self, record: dict[str, Any], params: dict[str, Any],
                sample: tuple[torch.Tensor, torch.Tensor] | None = None, png: Path | None = None) -> bool:

@@ -364,6 +364,22 @@ def test_cli_disk_full_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "no space left on device" in err[0]
 
 
+def test_a_signal_inside_a_cells_nested_run_still_marks_the_parent_killed(tmp_path):
+    """The SIGTERM test's race, made certain: the interrupt lands after a cell's nested run started
+    and before it ended. Both runs end KILLED; the parent must not stay RUNNING."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(KeyboardInterrupt), Tracker("fz", uri, run_name="parent") as tracker:
+        assert tracker.active
+        mlflow.start_run(run_name="cell", nested=True)  # never ended: the signal came first
+        raise KeyboardInterrupt
+    client = mlflow.tracking.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("fz").experiment_id])
+    assert {r.info.run_name: r.info.status for r in runs} == {"parent": "KILLED", "cell": "KILLED"}
+    assert mlflow.active_run() is None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,word", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")])
 def test_ctrl_c_and_sigterm_exit_130_and_mark_the_parent_run_killed(tmp_path, sig, word, monkeypatch, capsys):
