@@ -105,18 +105,23 @@ def cli() -> None:
               help="Local processes sharing the cells, one thread each: auto is one per CPU core on a CPU run "
                    "(at most 8) and 1 on a GPU.")
 @click.option("--worker", default=None, hidden=True, help="RANK/COUNT: this process is one of --jobs' workers.")
+@click.option("--stream-batch", default="auto", show_default=True, envvar="BENCH_STREAM_BATCH", show_envvar=True,
+              help="RMC cells on one model and D' under different attacks run their streams together, this many "
+                   "per batch: auto is 16 on a GPU and 1 (off) on a CPU, where batching measured slower.")
 @_plugin_option
 def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path | None, results_dir: Path,
         tracking_uri: str | None, no_tracking: bool, device: str, limit: int | None, seed: int | None,
         dry_run: bool, leaderboard: bool, executor: str, ray_address: str | None, smoke: bool, synthetic: bool,
-        verbose: bool, jobs: str, worker: str | None, plugins: tuple[Path, ...]) -> None:
+        verbose: bool, jobs: str, worker: str | None, stream_batch: str, plugins: tuple[Path, ...]) -> None:
     """Run a grid: train or load models, attack, audit, record every cell."""
     from bench import grid as grids
     from bench.core.cache import default_cache_dir
     from bench.executors import create as create_executor
+    from bench.stream_batch import parse_stream_batch
     from bench.workers import parse_worker, resolve_jobs
 
     worker_of = parse_worker(worker)
+    streams = parse_stream_batch(stream_batch)
     spec = grids.load(grid_name)
     if smoke:
         from bench.smoke import LIMIT, smoke_spec
@@ -133,7 +138,7 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
     opts = RunOptions(data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(), results_dir=results_dir,
                       tracking_uri=tracking_uri, tracking=not no_tracking, device=device, limit=limit, seed=seed,
                       download=download, synthetic=synthetic, budget="smoke" if smoke else "full",
-                      verbose=verbose, worker=worker_of)
+                      verbose=verbose, worker=worker_of, stream_batch=streams)
     n_jobs = resolve_jobs(jobs, device, executor) if worker_of is None else 1
     runner = Runner(spec, opts)
     plan = runner.plan()

@@ -307,6 +307,7 @@ class TimingRunner(Runner):
 
     def __init__(self, spec: GridSpec, options: RunOptions) -> None:
         super().__init__(spec, options)
+        self.opt.stream_batch = 1  # the factors scale one stream's timed work: no batched streams here
         self.timer = self.artifacts.timer = self.evaluation.timer = _Timer()
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:

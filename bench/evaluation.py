@@ -20,6 +20,7 @@ from bench.core.stream import stream_order
 from bench.core.version import code_version
 from bench.grid import Cell, GridSpec
 from bench.reliability import zero_grad_fraction
+from bench.stream_batch import StreamBatcher
 from defenses.base import StatefulDefense
 
 
@@ -102,6 +103,8 @@ class Evaluator:
         self.spec, self.artifacts = spec, artifacts
         self._clean: dict[tuple[str, str], torch.Tensor] = {}
         self._zero_grad: dict[str, float] = {}  # per base model
+        #: RMC streams of several cells run together (bench.stream_batch); off until the runner sizes it
+        self.batcher = StreamBatcher()
 
     @property
     def device(self) -> torch.device:
@@ -110,6 +113,7 @@ class Evaluator:
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         memory.reset()
         start, cpu_start = time.perf_counter(), time.process_time()
+        self.batcher.begin(cell)
         base = cell_fields(cell, self.device)
         base["num_threads"] = fix_threads()  # same float reductions under every executor
         torch.manual_seed(cell.seed)  # per cell: a resumed grid or a Ray worker draws what a full local run does
@@ -123,7 +127,8 @@ class Evaluator:
             rec = failure(exc)
             if isinstance(exc, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        seconds = time.perf_counter() - start
+        # a batched stream: this cell's own share, not its partners' crafting and streams
+        seconds = time.perf_counter() - start - self.batcher.lent + rec.pop("_batched_s", 0.0)
         rec.update(base)
         rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rec["seconds"] = round(seconds, 3)
@@ -194,25 +199,28 @@ class Evaluator:
             self._clean[ck] = art.clean_predictions(parts, x, lambda: self.predict(defense, x, cell.seed, y)[0])
         clean_pred = self._clean[ck]
         attack, attack_params = art.attack(cell)
-        adv_key = art.adv_key(cell)
-        held = art.adv_in_memory(adv_key)
-        if held is not None:
-            x_adv, norm = held
-        else:
-            x_adv = self.craft(cell, attack, model, defense, x, y, adv_key)
-            norm = attack.norm
-        eps = None if attack.minimal_norm else attack.eps
-        report = audit.audit(x.to(x_adv.device), x_adv, norm, eps)
-        if held is None:  # audited before it is kept, so the cache holds valid ones only
-            art.keep_adv(adv_key, x_adv, norm, persist=cell.threat != "adaptive")
+        x_adv, norm, eps, report = self.adversarial(cell, attack, model, defense, x, y)
         # One pass: a stream attack that already ran the scored stream hands over its predictions.
         online = attack.online_result(len(y), cell.seed) if hasattr(attack, "online_result") else None
-        adv_pred, delays = online if online is not None else self.predict(defense, x_adv, cell.seed, y)
+        batch = taken = None
+        if online is not None:
+            (adv_pred, delays), stats = online, getattr(attack, "last_stream_stats", None)
+        else:
+            taken = self.batcher.take(cell)  # computed in an earlier cell's batch
+            batch = taken or self.batcher.run(
+                cell, defense, x_adv, y, lambda other: self.partner_adversarial(other, model, defense))
+            if batch is not None:
+                adv_pred, delays, stats = batch.pred, batch.delays, batch.stats
+            else:
+                adv_pred, delays = self.predict(defense, x_adv, cell.seed, y)
+                stats = getattr(defense, "last_stats", None)
         rec = self.score(cell, clean_pred, adv_pred, delays, attack, attack_params, x, x_adv, y, norm, eps,
                          report, model, model_key)
+        if batch is not None:
+            rec["stream_batch"] = batch.streams
+            if batch is taken:  # its crafting and stream share ran in the earlier cell's time
+                rec["_batched_s"] = batch.seconds
         if isinstance(defense, StatefulDefense):  # per-point stream records (position, correct, delay, stats)
-            stats = getattr(attack, "last_stream_stats", None) if online is not None else getattr(
-                defense, "last_stats", None)
             stream_ok = adv_pred == y
             rec.update(perpoint.stream_record(stream_ok, cell.seed, delays, stats))
         return rec
@@ -258,6 +266,30 @@ class Evaluator:
             rec.update(for_model(self.spec.metrics, model, model_key, x.to(self.device), y.to(self.device),
                                  self.artifacts.family))
         return rec
+
+    def adversarial(self, cell: Cell, attack: Any, model: torch.nn.Module, defense: Any, x: torch.Tensor,
+                    y: torch.Tensor) -> tuple[torch.Tensor, Any, float | None, Any]:
+        """The cell's audited adversarial examples (from memory, the cache, or crafted), their norm,
+        the eps they were audited at (None for a minimal-norm attack) and the audit report."""
+        art = self.artifacts
+        adv_key = art.adv_key(cell)
+        held = art.adv_in_memory(adv_key)
+        if held is not None:
+            x_adv, norm = held
+        else:
+            x_adv = self.craft(cell, attack, model, defense, x, y, adv_key)
+            norm = attack.norm
+        eps = None if attack.minimal_norm else attack.eps
+        report = audit.audit(x.to(x_adv.device), x_adv, norm, eps)
+        if held is None:  # audited before it is kept, so the cache holds valid ones only
+            art.keep_adv(adv_key, x_adv, norm, persist=cell.threat != "adaptive")
+        return x_adv, norm, eps, report
+
+    def partner_adversarial(self, cell: Cell, model: torch.nn.Module, defense: Any) -> torch.Tensor:
+        """A later cell's audited examples, crafted ahead of its turn for a batched stream (its model
+        and defense are the current cell's: bench.stream_batch.batch_key)."""
+        x, y = self.artifacts.test.x[: cell.limit], self.artifacts.test.y[: cell.limit]
+        return self.adversarial(cell, self.artifacts.attack(cell)[0], model, defense, x, y)[0]
 
     def craft(self, cell: Cell, attack: Any, model: torch.nn.Module, defense: Any, x: torch.Tensor,
               y: torch.Tensor, adv_key: str) -> torch.Tensor:

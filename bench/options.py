@@ -32,3 +32,5 @@ class RunOptions:
     verbose: bool = False
     #: (rank, count) when this process is one of ``bench run --jobs`` workers (bench.workers).
     worker: tuple[int, int] | None = None
+    #: RMC streams run together per batch (bench.stream_batch); None: 16 on a GPU, 1 (off) on a CPU.
+    stream_batch: int | None = None

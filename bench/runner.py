@@ -32,6 +32,7 @@ from bench.options import RunOptions
 from bench.plugins import load_files as load_plugin_files
 from bench.reliability import cell_flags
 from bench.results import ResultStore
+from bench.stream_batch import resolve_stream_batch
 from bench.tracking import Tracker
 from bench.validate import check_spec
 from bench.workers import rotate
@@ -185,14 +186,36 @@ class Runner:
         outbox = Outbox(folder, self.spec.name)
         claims: dict[str, CellClaim] = {}
         seen: set[str] = set()
+        order = plan.todo if self.opt.worker is None else rotate(plan.todo, *self.opt.worker)
+
+        def reserve(cell: Cell) -> bool:
+            """Claim a later cell now: a batched stream computes it ahead of its turn (bench.stream_batch)."""
+            if cell.cell_id in claims:
+                return True
+            claim = CellClaim(folder, self.spec.name, cell.cell_id)
+            if not claim.acquire():
+                return False
+            self.store.reload()
+            if self.store.finished(cell.cell_id):
+                claim.release()
+                return False
+            claims[cell.cell_id] = claim
+            return True
+
+        if executor.name == "local":  # the batcher looks ahead in this process's own queue
+            batcher = self.evaluation.batcher
+            batcher.size = resolve_stream_batch(self.opt.stream_batch, self.device)
+            batcher.upcoming, batcher.reserve = list(order), reserve
 
         def claimed_cells() -> Any:
             """The planned cells this process claims, lazily (a local executor claims one at a time)."""
-            order = plan.todo if self.opt.worker is None else rotate(plan.todo, *self.opt.worker)
             for cell in order:
                 if cell.cell_id in seen:  # the same cell listed twice in the grid
                     continue
                 seen.add(cell.cell_id)
+                if cell.cell_id in claims:  # reserved for a batched stream
+                    yield cell
+                    continue
                 claim = CellClaim(folder, self.spec.name, cell.cell_id)
                 if not claim.acquire():
                     summary.claimed_elsewhere += 1

@@ -247,6 +247,21 @@ def exact_copy(model: nn.Module) -> nn.Module:
     return net
 
 
+def can_batch(defense: Any) -> bool:
+    """Whether :class:`BatchedRMC` reproduces ``defense``'s stream: a prepared RMC (or the
+    non-masking RMC) whose per-point steps are RMC's own, with plain Adam. RMC+ rewrites D' per point;
+    a subclass with its own adapt / calibrate / predict (or one that learns from revealed labels)
+    runs its streams one by one."""
+    cls = type(defense)
+    if not isinstance(defense, RMC) or not hasattr(defense, "adapted") or hasattr(defense, "reveal"):
+        return False
+    if any(getattr(cls, m) is not getattr(RMC, m) for m in ("refresh_database", "adapt", "calibrate_step",
+                                                             "fit_early_stopped", "predict")):
+        return False
+    group = defense.optimizer.param_groups[0]
+    return not (group["weight_decay"] or group["amsgrad"] or group["maximize"] or isinstance(group["lr"], torch.Tensor))
+
+
 class BatchedRMC:
     """Run B independent streams of a prepared :class:`~defenses.rmc.RMC` together.
 
@@ -271,6 +286,7 @@ class BatchedRMC:
                 or isinstance(group["lr"], torch.Tensor)):
             raise BenchError("BatchedRMC reproduces plain Adam only (no weight decay, amsgrad, maximize)")
         self.rmc, self.B = template, int(streams)
+        self.device = next(template.adapted.parameters()).device
         self.seeds = [template.seed] * self.B if seeds is None else [int(s) for s in seeds]
         if len(self.seeds) != self.B:
             raise BenchError(f"{len(self.seeds)} seeds for {self.B} streams: give one seed per stream")
@@ -292,6 +308,8 @@ class BatchedRMC:
         self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
         self.last_stats: list[list[dict[str, Any]]] = []
         self.last_timing: dict[str, float] = {}
+        #: wall seconds of each point's step, all B streams together (one stream's share: / B)
+        self.last_delays: list[float] = []
         self._loss_grad = vmap(grad(self._loss))
         self._forward = vmap(self._logits)
 
@@ -302,12 +320,17 @@ class BatchedRMC:
     def _loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self._logits(params, x), y)
 
+    def _index(self, rows: list[int] | list[bool]) -> torch.Tensor:
+        """Stream indices or masks on the weights' device (a CPU index into CUDA weights is refused
+        by index_copy and torch.where)."""
+        return torch.tensor(rows, device=self.device)
+
     def _rows(self, sel: torch.Tensor | None) -> dict[str, torch.Tensor]:
         return self.params if sel is None else {n: t[sel] for n, t in self.params.items()}
 
     @torch.no_grad()
     def _val_losses(self, x: torch.Tensor, y: torch.Tensor, streams: list[int]) -> dict[int, float]:
-        sel = None if len(streams) == self.B else torch.tensor(streams)
+        sel = None if len(streams) == self.B else self._index(streams)
         logits = self._forward(self._rows(sel), x if sel is None else x[sel])
         return {b: float(F.cross_entropy(logits[j], y[b])) for j, b in enumerate(streams)}
 
@@ -318,7 +341,7 @@ class BatchedRMC:
     def _adam_step(self, grads: dict[str, torch.Tensor], streams: list[int]) -> None:
         """torch.optim.Adam(foreach=True)'s update (``_multi_tensor_adam``) for the rows ``streams``
         (grads hold those rows, in that order); the other streams' weights and moments are untouched."""
-        sel = None if len(streams) == self.B else torch.tensor(streams)
+        sel = None if len(streams) == self.B else self._index(streams)
         for b in streams:
             self.steps[b] += 1.0
         # Python floats, as Adam's _get_value(step): one bias correction per stream
@@ -329,10 +352,10 @@ class BatchedRMC:
             p, ea, eas = rows if sel is None else [t[sel] for t in rows]
             g = grads[n]
             shape = (len(streams), *[1] * (p.dim() - 1))
-            step_size = torch.tensor([(self.lr / c) * -1 for c in bc1], dtype=p.dtype).view(shape)
+            step_size = torch.tensor([(self.lr / c) * -1 for c in bc1], dtype=p.dtype, device=p.device).view(shape)
             ea = torch.lerp(ea, g, 1 - self.beta1)
             eas = (eas * self.beta2).addcmul_(g, g, value=1 - self.beta2)
-            denom = (eas.sqrt() / torch.tensor(bc2_sqrt, dtype=p.dtype).view(shape)).add_(self.eps)
+            denom = (eas.sqrt() / torch.tensor(bc2_sqrt, dtype=p.dtype, device=p.device).view(shape)).add_(self.eps)
             new = p + step_size * ea / denom  # addcdiv: self + value * t1 / t2, in that order
             if sel is None:
                 self.params[n], self.exp_avg[n], self.exp_avg_sq[n] = new, ea, eas
@@ -355,8 +378,9 @@ class BatchedRMC:
         for epoch in range(1, rmc.max_epochs + 1):
             if not active:
                 break
-            sel = torch.tensor(active)
-            perm = torch.stack([torch.randperm(n, generator=self.generators[b]) for b in active])
+            sel = self._index(active)
+            # drawn on the CPU generators (the sequential RMC's draws), then moved
+            perm = torch.stack([torch.randperm(n, generator=self.generators[b]) for b in active]).to(self.device)
             rows = sel.unsqueeze(1)
             for b in active:
                 done[b] = epoch
@@ -375,10 +399,10 @@ class BatchedRMC:
                         stop[b] = "early"
                         active.remove(b)
             if any(better):
-                keep = torch.tensor(better)
+                keep = self._index(better)
                 best = {k: torch.where(self._mask(keep, t), self.params[k], t) for k, t in best.items()}
         if any(improved):  # a stream that never improved keeps its last epoch's weights, as RMC
-            keep = torch.tensor(improved)
+            keep = self._index(improved)
             self.params = {k: torch.where(self._mask(keep, t), best[k], t) for k, t in self.params.items()}
         return done, stop
 
@@ -413,7 +437,7 @@ class BatchedRMC:
         rmc = self.rmc
         if x.shape[0] != self.B:
             raise BenchError(f"x holds {x.shape[0]} streams, this BatchedRMC runs {self.B}")
-        out, stats = [], [[] for _ in range(self.B)]
+        out, stats, delays = [], [[] for _ in range(self.B)], []
         timing = {"search_and_adapt": 0.0, "predict": 0.0, "calibrate": 0.0}
         for i in range(x.shape[1]):
             t0 = time.perf_counter()
@@ -436,9 +460,10 @@ class BatchedRMC:
             timing["search_and_adapt"] += t2 - t1
             timing["predict"] += (t1 - t0) + (t3 - t2)
             timing["calibrate"] += t4 - t3
+            delays.append(t4 - t0)
             for b in range(self.B):
                 stats[b].append(point[b])
-        self.last_stats, self.last_timing = stats, timing
+        self.last_stats, self.last_timing, self.last_delays = stats, timing, delays
         return torch.stack(out, 1) if out else torch.empty(self.B, 0, 0)
 
     def weights(self, stream: int) -> dict[str, torch.Tensor]:
