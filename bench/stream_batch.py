@@ -21,13 +21,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bench.core.errors import BenchError
-from bench.core.stream import stream_order
 from bench.grid import Cell
+
+if TYPE_CHECKING:  # torch loads with the runner: `bench run` on a finished grid never imports it
+    import torch
 
 GPU_BATCH = 16
 ENV = "BENCH_STREAM_BATCH"
@@ -118,6 +118,9 @@ class StreamBatcher:
 
         ``adversarial(other)`` returns another cell's audited examples (crafted as that cell would
         craft them); a partner whose crafting fails is left to fail in its own turn."""
+        import torch
+
+        from bench.core.stream import stream_order
         from defenses.rmc_batched import BatchedRMC, can_batch
 
         if self.size <= 1 or not can_batch(defense):
