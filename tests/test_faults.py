@@ -416,10 +416,14 @@ def test_ctrl_c_and_sigterm_exit_130_and_mark_the_parent_run_killed(tmp_path, si
 
 RACE = """
 import sys, time
+from pathlib import Path
 import mlflow  # noqa: F401 - imported before the barrier, so the processes open the store together
 from bench.tracking import Tracker
-start = float(sys.argv[2])
-time.sleep(max(0.0, start - time.time()))
+barrier, me, count = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+(barrier / me).touch()  # ready; go when every process is (not after a fixed wait: imports take 3-25 s)
+deadline = time.time() + 120
+while len(list(barrier.iterdir())) < count and time.time() < deadline:
+    time.sleep(0.01)
 with Tracker("race", sys.argv[1]):
     pass
 """
@@ -430,9 +434,10 @@ def test_runs_starting_together_on_a_fresh_sqlite_store_all_open_it(tmp_path):
     """Three runs opening one fresh mlflow.db at the same instant: MLflow's schema creation raced
     (one failed with "table _alembic_tmp_tags already exists", one with an alembic mismatch)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    start = time.time() + 25  # after every process has imported mlflow
-    procs = [subprocess.Popen([sys.executable, "-c", RACE, uri, str(start)], stdout=subprocess.PIPE,
+    barrier = tmp_path / "ready"
+    barrier.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, uri, str(barrier), str(i), "3"], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=bench_env(tmp_path))
-             for _ in range(3)]
+             for i in range(3)]
     outs = [p.communicate(timeout=180)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
