@@ -1,14 +1,16 @@
-"""One short GPU check: the cifar10 smoke, `bench estimate` on the device, the attack-speed benchmark,
-RMC's cost per point at K = 1,024 and the batched-streams ratio (B = 1, 4, 16 RMC streams on
-ResNet-32 at K = 1,024; on CPU batching measured slower, the GPU is what it is for), gathered into
-results/benchmarks/gpu.json.
+"""One short GPU check: the cifar10 smoke (RMC's streams batched, `--stream-batch` auto) and the same
+smoke with streams one at a time (do the records agree on this device?), `bench estimate` on the
+device, the attack-speed benchmark, RMC's cost per point at K = 1,024 and the batched-streams ratio
+(B = 1, 4, 16 RMC streams on ResNet-32 at K = 1,024; on CPU batching measured slower, the GPU is
+what it is for), gathered into results/benchmarks/gpu.json.
 
     python -m bench.benchmarks.gpu_check --data-dir ../shared/data --weights-dir ../shared/weights
     tox -e gpu-check
 
 Each step runs as its own process with a time limit; a step that fails or times out is recorded with
 its exit code and last lines, and the others still run, so one short device session yields every
-figure it can. ``--device cpu`` (with ``--grid ci --skip attacks,rmc``) rehearses it without a GPU.
+figure it can. ``--device cpu`` (with ``--grid ci --skip attacks,rmc``) rehearses it without a GPU;
+``BENCH_STREAM_BATCH=4`` batches the CPU smoke's streams, as a GPU's would be.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-STEPS = ("smoke", "estimate", "attacks", "rmc", "batched")
+STEPS = ("smoke", "streams", "estimate", "attacks", "rmc", "batched")
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str]) -> dict[str, Any]:
@@ -42,6 +44,25 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _compare_streams(bench: list[str], args: Any, data_dir: Path, work: Path, batched: list[dict[str, Any]],
+                     env: dict[str, str]) -> dict[str, Any]:
+    """The smoke again with RMC's streams one at a time (the smoke ran them batched, `--stream-batch`
+    auto on a GPU): do the batched cells' records equal the sequential ones on this device?"""
+    step = _run([*bench, "run", "--grid", args.grid, "--smoke", "--synthetic", "--device", args.device,
+                 "--data-dir", str(data_dir), "--results-dir", str(work / "results-seq"), "--cache-dir",
+                 str(work / "cache"), "--no-tracking", "--stream-batch", "1"], Path.cwd(), args.timeout, env)
+    seq = {r["cell_id"]: r for f in (work / "results-seq").glob("*.smoke.jsonl")
+           for r in map(json.loads, f.read_text().splitlines()) if r}
+    cells = [r for r in batched if r.get("stream_batch") and r["cell_id"] in seq]
+    step.update(batched_cells=len(cells),
+                equal_per_example=sum(r["per_example"] == seq[r["cell_id"]]["per_example"] for r in cells),
+                # stream time only (each stream's share of every step): the sequential run reads the
+                # batched run's cached adversarial examples, so whole-cell seconds would not compare
+                batched_stream_s=round(sum(sum(r.get("per_point_delay_s", [])) for r in cells), 2),
+                sequential_stream_s=round(sum(sum(seq[r["cell_id"]].get("per_point_delay_s", [])) for r in cells), 2))
+    return step
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -82,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             largest_cell=top["key"], peak_cuda_mb=top.get("peak_cuda_mb"),
                             peak_rss_mb=top.get("peak_rss_mb"))
             figures["smoke"] = step
+            if "streams" not in skip and recs:
+                figures["streams"] = _compare_streams(bench, args, data_dir, work, recs, env)
         if "estimate" not in skip:
             step = _run([*bench, "estimate", "--grid", args.grid, "--device", args.device, "--synthetic",
                          "--data-dir", str(data_dir)], Path.cwd(), args.timeout, env)
