@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.benchmarks.common import write_figures
+from bench.benchmarks.common import cpu_model, write_figures
 from bench.core.version import code_version
 
 
@@ -56,7 +56,7 @@ def main() -> None:
         print(f"run {i + 1}: {runs[-1]}", flush=True)
     walls = [r["wall_s"] for r in runs]
     summary = {"runs": runs, "median_wall_s": statistics.median(walls), "spread_s": round(max(walls) - min(walls), 1),
-               "jobs": args.jobs, "cores": os.cpu_count(), "code": code_version(),
+               "jobs": args.jobs, "cores": os.cpu_count(), "cpu": cpu_model(), "code": code_version(),
                "command": f"python -m bench.benchmarks.default_grid --runs {args.runs} --jobs {args.jobs} "
                           f"--label {args.label}"}
     print(f"median {summary['median_wall_s']} s, spread {summary['spread_s']} s over {len(runs)} runs")
