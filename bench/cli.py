@@ -184,6 +184,8 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         for line in summary.failures:
             click.echo(f"  {line}", err=True)
         sys.exit(1)
+    if summary.crashed_workers:  # said above, worker by worker
+        sys.exit(1)
 
 
 def _run_with_workers(runner, executor, plan, n_jobs: int):
@@ -227,7 +229,7 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
     for rank, code in enumerate(codes, 1):
         if code not in (0, 1):  # 1: some cell failed, counted above
             click.echo(f"error: worker {rank} exited with code {code}; its lines above say why", err=True)
-            summary.failed += 1
+            summary.crashed_workers += 1  # not a cell: its unfinished cells rerun next time
     return summary
 
 

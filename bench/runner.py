@@ -58,6 +58,7 @@ class Summary:
     failures: list[str] = field(default_factory=list)
     claimed_elsewhere: int = 0  # cells another live run was computing
     queued: int = 0  # cells whose MLflow payload waits in the outbox
+    crashed_workers: int = 0  # --jobs worker processes that died (exit code other than 0 / 1)
 
 
 def unavailable_reason(cell: Cell) -> str | None:

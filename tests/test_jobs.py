@@ -96,3 +96,19 @@ def test_two_jobs_compute_every_cell_once_as_one_job_does(tmp_path):
         claim = CellClaim(tmp_path / "j2" / "results", "jobs", cid)
         assert claim.acquire()
         claim.release()
+
+
+def test_a_crashed_worker_is_an_error_line_and_exit_1_not_a_failed_cell(tmp_path, monkeypatch):
+    """Worker 1 dies at once (exit 3): worker 0 runs every cell, the summary counts no failed cell,
+    one line names the worker, and the exit code is 1."""
+    import sys
+
+    from bench import workers
+
+    monkeypatch.setattr(workers, "child_args", lambda ctx, rank, n: [sys.executable, "-c", "raise SystemExit(3)"])
+    (tmp_path / "g.toml").write_text(GRID.replace("limit = 60", "limit = 20").replace("epochs = 3", "epochs = 1"))
+    proc = bench("run", "--grid", str(tmp_path / "g.toml"), "--results-dir", str(tmp_path / "results"),
+                 "--no-tracking", "--no-leaderboard", "--jobs", "2", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr + proc.stdout
+    assert "6 cells run (0 failed)" in proc.stdout
+    assert "error: worker 1 exited with code 3" in proc.stderr and "cell(s) failed" not in proc.stderr
