@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 import defenses
-from bench.benchmarks.common import best_time, write_figures
+from bench.benchmarks.common import best_time, cpu_model, write_figures
 from bench.core import data, models
 from bench.core.device import resolve
 from bench.runner import resolve_params
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     # The issue's floor omits the validation forwards: K / batch x epochs x (forward + backward) + search.
     issue_floor = sum((pt["adapt_epochs"] + pt["calib_epochs"]) * (cost["full_batches"] * cost["step"]
                       + cost["partial_step"]) + cost["search"] for pt in points)
-    fig = {"label": args.label, "device": str(device), "threads": torch.get_num_threads(), "k": rmc.k,
+    fig = {"label": args.label, "device": str(device), "cpu": cpu_model(), "arch": args.arch,
+           "threads": torch.get_num_threads(), "k": rmc.k,
            "k_effective": rmc.k_eff, "database_size": len(rmc.database.y), "batch_size": rmc.batch_size,
            "max_epochs": rmc.max_epochs, "patience": rmc.patience, "points": len(points),
            "seconds_per_point": total / len(points), "floor_per_point": floor / len(points),
