@@ -128,7 +128,7 @@ class Evaluator:
             if isinstance(exc, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
                 torch.cuda.empty_cache()
         # a batched stream: this cell's own share, not its partners' crafting and streams
-        seconds = time.perf_counter() - start - self.batcher.lent + rec.pop("_batched_s", 0.0)
+        seconds = time.perf_counter() - start - self.batcher.lent + self.batcher.borrowed
         rec.update(base)
         rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rec["seconds"] = round(seconds, 3)
@@ -202,12 +202,11 @@ class Evaluator:
         x_adv, norm, eps, report = self.adversarial(cell, attack, model, defense, x, y)
         # One pass: a stream attack that already ran the scored stream hands over its predictions.
         online = attack.online_result(len(y), cell.seed) if hasattr(attack, "online_result") else None
-        batch = taken = None
+        batch = None
         if online is not None:
             (adv_pred, delays), stats = online, getattr(attack, "last_stream_stats", None)
         else:
-            taken = self.batcher.take(cell)  # computed in an earlier cell's batch
-            batch = taken or self.batcher.run(
+            batch = self.batcher.take(cell) or self.batcher.run(  # take: computed in an earlier cell's batch
                 cell, defense, x_adv, y, lambda other: self.partner_adversarial(other, model, defense))
             if batch is not None:
                 adv_pred, delays, stats = batch.pred, batch.delays, batch.stats
@@ -218,8 +217,6 @@ class Evaluator:
                          report, model, model_key)
         if batch is not None:
             rec["stream_batch"] = batch.streams
-            if batch is taken:  # its crafting and stream share ran in the earlier cell's time
-                rec["_batched_s"] = batch.seconds
         if isinstance(defense, StatefulDefense):  # per-point stream records (position, correct, delay, stats)
             stream_ok = adv_pred == y
             rec.update(perpoint.stream_record(stream_ok, cell.seed, delays, stats))

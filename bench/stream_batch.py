@@ -53,15 +53,15 @@ def resolve_stream_batch(option: int | None, device: torch.device) -> int:
 
 
 def batch_key(cell: Cell) -> tuple[Any, ...] | None:
-    """Cells with equal keys run the same prepared defense on the same points in the same order;
-    None for a cell whose adversarial examples depend on the defense (it runs its own stream)."""
+    """Cells (of one grid) with equal keys run the same prepared defense on the same points in the
+    same order; None for a cell whose adversarial examples depend on the defense (it runs its own
+    stream). The grid-wide fields (dataset, training split and limit) are the same for every cell."""
     if cell.threat not in ("base", "transfer"):
         return None
     from bench.core.cache import config_hash
 
     return (cell.arch, cell.train_defense, config_hash(cell.train_params), cell.runtime_defense,
-            config_hash(cell.runtime_params), cell.limit, cell.seed, cell.train_limit, cell.train_split,
-            cell.train_offset)
+            config_hash(cell.runtime_params), cell.limit, cell.seed)
 
 
 @dataclass
@@ -86,15 +86,20 @@ class StreamBatcher:
         self.started: set[str] = set()  # cells this process has begun evaluating
         self.ready: dict[str, Prefetched] = {}
         self.lent = 0.0  # seconds the current cell spent on later cells' work
+        self.borrowed = 0.0  # seconds of the current cell's work done in an earlier cell's batch
         #: claims a later cell for this process (the runner's per-cell claim); False: another run has it
         self.reserve: Callable[[Cell], bool] = lambda cell: True
 
     def begin(self, cell: Cell) -> None:
         self.started.add(cell.cell_id)
-        self.lent = 0.0
+        self.lent = self.borrowed = 0.0
 
     def take(self, cell: Cell) -> Prefetched | None:
-        return self.ready.pop(cell.cell_id, None)
+        """The cell's stream if an earlier cell's batch ran it (its crafting and stream share become
+        this cell's ``borrowed`` seconds)."""
+        res = self.ready.pop(cell.cell_id, None)
+        self.borrowed = res.seconds if res is not None else 0.0
+        return res
 
     def partners(self, cell: Cell) -> list[Cell]:
         """Up to size-1 later cells of this process that can share ``cell``'s stream batch."""
