@@ -34,7 +34,7 @@ class AutoAttack(Attack):
 
     dataset_defaults = {"digits": {"eps": 0.3}, "mnist": {"eps": 0.3}, "cifar10": {"eps": 8 / 255}}
     # APGD's iterations and restarts dominate; Square's queries go only to points APGD left robust
-    # (read by bench.estimate).
+    # (read by bench.run.estimate).
     work_params = ("n_iter", "n_restarts")
 
     def __init__(self, eps: float = 0.3, norm: str = "Linf", version: str = "standard",

@@ -20,7 +20,7 @@ class DeepFool(Attack):
     norm = "L2"
     minimal_norm = True
     # Stops at each point's label flip, usually within a few iterations, so ``steps`` is a cap that
-    # rarely binds: bench.estimate scales its cost by points only.
+    # rarely binds: bench.run.estimate scales its cost by points only.
     work_params = ()
 
     def __init__(self, steps: int = 50, overshoot: float = 0.02, candidates: int = 10, **kw) -> None:

@@ -13,7 +13,7 @@ class FGSM(Attack):
     """x_adv = clip(x + eps * sign(grad_x loss)); Linf. Targeted mode steps down the target's loss."""
 
     dataset_defaults = {"digits": {"eps": 0.3}, "mnist": {"eps": 0.3}, "cifar10": {"eps": 8 / 255}}
-    work_params = ()  # one gradient step, whatever the budgets (read by bench.estimate)
+    work_params = ()  # one gradient step, whatever the budgets (read by bench.run.estimate)
 
     def __init__(self, eps: float = 0.3, **kw) -> None:
         kw.setdefault("steps", 1)

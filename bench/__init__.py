@@ -1,6 +1,8 @@
 """Adversarial-robustness benchmark harness: core (CLI, registry, data, models, runner, tracking)."""
 
-__version__ = "0.1.0"
+from bench.core.version import __version__
+
+__all__ = ["__version__", "evaluate"]
 
 
 def __getattr__(name: str):

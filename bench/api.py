@@ -36,7 +36,7 @@ def _attack_entry(a: str | dict[str, Any], eps: float | list[float] | None) -> d
 def worst_case_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per runtime defense and (norm, eps) budget: the share of examples that survive every attack
     of that budget (an AND over per-example outcomes, never an average)."""
-    from bench.leaderboard import worst_case
+    from bench.report.leaderboard import worst_case
 
     groups: dict[tuple[str, str, str, float], list[dict[str, Any]]] = {}
     for r in records:
@@ -65,9 +65,9 @@ def evaluate(model: nn.Module, dataset: str = "cifar10", attacks: list[str | dic
     nearest-neighbour defenses also read the training split). Results go to ``results_dir`` (default:
     a temporary folder), so a second call with the same arguments and folder skips finished cells.
     """
-    from bench import grid as grids
     from bench.core.cache import default_cache_dir
-    from bench.runner import Runner, RunOptions
+    from bench.run.runner import Runner, RunOptions
+    from bench.spec import grid as grids
     from defenses.database import model_fingerprint
 
     if not isinstance(model, nn.Module):

@@ -15,8 +15,8 @@ LISTABLE = ("attacks", "defenses", "datasets", "archs", "grids")
 
 
 def _spec_records(grid: str, results_dir: Path, limit: int | None, seed: int | None):
-    from bench import grid as grids
-    from bench.results import load_records
+    from bench.spec import grid as grids
+    from bench.track.results import load_records
 
     spec = grids.load(grid)
     records = load_records(Path(results_dir) / f"{spec.name}.jsonl")
@@ -26,7 +26,7 @@ def _spec_records(grid: str, results_dir: Path, limit: int | None, seed: int | N
 
 def _write_leaderboard(spec, records, out: Path | None) -> Path:
     from bench.core.cache import atomic_write_text
-    from bench.leaderboard import notes_path, render
+    from bench.report.leaderboard import notes_path, render
 
     path = Path(out) if out else Path("leaderboards") / f"{spec.name}.md"
     # Hand-written notes live in <name>.notes.md beside the file and are kept on every regeneration.
@@ -46,20 +46,20 @@ _plugin_option = click.option(
 def _load_plugins(files: tuple[Path, ...], spec=None) -> None:
     """Plugin files from the command line and the grid, then the grid's hyperparameters checked
     against the methods' signatures: every mistake is one line before any work starts."""
-    from bench.plugins import load_files
+    from bench.spec.plugins import load_files
 
     if spec is not None:  # the spec carries them on, e.g. to Ray workers
         spec.plugins = tuple(dict.fromkeys([*(str(f.resolve()) for f in files), *spec.plugins]))
     load_files([*files, *(spec.plugins if spec is not None else ())])
     if spec is not None:
-        from bench.validate import check_spec
+        from bench.spec.validate import check_spec
 
         check_spec(spec)
 
 
 def _log_leaderboard(spec, path: Path, tracking_uri: str | None) -> None:
     """The leaderboard and its pictures as MLflow artifacts; a failure is a warning, not an error."""
-    from bench.tracking import log_leaderboard
+    from bench.track.tracker import log_leaderboard
 
     try:
         log_leaderboard(spec.name, [path, *sorted((path.parent / path.stem).glob("*.png"))], tracking_uri)
@@ -96,7 +96,7 @@ def cli() -> None:
 @click.option("--ray-address", default=None,
               help="Existing Ray cluster (auto, host:6379 or ray://host:10001); default: start a local one.")
 @click.option("--smoke", is_flag=True,
-              help="Every cell with budgets shrunk (bench.smoke: <=4 points, 1 epoch, <=2 attack steps, ...), "
+              help="Every cell with budgets shrunk (bench.spec.smoke: <=4 points, 1 epoch, <=2 attack steps, ...), "
                    "at the grid's real shapes; records go to results/<grid>.smoke.jsonl.")
 @click.option("--synthetic", is_flag=True,
               help="Seeded data of the dataset's exact shape and label count for splits whose files are missing.")
@@ -114,17 +114,17 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         dry_run: bool, leaderboard: bool, executor: str, ray_address: str | None, smoke: bool, synthetic: bool,
         verbose: bool, jobs: str, worker: str | None, stream_batch: str, plugins: tuple[Path, ...]) -> None:
     """Run a grid: train or load models, attack, audit, record every cell."""
-    from bench import grid as grids
     from bench.core.cache import default_cache_dir
-    from bench.executors import create as create_executor
-    from bench.stream_batch import parse_stream_batch
-    from bench.workers import parse_worker, resolve_jobs
+    from bench.run.executors import create as create_executor
+    from bench.run.stream_batch import parse_stream_batch
+    from bench.run.workers import parse_worker, resolve_jobs
+    from bench.spec import grid as grids
 
     worker_of = parse_worker(worker)
     streams = parse_stream_batch(stream_batch)
     spec = grids.load(grid_name)
     if smoke:
-        from bench.smoke import LIMIT, smoke_spec
+        from bench.spec.smoke import LIMIT, smoke_spec
 
         _load_plugins(plugins, spec)
         spec, leaderboard = smoke_spec(spec), False  # smoke numbers never reach a leaderboard
@@ -133,7 +133,7 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
     if not dry_run and _finished_already(spec, results_dir, limit, seed, leaderboard):
         return  # answered from the results file alone: no torch, no registries
     _load_plugins(plugins, spec)
-    from bench.runner import Runner, RunOptions
+    from bench.run.runner import Runner, RunOptions
 
     opts = RunOptions(data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(), results_dir=results_dir,
                       tracking_uri=tracking_uri, tracking=not no_tracking, device=device, limit=limit, seed=seed,
@@ -189,11 +189,11 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
 
 
 def _run_with_workers(runner, executor, plan, n_jobs: int):
-    """This process as worker 0 of ``n_jobs`` plus n_jobs - 1 worker processes (bench.workers); the
+    """This process as worker 0 of ``n_jobs`` plus n_jobs - 1 worker processes (bench.run.workers); the
     summary counts every worker's cells."""
     from tqdm.auto import tqdm
 
-    from bench.workers import Workers, child_args
+    from bench.run.workers import Workers, child_args
 
     ctx = click.get_current_context()
     click.echo(f"{len(plan.todo)} cells on {n_jobs} processes, one thread each (--jobs {n_jobs})")
@@ -214,7 +214,7 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
             _stopped(exc, "every cell the workers finished is saved")
     workers.cells[0] = summary.ran
     click.echo("cells by process: " + ", ".join(f"{rank}: {n}" for rank, n in enumerate(workers.cells)))
-    from bench.reliability import cell_flags
+    from bench.report.flags import cell_flags
 
     runner.store.reload()
     runner.store.set_flags(cell_flags)  # over every worker's records, now all are in
@@ -236,7 +236,7 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
 def _replay_outbox(runner) -> int:
     """Mirror into MLflow what the workers left in the outbox (a store busy with another worker's
     write); returns the cells still waiting."""
-    from bench.outbox import Outbox, replay
+    from bench.track.outbox import Outbox, replay
 
     box = Outbox(runner.store.path.parent, runner.spec.name)
     if len(box):
@@ -299,8 +299,8 @@ def _run_interruptible(runner, executor, todo: int):
 def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | None, leaderboard: bool) -> bool:
     """Every cell of the grid already has an ok record: say so (and refresh the leaderboard)
     without importing torch, loading data or models, or opening MLflow."""
-    from bench.reliability import cell_flags
-    from bench.results import ResultStore
+    from bench.report.flags import cell_flags
+    from bench.track.results import ResultStore
 
     if limit is not None and limit <= 0:
         return False  # the Runner reports it
@@ -334,11 +334,11 @@ def estimate(grid_name: str, data_dir: Path | None, device: str, workers: int, l
     """Predict a grid's wall time from its smoke run, every piece timed here and scaled to the real budget."""
     import tempfile
 
-    from bench import grid as grids
-    from bench.estimate import compare_report, format_report
-    from bench.estimate import estimate as run_estimate
-    from bench.results import load_records
-    from bench.runner import RunOptions
+    from bench.run.estimate import compare_report, format_report
+    from bench.run.estimate import estimate as run_estimate
+    from bench.run.runner import RunOptions
+    from bench.spec import grid as grids
+    from bench.track.results import load_records
 
     if workers < 1:
         raise BenchError(f"--gpus / --workers must be at least 1, got {workers}")
@@ -382,7 +382,7 @@ def list_(what: str, plugins: tuple[Path, ...]) -> None:
         for name, fn in ARCHS.items():
             click.echo(f"{name:20s} {_summary(fn)}{_origin(ARCHS, name)}")
     else:
-        from bench import grid as grids
+        from bench.spec import grid as grids
 
         for name in grids.GRIDS.list_names():
             spec = grids.load(name)
@@ -415,8 +415,8 @@ def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int
                  all_grids: bool) -> None:
     """Render results/<grid>.jsonl as a Markdown table (printed and written to a file)."""
     if all_grids:
-        from bench import grid as grids
-        from bench.lbindex import write_index
+        from bench.report.board_index import write_index
+        from bench.spec import grid as grids
 
         for name in grids.GRIDS.list_names():
             if (Path(results_dir) / f"{name}.jsonl").is_file():
@@ -445,20 +445,22 @@ def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int
 def plot(grid_name: str, results_dir: Path, out_dir: Path | None, cache_dir: Path | None, data_dir: Path | None,
          limit: int | None, seed: int | None, tracking_uri: str | None, no_tracking: bool) -> None:
     """Draw the figures the grid lists in [[figures]] (PNG), from results/<grid>.jsonl."""
-    from bench.figures import write_grid_figures
+    from bench.report.figures import write_grid_figures
+    from bench.run.neighbour_figure import neighbour_series
 
     spec, records = _spec_records(grid_name, results_dir, limit, seed)
     if not spec.figures:
         raise BenchError(f"grid {spec.name} lists no [[figures]]; add tables such as [[figures]] kind = \"vs-points\" "
-                         "(see bench/figures.py)")
+                         "(see bench/report/figures.py)")
     folder = Path(out_dir) if out_dir else Path("leaderboards") / spec.name
     written = []
-    for fig, path, note in write_grid_figures(spec, records, folder, cache_dir, data_dir):
+    for fig, path, note in write_grid_figures(
+            spec, records, folder, lambda s, f: neighbour_series(s, f, cache_dir, data_dir)):
         click.echo(f"{fig['name']}: {path if path else 'not drawn'}{f' ({note})' if note else ''}")
         if path:
             written.append(path)
     if written and not no_tracking:
-        from bench.tracking import log_leaderboard
+        from bench.track.tracker import log_leaderboard
 
         try:
             log_leaderboard(spec.name, written, tracking_uri)
@@ -475,8 +477,8 @@ def plot(grid_name: str, results_dir: Path, out_dir: Path | None, cache_dir: Pat
 @click.option("--write-baseline", is_flag=True, help="Write the current results as the new baseline instead.")
 def check(grid_name: str, baseline: Path, tolerance: float, results_dir: Path, write_baseline: bool) -> None:
     """Fail (exit 1) when a cell failed or drifted beyond --tolerance points from the baseline."""
-    from bench.check import compare
-    from bench.check import write_baseline as write
+    from bench.report.check import compare
+    from bench.report.check import write_baseline as write
 
     if tolerance < 0:
         raise BenchError(f"--tolerance must be non-negative, got {tolerance}")
@@ -566,8 +568,8 @@ def cache_gc(cache_dir: Path | None, older_than: float | None, everything: bool,
 @click.option("--verbose", is_flag=True, help="Show MLflow's own console lines and log messages.")
 def track(grid_name: str, results_dir: Path, tracking_uri: str | None, verbose: bool) -> None:
     """Replay the tracking outbox (cells MLflow missed during an outage) into MLflow; idempotent."""
-    from bench import grid as grids
-    from bench.outbox import replay
+    from bench.spec import grid as grids
+    from bench.track.outbox import replay
 
     try:
         name = grids.load(grid_name).name
@@ -590,7 +592,7 @@ cli.add_command(track, "sync")
 @click.option("--port", type=int, default=5000, show_default=True)
 def ui(tracking_uri: str | None, port: int) -> None:
     """Start the MLflow UI on 127.0.0.1 for the tracking store."""
-    from bench.tracking import tracking_uri as resolve
+    from bench.track.tracker import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
     click.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")

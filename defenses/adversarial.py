@@ -61,7 +61,7 @@ class AdvFGSM(AdversarialTraining):
     """FGSM adversarial training, half clean and half adversarial loss (Goodfellow et al. 2015)."""
 
     attack_name = "fgsm"
-    work_params = ()  # one FGSM step per batch, whatever ``steps`` says (read by bench.estimate)
+    work_params = ()  # one FGSM step per batch, whatever ``steps`` says (read by bench.run.estimate)
     dataset_defaults = {
         "digits": {"eps": 0.1, "epochs": 30, "lr": 1e-3, "clean_weight": 0.5},
         "mnist": {"eps": 0.3, "epochs": 10, "lr": 1e-3, "clean_weight": 0.5},

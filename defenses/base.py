@@ -98,7 +98,7 @@ PredictionObserver = Callable[[nn.Module], None]
 
 class StatefulDefense(RuntimeDefense, metaclass=ABCMeta):
     """A runtime defense whose predictions depend on the test points it saw before (RMC, Wu et al.,
-    ICML 2020): the runner feeds it the test set one point at a time in ``bench.stream`` order,
+    ICML 2020): the runner feeds it the test set one point at a time in ``bench.core.stream`` order,
     starting from ``reset()``, and stream attacks (PGD-Skip; FPA / GMSA, Chen et al., ICLR 2022)
     simulate that stream on it.
 

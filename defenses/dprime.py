@@ -6,7 +6,7 @@ in-memory D'); adversarial copy c of example i is row i + (c + 1)|D| (the in-mem
 relies on), stored as uint8 ``(rows, C, H, W)`` shards; the fixed model's features of every row as
 float16 shards. Built by a resumable job of one task per shard (``defenses.shards``: atomic writes, a
 manifest; a killed job skips the shards it finished). ``map_fn`` is the seam for spreading the tasks
-(``bench.executors.ray_map`` sends each to a Ray worker); the default is a plain loop.
+(``bench.run.executors.ray_map`` sends each to a Ray worker); the default is a plain loop.
 
 Seeds: copy c's attack on shard s uses seed ``seed * 1000 + c + 1_000_000 * s`` (shard 0 matches the
 in-memory D', whose attack sees all of D in one call), so a shard is the same whichever worker or run

@@ -67,7 +67,7 @@ class RIDE(Purifier):
         "imagenet": {"iterations": 2000, "checkpoints": 5, "lr": 1e-4, "hidden_layers": 7},
     }
 
-    #: RIDE's work per image and transform in Adam iterations, read by bench.estimate (not a product of
+    #: RIDE's work per image and transform in Adam iterations, read by bench.run.estimate (not a product of
     #: its budgets): each checkpoint also runs ``est_samples`` forward passes (about a third of an
     #: iteration each) and each call sets up its nets (about one iteration). Fitted on 16 MNIST-shaped
     #: images, one thread: (2, 1) 0.27 s, (2, 2) 0.48 s, (100, 2) 8.9 s, on a loaded 2-core box.

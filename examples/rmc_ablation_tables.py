@@ -35,8 +35,8 @@ def cell(bits: str) -> str:
 def main(grid_name: str, results_dir: str = "results") -> None:
     from pathlib import Path
 
-    from bench import grid
-    from bench.results import load_records
+    from bench.spec import grid
+    from bench.track.results import load_records
 
     spec = grid.load(grid_name)
     wanted = {c.cell_id for c in spec.cells()}  # this grid's cells only (not records of an older layout)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import attacks
-from bench.audit import audit
 from bench.core.errors import AuditError
+from bench.run.audit import audit
 from tests.conftest import accuracy
 
 

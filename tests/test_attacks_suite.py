@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import attacks
-from bench.audit import audit
+from bench.run.audit import audit
 from tests.conftest import accuracy
 
 BALL = {"fgsm": 0.1, "bim": 0.1, "pgd": 0.1, "mim": 0.1, "pgd-l2": 1.0}

@@ -88,7 +88,7 @@ def test_ray_address_unreachable(tmp_path):
 
 
 def test_ray_not_installed(monkeypatch):
-    from bench.executors import import_ray
+    from bench.run.executors import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees when it is not installed
     with pytest.raises(BenchError, match=r"pip install -e '\.\[ray\]'"):

@@ -13,10 +13,11 @@ import attacks
 import defenses
 from attacks import gmsa
 from attacks.pgd_skip import state_copy
-from bench import audit, grid, plugins
-from bench.reliability import cell_flags
-from bench.results import MEASUREMENT_FIELDS
-from bench.runner import Runner, RunOptions, resolve_params, unavailable_reason
+from bench.report.flags import cell_flags
+from bench.run import audit
+from bench.run.runner import Runner, RunOptions, resolve_params, unavailable_reason
+from bench.spec import grid, plugins
+from bench.track.results import MEASUREMENT_FIELDS
 from tests.test_extension_api import one_line, run_cli
 from tests.test_pgd_skip import _runner_predict, _same_state
 
@@ -338,7 +339,7 @@ def test_eot_without_n_against_a_non_purifier_is_one_clear_error(digits_model, d
 
 def test_eot_samples_is_a_checked_grid_parameter_of_every_purifier():
     from bench.core.errors import BenchError
-    from bench.validate import check_spec
+    from bench.spec.validate import check_spec
 
     def spec(runtime: str, line: str):
         return grid.parse(tomllib.loads(f'dataset = "digits"\narch = "small-cnn"\n[train.standard]\n'
@@ -428,7 +429,7 @@ def test_plugin_purifier_pairs_with_bpda_and_eot_and_gets_no_foreign_params(scra
     for attack in ("bpda", "eot"):
         assert reasons[("toy-dither", attack)] is None and reasons[("median", attack)] is None
         assert "any Purifier" in reasons[("none", attack)]
-    # **kw that forwards to Purifier takes only what Purifier takes (the MRO rule of bench.validate)
+    # **kw that forwards to Purifier takes only what Purifier takes (the MRO rule of bench.spec.validate)
     assert resolve_params(cls, "digits", {"bits": 3}, seed=SEED, cache_dir=str(tmp_path)) == {"bits": 3}
 
     def open_factory(**kw):

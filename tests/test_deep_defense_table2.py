@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench import grid, metrics
 from bench.core import data, models
 from bench.core.errors import BenchError
+from bench.run import model_metrics as metrics
+from bench.spec import grid
 from defenses.deep_defense import differentiable_deepfool
 from defenses.parseval import parseval_retraction
 
@@ -196,8 +197,8 @@ name = "deepfool"
 
 @pytest.mark.slow
 def test_grid_with_metrics_records_them_once_per_model_and_shows_columns(tmp_path):
-    from bench.leaderboard import build_table
-    from bench.runner import Runner, RunOptions
+    from bench.report.leaderboard import build_table
+    from bench.run.runner import Runner, RunOptions
 
     path = tmp_path / "tiny-dd.toml"
     path.write_text(METRICS_GRID)

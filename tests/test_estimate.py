@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench import grid as grids
-from bench.estimate import compare_report, estimate, format_report, step_timer, work_ratio
-from bench.runner import RunOptions
-from bench.smoke import ATTACK_CAPS
+from bench.run.estimate import compare_report, estimate, format_report, step_timer, work_ratio
+from bench.run.runner import RunOptions
+from bench.spec import grid as grids
+from bench.spec.smoke import ATTACK_CAPS
 from tests.test_extension_api import run_cli
 
 GRID = """
@@ -41,7 +41,7 @@ def test_k_scales_rmc_by_an_epochs_steps_timed_at_their_real_batch_sizes():
     """K = 300 in batches of 128 is two full steps and one of 44; the smoke's K = 8 one step of 8."""
     import torch
 
-    from bench.smoke import RUNTIME_CAPS
+    from bench.spec.smoke import RUNTIME_CAPS
 
     cost = {128: 1.0, 44: 0.5, 8: 0.25}.__getitem__
     dflt = {"k": 1024, "batch_size": 128, "max_epochs": 8}
@@ -107,7 +107,7 @@ def test_estimate_times_crafting_and_prediction(tmp_path):
 
 def test_estimate_refuses_when_smoke_cells_fail(tmp_path, monkeypatch):
     from bench.core.errors import BenchError
-    from bench.evaluation import Evaluator
+    from bench.run.evaluation import Evaluator
 
     def broken(self, cell):
         raise RuntimeError("boom")

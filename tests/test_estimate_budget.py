@@ -6,8 +6,8 @@ import pytest
 
 import attacks
 import defenses
-from bench.estimate import craft_ratio, prepare_ratio, real_attack_budget, work_ratio
-from bench.smoke import ATTACK_CAPS
+from bench.run.estimate import craft_ratio, prepare_ratio, real_attack_budget, work_ratio
+from bench.spec.smoke import ATTACK_CAPS
 
 
 def test_eot_without_n_is_scaled_by_the_purifiers_declared_draws():
@@ -25,7 +25,7 @@ def test_jsma_without_max_iters_is_gamma_times_features_over_two():
     assert real_attack_budget(jsma, {"gamma": 0.5}, None, {}, "digits", 64)["max_iters"] == 16
 
 
-# Smoke budgets of the runtime defenses (bench.smoke.RUNTIME_CAPS applied to the grids' values).
+# Smoke budgets of the runtime defenses (bench.spec.smoke.RUNTIME_CAPS applied to the grids' values).
 RIDE_SMOKE = {"iterations": 2, "checkpoints": 1, "lr": 1e-3}
 RMC_SMOKE = {"k": 8, "max_epochs": 2, "patience": 1}
 

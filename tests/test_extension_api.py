@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import bench
-from bench import grid as grids
 from bench.api import worst_case_rows
 from bench.core import data, entrypoints
 from bench.core.errors import BenchError
 from bench.core.registry import Registry
-from bench.runner import Runner, RunOptions
+from bench.run.runner import Runner, RunOptions
+from bench.spec import grid as grids
 
 # A LeNet-5 in the classic layout (no padding, 5x5 convs, 16*4*4 features), unlike bench's lenet5.
 NETS_PY = '''
@@ -298,7 +298,7 @@ def test_grid_hyperparameters_checked_before_anything_runs(tmp_path, capsys, edi
 
 
 def test_wrapper_attack_params_checked_against_the_inner_attack():
-    from bench.validate import check_attack
+    from bench.spec.validate import check_attack
 
     check_attack("eot", {"n": 4, "steps": 5, "eps": 0.1}, "g")  # n is eot's, steps pgd's
     with pytest.raises(BenchError, match=r"attack 'eot' \(inner 'pgd'\): unknown parameter 'stepz'"):

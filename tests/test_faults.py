@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import grid
 from bench.core import cache
 from bench.core.errors import DiskError
 from bench.core.locks import CellClaim
-from bench.outbox import Outbox, replay
-from bench.runner import Runner, RunOptions
-from bench.tracking import Tracker
+from bench.run.runner import Runner, RunOptions
+from bench.spec import grid
+from bench.track.outbox import Outbox, replay
+from bench.track.tracker import Tracker
 
 GRID = """
 name = "fz"
@@ -283,7 +283,7 @@ def test_two_runs_on_one_results_folder_lose_nothing_and_never_compute_twice(tmp
 
 
 def test_put_merges_records_written_by_another_store(tmp_path):
-    from bench.results import ResultStore
+    from bench.track.results import ResultStore
 
     path = tmp_path / "r.jsonl"
     one, two = ResultStore(path), ResultStore(path)  # two runs that opened the file before either wrote
@@ -418,7 +418,7 @@ RACE = """
 import sys, time
 from pathlib import Path
 import mlflow  # noqa: F401 - imported before the barrier, so the processes open the store together
-from bench.tracking import Tracker
+from bench.track.tracker import Tracker
 barrier, me, count = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 (barrier / me).touch()  # ready; go when every process is (not after a fixed wait: imports take 3-25 s)
 deadline = time.time() + 120

@@ -237,7 +237,7 @@ def test_ride_hidden_layers_builds_table3_imagenet_depth():
 
 
 def test_weights_source_is_validated_without_the_network():
-    from bench import sources
+    from bench.spec import sources
 
     sources.validate("std", {"source": "checkpoint", "arch": "resnet50", "weights": "IMAGENET1K_V1"}, "g")
     for bad in ({"source": "checkpoint", "arch": "resnet50", "weights": "W", "checkpoint": "c.pt"},

@@ -9,7 +9,7 @@ import torch
 import defenses
 from bench.benchmarks.index_scale import exact_topk, generator_spec, make_features, sample
 from bench.core.errors import BenchError
-from bench.runner import resolve_params
+from bench.run.runner import resolve_params
 from defenses import dprime
 from defenses import shards as sh
 from defenses.index import DEFAULT_NPROBE, DEFAULT_REFINE, IvfPqIndex, build_index

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from bench import grid
 from bench.core.locks import CellClaim
-from bench.workers import parse_worker, rotate
+from bench.run.workers import parse_worker, rotate
+from bench.spec import grid
 from tests.test_cli import bench
 
 GRID = """name = "jobs"
@@ -103,7 +103,7 @@ def test_a_crashed_worker_is_an_error_line_and_exit_1_not_a_failed_cell(tmp_path
     one line names the worker, and the exit code is 1."""
     import sys
 
-    from bench import workers
+    from bench.run import workers
 
     monkeypatch.setattr(workers, "child_args", lambda ctx, rank, n: [sys.executable, "-c", "raise SystemExit(3)"])
     (tmp_path / "g.toml").write_text(GRID.replace("limit = 60", "limit = 20").replace("epochs = 3", "epochs = 1"))

@@ -9,10 +9,10 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from bench import grid
-from bench.leaderboard import build_table, headline, main_budget, render
-from bench.reliability import cell_flags
-from bench.stats import interval_of, mcnemar, wilson_interval
+from bench.core.stats import interval_of, mcnemar, wilson_interval
+from bench.report.flags import cell_flags
+from bench.report.leaderboard import build_table, headline, main_budget, render
+from bench.spec import grid
 
 
 def rec(cid: str, attack: str, per_example: str, eps: float | None = 0.1, norm: str = "Linf", threat: str = "base",
@@ -153,7 +153,7 @@ def test_pictures_and_index_from_bench_leaderboard_all(tmp_path, monkeypatch):
 
 
 def test_interval_fields_in_records():
-    from bench.evaluation import _interval_fields
+    from bench.run.evaluation import _interval_fields
 
     fields = _interval_fields({"n": 100, "clean_acc": 0.97, "per_example": "1" * 53 + "0" * 47})
     assert fields["robust_ci"] == [round(v, 6) for v in wilson_interval(53, 100)]
@@ -178,7 +178,7 @@ def test_leaderboard_files_become_mlflow_artifacts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the sqlite store keeps artifacts in ./mlruns
     import mlflow
 
-    from bench.tracking import log_leaderboard
+    from bench.track.tracker import log_leaderboard
 
     md, png = tmp_path / "g.md", tmp_path / "worst_case.png"
     md.write_text("# Leaderboard: g\n")
@@ -196,7 +196,7 @@ def test_cells_pin_their_thread_count(monkeypatch):
     import torch
 
     from bench.core.errors import BenchError
-    from bench.runner import fix_threads
+    from bench.run.runner import fix_threads
 
     before = torch.get_num_threads()
     try:

@@ -7,7 +7,7 @@ import torch
 
 import attacks
 import defenses
-from bench.runner import resolve_params
+from bench.run.runner import resolve_params
 from defenses import database
 from defenses.knn_index import KnnIndex, brute_force_search
 

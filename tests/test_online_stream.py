@@ -9,10 +9,10 @@ import json
 import pytest
 
 from attacks.pgd_skip import StreamAttack
-from bench import grid
-from bench.evaluation import Evaluator
-from bench.results import MEASUREMENT_FIELDS
-from bench.runner import Runner, RunOptions
+from bench.run.evaluation import Evaluator
+from bench.run.runner import Runner, RunOptions
+from bench.spec import grid
+from bench.track.results import MEASUREMENT_FIELDS
 
 GRID = """
 name = "online-tiny"

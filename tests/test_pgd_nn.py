@@ -20,9 +20,9 @@ import torch
 
 import attacks
 import defenses
-from bench.audit import audit
 from bench.core.errors import BenchError
-from bench.runner import resolve_params
+from bench.run.audit import audit
+from bench.run.runner import resolve_params
 
 EPS = 0.2
 N = 60

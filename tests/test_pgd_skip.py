@@ -11,11 +11,12 @@ import torch
 
 import attacks
 import defenses
-from bench import audit, grid
 from bench.core.errors import BenchError
 from bench.core.stream import attack_mask, stream_order
-from bench.evaluation import Evaluator
-from bench.runner import Runner, RunOptions, resolve_params
+from bench.run import audit
+from bench.run.evaluation import Evaluator
+from bench.run.runner import Runner, RunOptions, resolve_params
+from bench.spec import grid
 
 EPS = 0.1  # the digits D' eps
 N = 40  # headline comparison, digits RMC defaults

@@ -11,7 +11,7 @@ import defenses
 from attacks.bpda import bpda
 from attacks.eot import EOT
 from bench.core import data, models
-from bench.runner import resolve_params
+from bench.run.runner import resolve_params
 from defenses.median import median_filter
 
 
@@ -175,8 +175,8 @@ def test_random_defense_cell_does_not_depend_on_earlier_cells(tmp_path):
     reproduce the full run's record, so every pass starts from the defense's reset state."""
     import tomllib
 
-    from bench import grid
-    from bench.runner import Runner, RunOptions
+    from bench.run.runner import Runner, RunOptions
+    from bench.spec import grid
 
     def adaptive_record(name: str, base: str) -> dict:
         spec = grid.parse(tomllib.loads(RIDE_GRID.format(name=name, base=base)))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import grid
-from bench.executors import LocalExecutor, RayExecutor
-from bench.results import MEASUREMENT_FIELDS
-from bench.runner import Runner, RunOptions
+from bench.run.executors import LocalExecutor, RayExecutor
+from bench.run.runner import Runner, RunOptions
+from bench.spec import grid
+from bench.track.results import MEASUREMENT_FIELDS
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bench import grid
 from bench.core.errors import BenchError
-from bench.leaderboard import build_table
-from bench.metric_columns import COLUMNS
+from bench.report.leaderboard import build_table
+from bench.spec import grid
+from bench.spec.metric_columns import COLUMNS
 
 SHIPPED = sorted(p.stem for p in (Path(grid.__file__).parent / "grids").glob("*.toml"))
 
@@ -136,7 +136,7 @@ def test_regenerating_a_leaderboard_keeps_its_hand_written_notes(tmp_path, monke
         md = (lb / "g.md").read_text()
         assert md.count(notes) == 1 and md.endswith(notes)
         assert "fgsm Linf 0.1" in md  # the generated part is still there
-    from bench.lbindex import write_index
+    from bench.report.board_index import write_index
 
     index = write_index(lb).read_text()
     assert "[g](g.md)" in index and "notes" not in index

@@ -7,9 +7,9 @@ import torch
 
 import attacks
 import defenses
-from bench import grid
 from bench.core import data, models
 from bench.core.errors import BenchError
+from bench.spec import grid
 from tests.conftest import accuracy
 
 

@@ -13,10 +13,11 @@ from torch import nn
 import attacks
 import defenses
 from attacks.base import Attack
-from bench import grid
 from bench.core.errors import BenchError
-from bench.leaderboard import WORST, build_table, render
-from bench.reliability import cell_flags, zero_grad_fraction
+from bench.report.flags import cell_flags
+from bench.report.leaderboard import WORST, build_table, render
+from bench.run.diagnostics import zero_grad_fraction
+from bench.spec import grid
 from defenses.base import RuntimeDefense
 
 

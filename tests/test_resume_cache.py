@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from attacks.base import Attack
-from bench import grid
-from bench.artifacts import ArtifactStore
 from bench.core import cache
-from bench.results import MEASUREMENT_FIELDS
-from bench.runner import Runner, RunOptions
+from bench.run.artifacts import ArtifactStore
+from bench.run.runner import Runner, RunOptions
+from bench.spec import grid
+from bench.track.results import MEASUREMENT_FIELDS
 
 GRID = """
 name = "rz"

@@ -8,10 +8,10 @@ import torch
 
 import attacks
 import defenses
-from bench import perpoint
+from bench.core import stream_records as perpoint
 from bench.core.errors import BenchError
 from bench.core.stream import stream_order
-from bench.runner import resolve_params, unavailable_reason
+from bench.run.runner import resolve_params, unavailable_reason
 
 SEED = 0
 
@@ -123,7 +123,7 @@ def test_pgd_skip_attacks_the_weights_that_classify_the_point(digits_model, digi
 
 
 def unavailable_reason_ok(name: str) -> bool:
-    from bench.grid import Cell
+    from bench.spec.grid import Cell
 
     cell = Cell(grid="g", dataset="digits", arch="small-cnn", train_defense="standard", train_params={},
                 runtime_defense=f"{name}@x", runtime_params={}, attack="pgd-skip", attack_params={},
@@ -181,7 +181,8 @@ def _captured_plots(monkeypatch) -> list:
 
 
 def test_plotted_series_equal_the_records(tmp_path, monkeypatch):
-    from bench import figures, grid
+    from bench.report import figures
+    from bench.spec import grid
 
     spec = grid.parse({"name": "g", "dataset": "digits", "arch": "small-cnn", "figures": [
         {"name": "acc", "kind": "vs-points", "rows": ["rmc"], "attacks": ["pgd"]},
@@ -202,7 +203,7 @@ def test_plotted_series_equal_the_records(tmp_path, monkeypatch):
 
 
 def test_bad_figure_tables_are_one_line_errors():
-    from bench import grid
+    from bench.spec import grid
 
     base = {"name": "g", "dataset": "digits", "arch": "small-cnn"}
     for bad, msg in (({"kind": "pie"}, "kind must be"), ({"kind": "vs-param"}, "needs param"),
@@ -245,9 +246,9 @@ def test_stream_cells_record_per_point_and_bench_plot_draws_them(tmp_path, monke
 
     from click.testing import CliRunner
 
-    from bench import grid
     from bench.cli import cli
-    from bench.runner import Runner, RunOptions
+    from bench.run.runner import Runner, RunOptions
+    from bench.spec import grid
 
     path = tmp_path / "abl-tiny.toml"
     path.write_text(TINY)

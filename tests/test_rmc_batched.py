@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench.artifacts import resolve_params
 from bench.core.data import Dataset
 from bench.core.errors import BenchError
 from bench.core.models import Classifier, SmallCNN
+from bench.run.artifacts import resolve_params
 from defenses.rmc import RMC, RMCNonMasking, RMCPlus
 from defenses.rmc_batched import BatchedRMC, exact_copy
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.runner import resolve_params
+from bench.run.runner import resolve_params
 from defenses.rmc import RMC, RMCPlus
 
 

@@ -10,11 +10,11 @@ import torch
 
 import attacks
 from attacks.base import Attack
-from bench import grid
-from bench.check import compare, write_baseline
 from bench.core.errors import BenchError
-from bench.leaderboard import build_table, worst_case
-from bench.runner import Runner, RunOptions
+from bench.report.check import compare, write_baseline
+from bench.report.leaderboard import build_table, worst_case
+from bench.run.runner import Runner, RunOptions
+from bench.spec import grid
 
 TINY = """
 name = "tiny"
@@ -207,7 +207,7 @@ eps = 0.2
 def test_a_runtime_defense_with_its_own_limit_evaluates_a_prefix_of_the_points(tmp_path):
     """``[runtime.median] limit = 12``: the median cells score the first 12 of the grid's 30 points,
     the same points as the first 12 of the other rows (RMC on CIFAR-10 costs seconds per point)."""
-    from bench.leaderboard import render
+    from bench.report.leaderboard import render
 
     spec = _spec(tmp_path, RUNTIME_LIMIT)
     assert spec.runtime["median"] == {} and spec.runtime_limits == {"median": 12}  # not a defense parameter

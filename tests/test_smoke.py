@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import grid as grids
 from bench.core import data
-from bench.smoke import LIMIT, RUNTIME_CAPS, TRAIN_LIMIT, smoke_spec
+from bench.spec import grid as grids
+from bench.spec.smoke import LIMIT, RUNTIME_CAPS, TRAIN_LIMIT, smoke_spec
 from tests.test_extension_api import one_line, run_cli
 
 
@@ -87,7 +87,7 @@ def test_smoke_records_never_reach_real_results_or_leaderboards(tmp_path, capsys
     assert (tmp_path / "results" / "small.smoke.jsonl").is_file()
     assert not (tmp_path / "results" / "small.jsonl").exists() and not (tmp_path / "leaderboards").exists()
     assert "peak memory (CPU RSS): largest cell" in out
-    from bench.results import load_records
+    from bench.track.results import load_records
 
     recs = load_records(tmp_path / "results" / "small.smoke.jsonl")
     assert len(recs) == 2 and all(r["status"] == "ok" and r["n"] == LIMIT and r["peak_rss_mb"] > 0 for r in recs)

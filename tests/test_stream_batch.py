@@ -1,4 +1,4 @@
-"""Batched RMC streams in the runner (bench.stream_batch): cells on one prepared RMC under different
+"""Batched RMC streams in the runner (bench.run.stream_batch): cells on one prepared RMC under different
 attacks run their streams together, and every record equals the one-stream-at-a-time record."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from bench import grid
-from bench.stream_batch import StreamBatcher, batch_key, parse_stream_batch, resolve_stream_batch
+from bench.run.stream_batch import StreamBatcher, batch_key, parse_stream_batch, resolve_stream_batch
+from bench.spec import grid
 from tests.test_cli import bench
 
 GRID = """name = "sb"

@@ -108,7 +108,7 @@ def standard_scores(digits_train, digits_test):
                                                     ("cross-lipschitz", 0.12, 0.02), ("deep-defense", 0.05, 0.01)])
 def test_defense_increases_robustness_at_small_clean_cost(name, pgd_gain, rho_gain, digits_train, digits_test,
                                                           standard_scores):
-    from bench.runner import resolve_params
+    from bench.run.runner import resolve_params
 
     factory = defenses.DEFENSES.get(name)
     params = resolve_params(factory, "digits", {}, seed=0)

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 import attacks
-from bench.benchmarks.common import best_time, write_figures
 from bench.core import data, models
 from bench.core.device import resolve
+from bench.core.timing import best_time, write_figures
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import json
 import platform
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench.core.cache import atomic_write_text
+from bench.core.timing import best_time, sync
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_time(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
-    """Smallest wall time over ``repeats`` runs (after one warm-up run)."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+__all__ = ["best_time", "cpu_model", "sync", "write_figures"]
 
 
 def cpu_model() -> str:

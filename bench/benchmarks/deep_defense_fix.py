@@ -7,7 +7,7 @@ prediction) and with the fixed one (towards their label); ``--five`` adds Table 
 ``--strong-reference[=5,20]`` instead tests whether the weak reference is why Deep Defense lowers
 rho_2 on Fashion-MNIST (issue 19): references trained 5 (the grid's) and 20 epochs, each fine-tuned
 10 epochs (300 steps, the grid's schedule) with the fixed regularizer. Prints train / test accuracy, DeepFool l2
-and rho_2 from the prediction (bench.metrics), the record's mean_rho2 (the deepfool attack,
+and rho_2 from the prediction (bench.run.model_metrics), the record's mean_rho2 (the deepfool attack,
 misclassified images count 0) and PGD accuracy at eps 0.1, on 100 test images.
 
 Measured on fashion-mnist, small-cnn (2 shared CPU cores, about 47 minutes in all):
@@ -31,7 +31,7 @@ import torch
 
 import attacks
 from bench.core import data, models
-from bench.metrics import deepfool_perturbation, predict
+from bench.run.model_metrics import deepfool_perturbation, predict
 from defenses.deep_defense import DeepDefense, differentiable_deepfool
 from defenses.training import fit
 

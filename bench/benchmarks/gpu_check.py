@@ -53,7 +53,7 @@ def _compare_streams(bench: list[str], args: Any, data_dir: Path, work: Path, ba
     step = _run([*bench, "run", "--grid", args.grid, "--smoke", "--synthetic", "--device", args.device,
                  "--data-dir", str(data_dir), "--results-dir", str(work / "results-seq"), "--cache-dir",
                  str(work / "cache"), "--no-tracking", "--stream-batch", "1"], Path.cwd(), args.timeout, env)
-    from bench.results import load_records
+    from bench.track.results import load_records
 
     seq = {r["cell_id"]: r for f in (work / "results-seq").glob("*.smoke.jsonl") for r in load_records(f)}
     cells = [r for r in batched if r.get("stream_batch") and r["cell_id"] in seq]

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plan-from", default=None, help="only recompute the capacity plan of this JSON")
     args = ap.parse_args(argv)
     if args.threads is None:
-        from bench.evaluation import cell_threads
+        from bench.run.evaluation import cell_threads
 
         args.threads = cell_threads()
     if args.plan_from:

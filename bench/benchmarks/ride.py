@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--paper-iterations", type=int, default=2000)
     p.add_argument("--paper-checkpoints", type=int, default=5)
     args = p.parse_args(argv)
-    from bench.runner import fix_threads
+    from bench.run.runner import fix_threads
 
     fix_threads()  # $BENCH_NUM_THREADS (default 1), as the runner's cells
     device = resolve(args.device)

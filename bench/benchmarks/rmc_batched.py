@@ -39,7 +39,7 @@ import defenses
 from bench.benchmarks.common import write_figures
 from bench.benchmarks.rmc_floor import _model_and_sets
 from bench.core.device import resolve
-from bench.runner import resolve_params
+from bench.run.runner import resolve_params
 from defenses.rmc_batched import BatchedRMC
 
 OUT = Path("results/benchmarks/rmc_batched.json")

@@ -15,10 +15,10 @@ import time
 import torch
 
 import defenses
-from bench.benchmarks.common import best_time, write_figures
 from bench.core import data, models
 from bench.core.device import resolve
-from bench.runner import resolve_params
+from bench.core.timing import best_time, write_figures
+from bench.run.runner import resolve_params
 from defenses.knn_index import brute_force_search
 
 

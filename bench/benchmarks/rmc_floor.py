@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 import defenses
-from bench.benchmarks.common import best_time, cpu_model, write_figures
 from bench.core import data, models
 from bench.core.device import resolve
-from bench.runner import resolve_params
+from bench.core.timing import best_time, cpu_model, write_figures
+from bench.run.runner import resolve_params
 
 OUT = Path("results/benchmarks/rmc_floor.json")
 

@@ -20,10 +20,10 @@ from unittest import mock
 import torch
 
 from attacks.pgd_skip import StreamAttack
-from bench import grid
 from bench.benchmarks.common import write_figures
-from bench.results import MEASUREMENT_FIELDS
-from bench.runner import Runner, RunOptions
+from bench.run.runner import Runner, RunOptions
+from bench.spec import grid
+from bench.track.results import MEASUREMENT_FIELDS
 
 GRID = """
 name = "stream-onepass"

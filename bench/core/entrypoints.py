@@ -1,4 +1,4 @@
-"""Entry-point discovery for the registries (the foundation half of bench.plugins).
+"""Entry-point discovery for the registries (the foundation half of bench.spec.plugins).
 
 A package extends the harness by declaring entry points (groups in ``GROUPS``); the registries of
 attacks, defenses, architectures and datasets call :func:`load_entry_points` when first listed. What a
@@ -27,7 +27,7 @@ def import_all(package: ModuleType) -> None:
             importlib.import_module(f"{package.__name__}.{info.name}")
 
 
-def _check(registry: Registry, origin: str, before: set[str]) -> None:
+def check_new_entries(registry: Registry, origin: str, before: set[str]) -> None:
     for name in sorted(set(registry.list_names()) - before):
         problem = registry.contract(name, registry.get(name)) if registry.contract else None
         if problem:
@@ -59,6 +59,6 @@ def load_entry_points(group: str, registry: Registry) -> None:
                 registry.register(ep.name)(obj)
         finally:
             set_origin(previous)
-        _check(registry, origin, before)
+        check_new_entries(registry, origin, before)
 
 

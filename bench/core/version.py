@@ -6,7 +6,8 @@ import functools
 import subprocess
 from pathlib import Path
 
-from bench import __version__
+#: The package version (``bench.__version__`` is this one).
+__version__ = "0.1.0"
 
 
 @functools.lru_cache(maxsize=1)

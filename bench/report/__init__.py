@@ -1,0 +1,1 @@
+"""Reading results: leaderboards, plots, figures, reliability flags, the board index, regression checks."""

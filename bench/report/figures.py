@@ -1,0 +1,161 @@
+"""The figures a grid asks for (``[[figures]]`` tables), drawn by ``bench plot --grid NAME``.
+
+RMC paper (Wu, Yuan, Wu, ICML 2020) Figures 1-4 as kinds:
+
+- ``vs-points``: a quantity along one stream, one line per record (Figure 2: ``metric = "delay_s"``;
+  Figure 3a: ``"robust_acc"``, the accuracy over the points seen so far, or over the last
+  ``window`` points; Figure 3b: ``"adapt_epochs"``), from the records' ``per_point`` field.
+- ``vs-param``: accuracy against a runtime hyperparameter (Figure 4: ``param = "k"`` or
+  ``"copies"``, i.e. |D'| = (1 + copies) |D|) over the rows listed, one line per attack.
+- ``vs-eps``: robust accuracy against eps, one line per (row, attack).
+- ``neighbour-labels``: Figure 1, the label histogram of an adversarial point's K nearest
+  neighbours in D and in D' (computed at plot time from the cached model and D'; bench.run.neighbour_figure).
+
+Keys: ``name`` (the PNG's file name), ``kind``, ``title``, ``metric``, ``rows`` (runtime defense
+names as the grid spells them, e.g. ``rmc@k64``, or ``train/runtime``), ``attacks`` (attack labels),
+``param``, ``window``, ``point`` (neighbour-labels: which test point). Series are computed by
+``figure_series`` (pure; tests compare it with the records) and drawn by ``draw``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.spec.figures import _KEYS, FIGURE_KINDS, METRICS, check_figures  # noqa: F401  (re-exported)
+
+
+def _row_match(r: dict[str, Any], rows: list[str]) -> bool:
+    return not rows or r["runtime_defense"] in rows or f"{r['train_defense']}/{r['runtime_defense']}" in rows
+
+
+def selected(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[dict[str, Any]]:
+    """The finished records a figure draws from, in the order its ``rows`` and ``attacks`` list them."""
+    rows, atks = fig["rows"], fig["attacks"]
+    picked = [r for r in records if r.get("status") == "ok" and _row_match(r, rows)
+              and (not atks or r["attack"] in atks)]
+
+    def rank(r: dict[str, Any]) -> tuple[int, int]:
+        ri = next((i for i, n in enumerate(rows) if n in (r["runtime_defense"],
+                                                          f"{r['train_defense']}/{r['runtime_defense']}")), 0)
+        return ri, atks.index(r["attack"]) if r["attack"] in atks else 0
+
+    return sorted(picked, key=rank)
+
+
+def _label(r: dict[str, Any], with_row: bool = True) -> str:
+    threat = "" if r.get("threat", "base") == "base" else f" ({r['threat']})"
+    row = f"{r['runtime_defense']}: " if with_row else ""
+    return f"{row}{r['attack']}{threat}"
+
+
+def param_value(r: dict[str, Any], param: str) -> Any:
+    """A runtime hyperparameter of a record, as the grid set it (None where it did not)."""
+    return (r.get("params", {}).get("runtime") or {}).get(param)
+
+
+def figure_series(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lines of a figure: [{"label", "x", "y"}]; what ``draw`` plots, nothing else."""
+    from bench.core import stream_records as perpoint
+
+    kind, metric = fig["kind"], fig["metric"]
+    recs = selected(records, fig)
+    out: list[dict[str, Any]] = []
+    if kind == "vs-points":
+        for r in recs:
+            xs, ys = perpoint.series(r, metric, fig.get("window"))
+            if xs:
+                out.append({"label": _label(r), "x": xs, "y": ys})
+    elif kind == "vs-param":
+        lines: dict[str, list[tuple[Any, float]]] = {}
+        for r in recs:
+            v = param_value(r, fig["param"])
+            if v is not None and r.get(metric) is not None:
+                lines.setdefault(_label(r, with_row=False), []).append((v, 100 * float(r[metric])))
+        for label, pts in lines.items():
+            pts.sort(key=lambda p: p[0])
+            out.append({"label": label, "x": [p[0] for p in pts], "y": [p[1] for p in pts]})
+    elif kind == "vs-eps":
+        lines2: dict[str, list[tuple[float, float]]] = {}
+        for r in recs:
+            if r.get("eps") is not None:
+                lines2.setdefault(f"{_label(r)} {r.get('norm', '')}".strip(), []).append(
+                    (float(r["eps"]), 100 * float(r["robust_acc"])))
+        for label, pts in lines2.items():
+            pts.sort()
+            out.append({"label": label, "x": [p[0] for p in pts], "y": [p[1] for p in pts]})
+    return out
+
+
+_YLABEL = {"robust_acc": "robust accuracy (%)", "clean_acc": "clean accuracy (%)"}
+
+
+def draw(series: list[dict[str, Any]], fig: dict[str, Any], path: Path, n: int | None = None) -> Path | None:
+    """One PNG (the style of bench.report.plots); None when there is nothing to draw."""
+    if not series:
+        return None
+    from bench.core import stream_records as perpoint
+    from bench.report.plots import _pyplot
+
+    plt = _pyplot()
+    f, ax = plt.subplots(figsize=(7, 4.5))
+    kind, metric = fig["kind"], fig["metric"]
+    if kind == "neighbour-labels":
+        width = 0.8 / len(series)
+        for j, s in enumerate(series):
+            ax.bar([x + (j - (len(series) - 1) / 2) * width for x in s["x"]], s["y"], width=width, label=s["label"])
+        ax.set_xticks(series[0]["x"])
+        ax.set_xlabel("class label of the neighbour")
+        ax.set_ylabel("share of the K nearest neighbours (%)")
+    else:
+        for s in series:
+            ax.plot(s["x"], s["y"], marker="o" if len(s["x"]) < 20 else None, label=s["label"])
+        if kind == "vs-points":
+            ax.set_xlabel("test points seen")
+            ax.set_ylabel(perpoint.VS_POINTS_METRICS[metric] if not fig.get("window") or metric != "robust_acc"
+                          else f"robust accuracy over the last {fig['window']} points (%)")
+        else:
+            ax.set_xlabel(fig.get("param", "eps") if kind == "vs-param" else "eps")
+            ax.set_ylabel(_YLABEL.get(metric, metric))
+        if metric in ("robust_acc", "clean_acc"):
+            ax.set_ylim(0, 100)
+    title = fig.get("title") or fig["name"]
+    ax.set_title(title + (f" (n = {n})" if n else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    f.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f.savefig(path, dpi=120)
+    plt.close(f)
+    return path
+
+
+NeighbourSeries = Callable[[Any, dict[str, Any]], tuple[dict[str, Any], str]]
+
+
+def write_grid_figures(spec: Any, records: list[dict[str, Any]], folder: Path,
+                       neighbour_series: NeighbourSeries | None = None
+                       ) -> list[tuple[dict[str, Any], Path | None, str]]:
+    """Every figure the grid lists, as ``folder/<name>.png``; (figure, path or None, note) per figure.
+
+    ``neighbour-labels`` figures need a run of the grid's models (bench.run.neighbour_figure): the
+    caller passes ``neighbour_series(spec, figure)``; without it they are skipped with a note."""
+    out = []
+    n = max((r.get("n", 0) for r in records if r.get("status") == "ok"), default=0) or None
+    for fig in spec.figures:
+        note = ""
+        if fig["kind"] == "neighbour-labels":
+            if neighbour_series is None:
+                out.append((fig, None, "a neighbour-labels figure needs its models: draw it with `bench plot`"))
+                continue
+            series, note = neighbour_series(spec, fig)
+            fig = {**fig, "title": f"{fig.get('title') or fig['name']}\n{note}"}
+            path = draw(series, fig, folder / f"{fig['name']}.png")
+        else:
+            series = figure_series(records, fig)
+            path = draw(series, fig, folder / f"{fig['name']}.png", n)
+            if path is None:
+                note = "no finished record has the data (rows / attacks / per-point fields)"
+        out.append((fig, path, note))
+    return out

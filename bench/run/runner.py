@@ -1,0 +1,297 @@
+"""The grid runner: plan the cells of a grid, then run them with an executor and record each.
+
+Orchestration only: the artifacts the cells share (data, models, runtime defenses, attacks,
+adversarial examples) live in bench.run.artifacts, one cell's evaluation (craft, audit, stream
+prediction, scoring) in bench.run.evaluation. Per cell, one record goes to results/<grid>.jsonl and one
+nested MLflow run; finished cells are skipped on the next run; a cell that raises is recorded as
+failed and the grid goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+import attacks
+import defenses
+from bench.core import models
+from bench.core.device import resolve as resolve_device
+from bench.core.errors import BenchError
+from bench.core.version import code_version
+from bench.core.zoo import is_zoo_name
+from bench.report.flags import cell_flags
+from bench.run import user_model
+from bench.run.artifacts import ArtifactStore, resolve_params
+from bench.run.evaluation import Evaluator, cell_fields, cell_threads, failure, fix_threads
+from bench.run.local_executor import LocalExecutor
+from bench.run.options import RunOptions
+from bench.run.stream_batch import resolve_stream_batch
+from bench.run.workers import rotate
+from bench.spec import sources
+from bench.spec.grid import Cell, GridSpec
+from bench.spec.plugins import load_files as load_plugin_files
+from bench.spec.validate import check_spec
+from bench.track.results import ResultStore
+from bench.track.tracker import Tracker
+
+__all__ = ["LocalExecutor", "Plan", "RunOptions", "Runner", "Summary", "cell_threads", "code_version",
+           "fix_threads", "resolve_params", "unavailable_reason"]
+
+
+@dataclass
+class Plan:
+    todo: list[Cell]
+    done: list[Cell]
+    skipped: list[tuple[Cell, str]]
+
+
+@dataclass
+class Summary:
+    ran: int = 0
+    failed: int = 0
+    skipped_done: int = 0
+    skipped_unavailable: int = 0
+    results_path: Path | None = None
+    failures: list[str] = field(default_factory=list)
+    claimed_elsewhere: int = 0  # cells another live run was computing
+    queued: int = 0  # cells whose MLflow payload waits in the outbox
+    crashed_workers: int = 0  # --jobs worker processes that died (exit code other than 0 / 1)
+
+
+def unavailable_reason(cell: Cell) -> str | None:
+    """Why a cell cannot run with what is registered (None when it can)."""
+    for name, kind in ((cell.train_defense, "train"), (cell.runtime_defense, "runtime")):
+        if kind == "train" and (is_zoo_name(name) or sources.is_provided(cell.train_params)):
+            continue
+        if name not in defenses.DEFENSES:
+            return f"{kind}-time defense {name!r} is not registered (yet)"
+        if defenses.kind_of(name) != kind:
+            return f"{name!r} is a {defenses.kind_of(name)}-time defense, listed as {kind}-time"
+    if cell.attack not in attacks.ATTACKS:
+        return f"attack {cell.attack!r} is not registered (yet)"
+    cls = attacks.ATTACKS.get(cell.attack)
+    if getattr(cls, "needs_defense", False) and cell.threat != "adaptive":
+        return f"attack {cell.attack!r} is defense-aware: it needs threat = \"adaptive\""
+    allowed = getattr(cls, "applies_to", None)
+    if allowed and not defenses.applies(allowed, cell.runtime_defense):
+        return f"attack {cell.attack!r} applies only to runtime defenses {defenses.describe(allowed)}"
+    if cell.threat == "transfer" and cell.surrogate.get("arch") and cell.surrogate["arch"] not in models.ARCHS:
+        return f"surrogate architecture {cell.surrogate['arch']!r} is not registered"
+    return None
+
+
+class Runner:
+    """Plans a grid's cells and runs them: ``plan()``, ``preflight()``, ``run(executor)``."""
+
+    #: The parts a run is made of; subclasses swap them (bench.run.estimate times them).
+    artifact_store = ArtifactStore
+    evaluator = Evaluator
+
+    def __init__(self, spec: GridSpec, options: RunOptions | None = None) -> None:
+        self.spec = spec
+        self.opt = options or RunOptions()
+        if self.opt.limit is not None and self.opt.limit <= 0:
+            raise BenchError(f"--limit must be positive, got {self.opt.limit}")
+        load_plugin_files(spec.plugins)
+        check_spec(spec)
+        for params in spec.resolved_train().values():
+            if sources.is_provided(params):
+                user_model.check(params, spec.base_dir)
+        trained = [t for t, p in spec.train.items() if not is_zoo_name(t) and not sources.is_provided(p)]
+        if trained and spec.arch not in models.ARCHS:
+            models.ARCHS.get(spec.arch)  # raises a BenchError listing the valid names
+        self.cells = spec.cells(limit=self.opt.limit, seed=self.opt.seed)
+        limits = {c.limit for c in self.cells}  # a runtime's own limit makes its cells read a prefix
+        limit = None if (None in limits or not limits) else max(limits)
+        if spec.train_split == "test" and (limit is None or limit > spec.train_offset):
+            raise BenchError(f"{spec.name}: the training stand-in starts at test image {spec.train_offset}, so "
+                             f"evaluate at most that many test points (--limit {spec.train_offset})")
+        self.store = ResultStore(Path(self.opt.results_dir) / f"{spec.name}.jsonl")
+        self.artifacts = self.artifact_store(spec, self.opt, limit)
+        self.evaluation = self.evaluator(spec, self.artifacts)
+        self.tracker: Tracker | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.artifacts.device
+
+    @property
+    def test(self) -> Any:
+        return self.artifacts.test
+
+    # -- planning --------------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        todo, done, skipped = [], [], []
+        for cell in self.cells:
+            reason = unavailable_reason(cell)
+            if reason:
+                skipped.append((cell, reason))
+            elif self.store.finished(cell.cell_id):
+                done.append(cell)
+            else:
+                todo.append(cell)
+        return Plan(todo, done, skipped)
+
+    def setup(self) -> None:
+        """Device, seed and test data: what running cells in this process needs."""
+        self.artifacts.device = resolve_device(self.opt.device)
+        torch.manual_seed(self.cells[0].seed)
+        self.artifacts.setup_data()
+
+    def preflight(self, todo: list[Cell]) -> list[str]:
+        """Before any cell runs: the device, the test split, and the training split where some cell
+        needs it (a model to train that is not cached, a runtime defense with a database). Raises a
+        one-line BenchError for the first missing piece; returns what was checked."""
+        art = self.artifacts
+        resolve_device(self.opt.device)
+        art.setup_data()
+        checked = [f"device {self.opt.device}", f"{self.spec.dataset} test split ({len(art.test)} images)"]
+        why = art.train_needed(todo)
+        if why:
+            train = art.train_set()
+            checked.append(f"{self.spec.dataset} {self.spec.train_split} split ({len(train)} images, for {why})")
+        return checked
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self, executor: Any = None) -> Summary:
+        """Run the unfinished cells with ``executor`` (default: in this process, one after another).
+
+        Runs sharing a results folder split the work: each cell is claimed (bench.locks) before it
+        runs and skipped when another live run holds it or has finished it meanwhile. A record is
+        merged into the results file under its lock. Tracking never fails a cell: payloads MLflow did
+        not take stay in the outbox (bench.track.outbox) for ``bench track``. A full or read-only disk
+        stops the run with a DiskError; Ctrl-C leaves every finished record in place."""
+        from bench.core.errors import DiskError
+        from bench.core.locks import CellClaim
+        from bench.track.outbox import Outbox, drain
+
+        executor = executor or LocalExecutor()
+        plan = self.plan()
+        summary = Summary(skipped_done=len(plan.done), skipped_unavailable=len(plan.skipped),
+                          results_path=self.store.path)
+        self.summary = summary  # read by the CLI after a Ctrl-C
+        for cell, reason in plan.skipped:
+            tqdm.write(f"skip {cell.key}: {reason}")
+        if not self.cells:
+            raise BenchError(f"grid {self.spec.name!r} has no cells: add [train], [runtime] and [[attacks]] entries")
+        if not plan.todo:
+            tqdm.write(f"nothing to do: {len(plan.done)} cells already finished in {self.store.path}")
+            return summary
+        self.preflight(plan.todo)
+        self.store.check_writable()
+        executor.start(self)
+        folder = self.store.path.parent
+        outbox = Outbox(folder, self.spec.name)
+        claims: dict[str, CellClaim] = {}
+        seen: set[str] = set()
+        order = plan.todo if self.opt.worker is None else rotate(plan.todo, *self.opt.worker)
+
+        def reserve(cell: Cell) -> bool:
+            """Claim a later cell now: a batched stream computes it ahead of its turn (bench.run.stream_batch)."""
+            if cell.cell_id in claims:
+                return True
+            claim = CellClaim(folder, self.spec.name, cell.cell_id)
+            if not claim.acquire():
+                return False
+            self.store.reload()
+            if self.store.finished(cell.cell_id):
+                claim.release()
+                return False
+            claims[cell.cell_id] = claim
+            return True
+
+        if executor.name == "local":  # the batcher looks ahead in this process's own queue
+            batcher = self.evaluation.batcher
+            batcher.size = resolve_stream_batch(self.opt.stream_batch, self.device)
+            batcher.upcoming, batcher.reserve = list(order), reserve
+
+        def claimed_cells() -> Any:
+            """The planned cells this process claims, lazily (a local executor claims one at a time)."""
+            for cell in order:
+                if cell.cell_id in seen:  # the same cell listed twice in the grid
+                    continue
+                seen.add(cell.cell_id)
+                if cell.cell_id in claims:  # reserved for a batched stream
+                    yield cell
+                    continue
+                claim = CellClaim(folder, self.spec.name, cell.cell_id)
+                if not claim.acquire():
+                    summary.claimed_elsewhere += 1
+                    if self.opt.worker is None:  # a fellow worker of --jobs: not news
+                        tqdm.write(f"skip {cell.key}: another run is computing it")
+                    continue
+                self.store.reload()
+                if self.store.finished(cell.cell_id):  # another run finished it after our plan
+                    claim.release()
+                    summary.skipped_done += 1
+                    continue
+                claims[cell.cell_id] = claim
+                yield cell
+
+        with Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
+                     tags={"device": executor.device_label(self), "executor": executor.name,
+                           "grid_path": self.spec.path, "budget": self.opt.budget,
+                           **({"worker": "{}/{}".format(*self.opt.worker)} if self.opt.worker else {})},
+                     verbose=self.opt.verbose, warn=tqdm.write) as tracker:
+            self.tracker = self.artifacts.tracker = tracker
+            bar = tqdm(executor.run(self, claimed_cells()), total=len(plan.todo), desc=f"grid {self.spec.name}",
+                       unit="cell", disable=not self.opt.progress or None)
+            try:
+                for i, (cell, record, sample) in enumerate(bar, 1):
+                    bar.set_postfix_str(cell.key)
+                    if record["status"] != "ok" and record["error"].startswith("DiskError: "):
+                        raise DiskError(record["error"][len("DiskError: "):])  # not the cell's fault: stop
+                    params = self._tracking_params(cell, record)
+                    if tracker.active:
+                        # Write-ahead: the payload is queued before the record exists, so a kill at
+                        # any point leaves either no record or a record whose payload `bench track` has.
+                        outbox.add(record, params)
+                    self.store.put(record)
+                    summary.ran += 1
+                    if tracker.mirror(record, params, sample):
+                        outbox.remove(cell.cell_id)
+                    elif tracker.active and sample is not None:
+                        outbox.save_sample(cell.cell_id, sample)
+                    claims.pop(cell.cell_id).release()  # after the mirror: a drain elsewhere leaves it alone
+                    status = (f"clean {100 * record['clean_acc']:.1f}%  robust {100 * record['robust_acc']:.1f}%"
+                              if record["status"] == "ok" else f"FAILED: {record['error']}")
+                    tqdm.write(f"[{i}/{len(plan.todo)}] {cell.key}: {status} ({record['seconds']:.1f}s)")
+                    if record["status"] != "ok":
+                        summary.failed += 1
+                        summary.failures.append(f"{cell.key}: {record['error']}")
+            finally:
+                bar.close()
+                for claim in claims.values():
+                    claim.release()
+            if tracker.active and tracker.degraded is None and len(outbox):
+                # Payloads left by an earlier outage or kill: the store works now, so catch up.
+                replayed = drain(outbox, tracker)[0]
+                if replayed:
+                    tqdm.write(f"replayed {replayed} queued cells from {outbox.path} into MLflow")
+            summary.queued = len(outbox) if tracker.active else 0
+        self.store.set_flags(cell_flags)
+        return summary
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        """One cell's record (never raises for the cell's own faults)."""
+        return self.evaluation.run_cell(cell)
+
+    def sample(self, cell: Cell, record: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Eight clean and adversarial images for MLflow (None for a failed cell)."""
+        held = self.artifacts.adv_in_memory(self.artifacts.adv_key(cell)) if record["status"] == "ok" else None
+        return (self.test.x[:8].cpu(), held[0][:8].cpu()) if (held is not None and self.opt.log_samples) else None
+
+    def _tracking_params(self, cell: Cell, record: dict[str, Any]) -> dict[str, Any]:
+        return {"dataset": cell.dataset, "arch": cell.arch, "train_defense": cell.train_defense,
+                "runtime_defense": cell.runtime_defense, "attack": cell.attack, "threat": cell.threat,
+                "eps": cell.eps, "limit": cell.limit, "seed": cell.seed, **{
+                    f"attack.{k}": v for k, v in record.get("params", {}).get("attack", {}).items()}}
+
+    def cell_fields(self, cell: Cell) -> dict[str, Any]:
+        return cell_fields(cell, self.device)
+
+    failure = staticmethod(failure)

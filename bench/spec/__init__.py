@@ -1,0 +1,1 @@
+"""Grid files: parsing, validation, model sources, figure specs, column labels, the smoke rule."""

@@ -1,0 +1,46 @@
+"""What a grid's ``[[figures]]`` tables may say (checked when the grid loads); bench.report.figures draws them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.core.errors import BenchError
+
+FIGURE_KINDS = ("vs-points", "vs-param", "vs-eps", "neighbour-labels")
+METRICS = {"vs-points": ("robust_acc", "delay_s", "adapt_epochs"), "vs-param": ("robust_acc", "clean_acc"),
+           "vs-eps": ("robust_acc",), "neighbour-labels": ("labels",)}
+_KEYS = {"name", "kind", "title", "metric", "rows", "attacks", "param", "window", "point"}
+
+
+def check_figures(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
+    """Validate a grid's ``[[figures]]`` tables; one clear line per mistake."""
+    if not isinstance(raw, list) or not all(isinstance(f, dict) for f in raw):
+        raise BenchError(f"{where}: figures must be an array of tables ([[figures]])")
+    out, names = [], set()
+    for i, f in enumerate(raw):
+        fw = f"{where}: figures[{i}]"
+        extra = set(f) - _KEYS
+        if extra:
+            raise BenchError(f"{fw}: unknown keys {', '.join(sorted(extra))}; valid: {', '.join(sorted(_KEYS))}")
+        kind = f.get("kind")
+        if kind not in FIGURE_KINDS:
+            raise BenchError(f"{fw}: kind must be one of {', '.join(FIGURE_KINDS)}, got {kind!r}")
+        metric = f.get("metric", METRICS[kind][0])
+        if metric not in METRICS[kind]:
+            raise BenchError(f"{fw}: metric for {kind} must be one of {', '.join(METRICS[kind])}, got {metric!r}")
+        for key in ("rows", "attacks"):
+            v = f.get(key, [])
+            if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+                raise BenchError(f"{fw}: {key} must be a list of names, e.g. {key} = [\"rmc\"]")
+        if kind == "vs-param" and not isinstance(f.get("param"), str):
+            raise BenchError(f"{fw}: a vs-param figure needs param = \"<runtime hyperparameter>\", e.g. \"k\"")
+        window = f.get("window")
+        if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+            raise BenchError(f"{fw}: window must be a positive integer, got {window!r}")
+        name = f.get("name") or f"figure{i + 1}-{kind}"
+        if not isinstance(name, str) or "/" in name or name in names:
+            raise BenchError(f"{fw}: name {name!r} must be a unique file name (no '/')")
+        names.add(name)
+        out.append({**f, "name": name, "metric": metric, "rows": list(f.get("rows", [])),
+                    "attacks": list(f.get("attacks", []))})
+    return tuple(out)

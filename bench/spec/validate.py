@@ -1,0 +1,133 @@
+"""Check a grid's hyperparameters against each method's signature before anything runs.
+
+A typo (``epochz = 1``) or a wrong type (``steps = "ten"``) is one line and exit 2 when the grid is
+loaded, not a failed cell an hour in. Parameters are read from ``__init__`` along the class's MRO
+for as long as each level forwards ``**kwargs``; wrappers (bpda, eot) check the rest against the
+attack they wrap. Annotations are checked where they are plain types (int, float, str, bool, list,
+dict, unions with None); anything fancier is accepted.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from typing import Any
+
+from bench.core.errors import BenchError
+
+_SCALARS = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            list: "a list", tuple: "a list", dict: "a table"}
+
+
+def signature_params(cls: Any) -> tuple[dict[str, Any], bool]:
+    """(name -> annotation, open) for ``cls``'s constructor; ``open`` when any name is accepted."""
+    params: dict[str, Any] = {}
+    targets = [c for c in getattr(cls, "__mro__", (cls,)) if "__init__" in vars(c)] if isinstance(cls, type) else [cls]
+    for target in targets:
+        fn = target.__init__ if isinstance(target, type) else target
+        if fn is object.__init__:
+            return params, False
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return params, True
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # a name imported only under TYPE_CHECKING: the names still count, untyped
+            hints = {}
+        forwards = False
+        for name, p in sig.parameters.items():
+            if name == "self" or p.kind is p.VAR_POSITIONAL:
+                continue
+            if p.kind is p.VAR_KEYWORD:
+                forwards = True
+                continue
+            params.setdefault(name, hints.get(name, Any))
+        if not forwards:
+            return params, False
+    return params, True
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    base = origin or annotation
+    if base is typing.Literal:
+        return value in typing.get_args(annotation)
+    if base not in _SCALARS:
+        return True
+    if isinstance(value, bool):
+        return base is bool
+    if base is float:
+        return isinstance(value, (int, float))
+    if base in (list, tuple):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, base)
+
+
+def _expected(annotation: Any) -> str:
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    names = [_SCALARS.get(typing.get_origin(a) or a, getattr(a, "__name__", str(a))) for a in args
+             if a is not type(None)]
+    return " or ".join(dict.fromkeys(names))
+
+
+def check_params(factory: Any, given: dict[str, Any], what: str, ignore: tuple[str, ...] = ()) -> None:
+    """Raise a one-line BenchError for an unknown or wrongly typed parameter of ``factory``."""
+    import difflib
+
+    params, open_ = signature_params(factory)
+    for key, value in given.items():
+        if key in ignore:
+            continue
+        if key not in params:
+            if open_:
+                continue
+            close = difflib.get_close_matches(key, list(params), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            valid = ", ".join(sorted(k for k in params if k not in ignore)) or "none"
+            raise BenchError(f"{what}: unknown parameter {key!r}.{hint} Valid: {valid}")
+        if not _accepts(params[key], value):
+            raise BenchError(f"{what}: parameter {key} = {value!r} should be {_expected(params[key])}")
+
+
+def check_attack(name: str, params: dict[str, Any], where: str) -> None:
+    import attacks
+
+    cls = attacks.ATTACKS.get(name)
+    own, _ = signature_params(cls)
+    inner = params.get("attack", "pgd") if "attack" in own else None  # bpda / eot wrap pgd by default
+    if isinstance(inner, str) and inner in attacks.ATTACKS:  # a wrapper (bpda, eot): the rest goes inside
+        inner_params, _ = signature_params(attacks.ATTACKS.get(inner))
+        mine = {k: v for k, v in params.items() if k in own and k not in inner_params}
+        check_params(cls, mine, f"{where}: attack {name!r}")
+        rest = {k: v for k, v in params.items() if k not in mine and k != "attack"}
+        check_params(attacks.ATTACKS.get(inner), rest, f"{where}: attack {name!r} (inner {inner!r})")
+        return
+    check_params(cls, params, f"{where}: attack {name!r}")
+
+
+def check_spec(spec: Any) -> None:
+    """Every registered method's hyperparameters in ``spec`` (unregistered names are skipped cells)."""
+    import attacks
+    import defenses
+    from bench.core.zoo import is_zoo_name
+    from bench.spec import sources
+
+    where = spec.path or spec.name
+    for table, kind in ((spec.train, "train"), (spec.runtime, "runtime")):
+        for name, params in table.items():
+            if (kind == "train" and (is_zoo_name(name) or sources.is_provided(params))) \
+                    or name not in defenses.DEFENSES:
+                continue
+            check_params(defenses.DEFENSES.get(name), params, f"{where}: [{kind}.{name}]")
+    for a in spec.attacks:
+        if a.name in attacks.ATTACKS:
+            check_attack(a.name, dict(a.params), where)

@@ -1,0 +1,1 @@
+"""Keeping results: the JSONL result store, MLflow tracking and its outbox."""
