@@ -1,26 +1,28 @@
-"""Attacks: ``attacks.create(name, **params)`` returns a callable ``attack(model, x, y) -> x_adv``.
+"""Attacks: ``attacks.create(name, **params)`` returns an attack; ``attack(model, x, y) -> x_adv``.
 
-Importing this package imports every module in it, so each ``@register`` runs.
+Importing this package imports every module in it, so each ``@register`` runs. The registry and the
+attack contract live in bench.core (bench.core.methods, bench.core.contracts), below both method
+packages; this package re-exports them.
 """
 
 from __future__ import annotations
 
 import sys
 
-from attacks.base import Attack, project_l2, project_linf
-from attacks.registry import ATTACKS, create, list_names, register
+from bench.core.contracts import Attack, AttackResult, StreamOutcome, project_l2, project_linf
 from bench.core.entrypoints import GROUPS, import_all, load_entry_points
+from bench.core.methods import ATTACKS, create_attack
+from bench.core.methods import register_attack as register
+
+create = create_attack
 
 
-def _contract(name: str, obj: object) -> str | None:
-    """An attack is an ``Attack`` subclass (configure once, call on (model, x, y))."""
-    if not (isinstance(obj, type) and issubclass(obj, Attack)):
-        return "must be a subclass of attacks.Attack (configure once, call on (model, x, y))"
-    return None
+def list_names() -> list[str]:
+    return ATTACKS.list_names()
 
 
-ATTACKS.contract = _contract
 import_all(sys.modules[__name__])
 load_entry_points(GROUPS["attacks"], ATTACKS)
 
-__all__ = ["ATTACKS", "Attack", "create", "list_names", "project_l2", "project_linf", "register"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "StreamOutcome", "create", "list_names", "project_l2", "project_linf",
+           "register"]

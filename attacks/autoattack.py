@@ -11,10 +11,10 @@ import logging
 import torch
 from torch import nn
 
-from attacks.base import Attack, Model
-from attacks.registry import register
 from bench.core.compat import import_autoattack
+from bench.core.contracts import Attack, Model
 from bench.core.errors import BenchError
+from bench.core.methods import register_attack as register
 
 VERSIONS = ("standard", "rand", "plus")
 

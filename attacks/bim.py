@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from attacks.pgd import PGD
-from attacks.registry import register
+from bench.core.methods import register_attack as register
 
 
 @register("bim")

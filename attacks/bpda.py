@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from attacks.base import Attack, Model
-from attacks.registry import ATTACKS, register
 from bench.core.approx import BPDAModel, Transform, bpda
+from bench.core.contracts import Attack, AttackResult, Model, Purifier
 from bench.core.errors import BenchError
-from defenses.purify import Purifier
+from bench.core.methods import ATTACKS
+from bench.core.methods import register_attack as register
 
 __all__ = ["BPDAAttack", "BPDAModel", "Transform", "WrapperAttack", "bpda", "wrapped_attack"]
 
@@ -37,16 +37,14 @@ class WrapperAttack(Attack):
         self.minimal_norm = self.inner.minimal_norm
         self.seed, self.targeted, self.batch_size = self.inner.seed, self.inner.targeted, self.inner.batch_size
         self.steps, self.step_size, self.random_start = self.inner.steps, self.inner.step_size, self.inner.random_start
-        self.last_target = None
         self.defense = None
 
     def pipeline(self, model: Model) -> Model:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None):
-        out = self.inner(self.pipeline(model), x, y, target)
-        self.last_target = self.inner.last_target
-        return out
+    def run(self, model: Model, x: torch.Tensor, y: torch.Tensor,
+            target: torch.Tensor | None = None) -> AttackResult:
+        return self.inner.run(self.pipeline(model), x, y, target)
 
     def _transform(self) -> Transform:
         if self.defense is None or not hasattr(self.defense, "transform"):  # duck-typed use from Python works

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, Model
-from attacks.registry import register
+from bench.core.contracts import Attack, Model
+from bench.core.methods import register_attack as register
 
 
 @register("cw-l2")

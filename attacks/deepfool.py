@@ -1,16 +1,16 @@
 """DeepFool, L2 (Moosavi-Dezfooli, Fawzi, Frossard, CVPR 2016): the minimal perturbation that flips f.
 
 Batched over examples; each iteration takes one backward pass per candidate class. Examples the
-model already misclassifies are returned unchanged (norm 0). ``last_norms`` holds the L2 norm of
-each returned perturbation (Deep Defense's rho_2 = mean ||r|| / ||x||).
+model already misclassifies are returned unchanged (norm 0). The harness records each returned
+perturbation's L2 norm (Deep Defense's rho_2 = mean ||r|| / ||x||).
 """
 
 from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, Model
-from attacks.registry import register
+from bench.core.contracts import Attack, Model
+from bench.core.methods import register_attack as register
 
 
 @register("deepfool")
@@ -28,12 +28,6 @@ class DeepFool(Attack):
         kw.pop("norm", None)
         super().__init__(steps=steps, norm="L2", **kw)
         self.overshoot, self.candidates = float(overshoot), int(candidates)
-        self.last_norms: torch.Tensor | None = None
-
-    def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None):
-        x_adv = super().__call__(model, x, y, target)
-        self.last_norms = (x_adv - x).flatten(1).norm(dim=1).cpu()
-        return x_adv
 
     def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 gen: torch.Generator) -> torch.Tensor:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from attacks.base import Model
 from attacks.bpda import WrapperAttack
-from attacks.registry import register
 from bench.core.approx import EOT, BPDAModel
+from bench.core.contracts import Model, Purifier
 from bench.core.errors import BenchError
-from defenses.purify import Purifier
+from bench.core.methods import register_attack as register
 
 __all__ = ["EOT", "EOTAttack"]
 
@@ -31,6 +30,9 @@ class EOTAttack(WrapperAttack):
         if n is not None and int(n) < 1:
             raise BenchError(f"EOT needs at least one draw, got n={n}")
         self.n = None if n is None else int(n)
+
+    def eot_draws(self, defense: Any) -> int:
+        return self.draws(defense)
 
     def draws(self, defense: Any = None) -> int:
         """EOT draws per gradient against ``defense`` (default: the bound one): ``n`` when given,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, Model, project_linf
-from attacks.registry import register
+from bench.core.contracts import Attack, Model, project_linf
+from bench.core.methods import register_attack as register
 
 
 @register("fgsm")

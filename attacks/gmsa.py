@@ -20,11 +20,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from attacks.base import Model
 from attacks.pgd_skip import StreamAttack, frozen_copy, state_copy
-from attacks.registry import register
+from bench.core.contracts import Model, StatefulDefense
 from bench.core.errors import BenchError
-from defenses.base import StatefulDefense
+from bench.core.methods import register_attack as register
 
 
 def stream_with_weights(defense: StatefulDefense, x: torch.Tensor, order: torch.Tensor,
@@ -45,7 +44,7 @@ def stream_with_weights(defense: StatefulDefense, x: torch.Tensor, order: torch.
             weights[i] = state_copy(model)
 
     with defense.add_prediction_observer(observe):
-        logits = defense.predict(x[order])
+        logits = defense.logits(x[order])
     missing = [i for i in order.tolist() if record[i] and i not in weights]
     if missing:
         raise BenchError(f"{type(defense).__name__}.predict did not call notify_prediction() for every stream "
@@ -89,8 +88,7 @@ class _RoundsAttack(StreamAttack):
             if acc < best_acc:  # strict: the earliest round wins ties
                 best, best_acc = x_adv, acc
                 # this round's stream (reset state, the runner's order) is the one the runner scores
-                best_stream = (pred, list(getattr(defense, "last_delays", []) or []),
-                               list(getattr(defense, "last_stats", []) or []))
+                best_stream = (pred, list(defense.last_delays), list(defense.last_stats))
             if r == self.rounds:
                 break
             history.append(weights)

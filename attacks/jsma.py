@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, Model, random_wrong_class
-from attacks.registry import register
+from bench.core.contracts import Attack, Model, random_wrong_class
+from bench.core.methods import register_attack as register
 
 
 @register("jsma")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, Model, project_linf, uniform_like
-from attacks.registry import register
+from bench.core.contracts import Attack, Model, project_linf, uniform_like
+from bench.core.methods import register_attack as register
 
 
 @register("pgd")

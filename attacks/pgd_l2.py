@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, Model, project_l2
-from attacks.registry import register
+from bench.core.contracts import Attack, Model, project_l2
+from bench.core.methods import register_attack as register
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,9 @@ database rows for the current features (M capped at the database size). Torch di
 w = softmax(-d / (``temperature`` x median_k d_k)) (the median makes the temperature independent of
 the feature scale), and the soft neighbourhood prediction is sum_k w_k p_k, p_k the fixed model's
 softmax on row k (``defense.row_probs()``). Whether the attack succeeded is judged with the defense's
-own ``score_rows`` on the exact top-K rows (the method its ``predict`` uses; see
-defenses.neighbors). The gradient reaches x only through ``defense.model.features``.
+own ``score_rows`` on the exact top-K rows (the method its ``predict`` uses). The defense is seen only
+through the declared ``NeighbourScorer`` interface (bench.core.contracts); the gradient reaches x only
+through ``defense.embed``.
 
 ``objective="guide"`` (pgd-nn; Sitawarin & Wagner, "On the robustness of deep k-nearest neighbors",
 2019) instead pulls the features toward the mean feature of the K nearest database rows of a guide
@@ -37,11 +38,18 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from attacks.base import Attack, Model, project_linf, uniform_like
 from attacks.pgd import PGD
-from attacks.registry import register
+from bench.core.contracts import (
+    Attack,
+    AttackResult,
+    Model,
+    NeighbourScorer,
+    StatefulDefense,
+    project_linf,
+    uniform_like,
+)
 from bench.core.errors import BenchError
-from defenses.base import StatefulDefense
+from bench.core.methods import register_attack as register
 
 #: Elements of the (batch, candidates, feature dim) gather one chunk may hold (about 256 MB float32).
 GATHER_BUDGET = 1 << 26
@@ -64,7 +72,8 @@ class NeighbourPGD(Attack):
     """Linf PGD through a soft (temperature-softmax) version of the defense's K-NN search."""
 
     needs_defense = True
-    applies_to: ClassVar[tuple[str, ...]] = ("deepnn", "webnn", "rmc", "rmc-plus")
+    # the paper's four; a plugin K-NN defense (a NeighbourScorer) is attacked from Python via bind()
+    applies_to: ClassVar[tuple[str | type, ...]] = ("deepnn", "webnn", "rmc", "rmc-plus")
     dataset_defaults = dict(PGD.dataset_defaults)
 
     def __init__(self, eps: float = 0.3, steps: int = 10, step_size: float | None = None,
@@ -81,20 +90,17 @@ class NeighbourPGD(Attack):
             self.step_size = 2.5 * self.eps / self.steps
         self._db: _Database | None = None
 
-    def bind(self, defense: Any) -> NeighbourPGD:
-        self.defense = defense
-        return self
-
     # -- public --------------------------------------------------------------------------------
-    def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor,
-                 target: torch.Tensor | None = None) -> torch.Tensor:
+    def run(self, model: Model, x: torch.Tensor, y: torch.Tensor,
+            target: torch.Tensor | None = None) -> AttackResult:
         d = self.defense
-        if d is None or not all(hasattr(d, a) for a in ("index", "database", "model", "k")):
-            raise BenchError(f"{self.registry_name} needs a bound nearest-neighbour runtime defense "
-                             f"({', '.join(self.applies_to)}): use threat = \"adaptive\" with one of them")
-        if x.dim() == 4 and tuple(x.shape[1:]) != tuple(d.database.x.shape[1:]):
+        if not isinstance(d, NeighbourScorer):
+            raise BenchError(f"{self.registry_name} needs a bound nearest-neighbour runtime defense (a "
+                             "defenses.NeighbourScorer: deepnn, webnn, rmc, rmc-plus): use threat = \"adaptive\" "
+                             "with one of them")
+        if x.dim() == 4 and tuple(x.shape[1:]) != tuple(d.row_image_shape()):
             raise BenchError(f"{self.registry_name}: images of shape {tuple(x.shape[1:])} do not match the "
-                             f"defense's database {tuple(d.database.x.shape[1:])}")
+                             f"defense's database {tuple(d.row_image_shape())}")
         # A stateful defense (RMC+ rewrites D') is attacked as its stream starts: from its initial
         # state, which the runner's fresh stream also starts from; its own state is put back after.
         state = d.snapshot() if isinstance(d, StatefulDefense) else None
@@ -102,7 +108,7 @@ class NeighbourPGD(Attack):
             if state is not None:
                 d.reset()
             self._db = self._database(x.device)
-            return super().__call__(model, x, y, target)
+            return super().run(model, x, y, target)
         finally:
             self._db = None
             if state is not None:
@@ -121,7 +127,7 @@ class NeighbourPGD(Attack):
     def _database(self, device: torch.device) -> _Database:
         d = self.defense
         probs, labels = d.row_probs(), d.row_labels()  # the rows the defense's index searches
-        feats = d.index.vectors().to(device)
+        feats = d.row_features().to(device)
         if len(feats) != len(probs):
             raise BenchError(f"{self.registry_name}: the defense's index ({len(feats)} rows) and database "
                              f"({len(probs)} rows) disagree")
@@ -134,7 +140,7 @@ class NeighbourPGD(Attack):
         """(features, soft neighbourhood prediction, exact top-K rows) of x_adv."""
         db = self._db
         f = self.defense.embed(x_adv).flatten(1).float()
-        idx = self.defense.index.search(f.detach(), db.m)[1].to(f.device)
+        idx = self.defense.search_rows(f.detach(), db.m).to(f.device)
         cand = db.features[idx]  # (B, M, d), no gradient
         d2 = (f * f).sum(1, keepdim=True) + db.sqnorm[idx] - 2 * torch.bmm(cand, f[:, :, None]).squeeze(2)
         dist = d2.clamp_min(1e-12).sqrt()

@@ -13,13 +13,13 @@ attacker knows, feed the point the defender will really see (x_adv at attack poi
 ones, ``attack_rate``) through ``defense.predict`` to advance the simulated state, and finally
 restore the snapshot. RMC is deterministic given its seeded generator, so the runner's later
 evaluation replays exactly the simulated stream: at each attack point the defender holds the
-weights PGD-Skip attacked. ``last_attacked`` marks the attack points (the runner reports robust
-accuracy over those).
+weights PGD-Skip attacked. The result's ``attacked`` marks the attack points (the runner reports
+robust accuracy over those).
 
 One pass: where the simulated stream IS the scored stream (PGD-Skip and PGD-Skip-Delayed feed each
 final x_adv to the defender, from its reset state, in the runner's order; FPA / GMSA evaluate the
 stream of the round they return), the attack keeps the defender's predictions and per-point delays
-(``online_result``), and the runner scores those instead of replaying the stream.
+(the result's ``stream``, a StreamOutcome), and the runner scores those instead of replaying the stream.
 PGD-Skip-Partial swaps the attacker's copy in and out of the defense, so it keeps the replay.
 """
 
@@ -33,12 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.base import Attack, Model
 from attacks.pgd import PGD
-from attacks.registry import register
+from bench.core.contracts import Attack, AttackResult, Model, StatefulDefense, StreamOutcome
 from bench.core.errors import BenchError
+from bench.core.methods import register_attack as register
 from bench.core.stream import attack_mask, stream_order
-from defenses.base import StatefulDefense
 
 
 class StreamPGD(PGD):
@@ -82,11 +81,6 @@ def frozen_copy(net: nn.Module) -> nn.Module:
     return out
 
 
-def reveal_labels(defense: Any, y: torch.Tensor) -> None:
-    """Hand the true labels of the next points to a defense that learns from them in hindsight
-    (``hindsight-adv``: RMC Table 7's labelled U); a no-op for every other defense."""
-    if hasattr(defense, "reveal"):
-        defense.reveal(y)
 
 
 def state_copy(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -119,25 +113,18 @@ class StreamAttack(Attack):
         self.pgd = StreamPGD(stop_early=stop_early, eps=self.eps, steps=self.steps, step_size=step_size,
                              random_start=self.random_start, seed=self.seed)
         self.step_size = self.pgd.step_size
-        self.last_attacked: torch.Tensor | None = None
-        self._stream_result: tuple[int, torch.Tensor, list[float]] | None = None
+        self._stream: StreamOutcome | None = None
 
-    def online_result(self, n: int, seed: int) -> tuple[torch.Tensor, list[float]] | None:
-        """The defender's predicted labels (index order) and per-point delays on the returned x_adv, as
-        the runner's evaluation stream (``stream_order(n, seed)`` from the reset state) would produce
-        them, when the last call already ran that stream; None otherwise."""
-        res = self._stream_result
-        if res is None or res[0] != int(seed) or len(res[1]) != int(n):
-            return None
-        return res[1].clone(), list(res[2])
+    def bind(self, defense: Any, *, stream_seed: int | None = None) -> StreamAttack:
+        super().bind(defense)
+        if stream_seed is not None:  # the runner's stream order, which the simulation replays
+            self.stream_seed = int(stream_seed)
+        return self
 
     def _keep_stream(self, pred: torch.Tensor, delays: list[float], stats: list[dict[str, Any]] | None = None) -> None:
-        self._stream_result = (self._order_seed, pred, delays)
-        #: the defender's per-point statistics (RMC: adaptation epochs) on that stream, stream order
-        self.last_stream_stats = list(stats or [])
-
-    def config(self) -> dict[str, Any]:
-        return {k: v for k, v in super().config().items() if k != "last_attacked"}
+        """The simulated stream is the scored one: keep the defender's predictions (index order), its
+        per-point delays and statistics (stream order) for the result."""
+        self._stream = StreamOutcome(self._order_seed, pred, list(delays), list(stats or []))
 
     def _defense(self) -> StatefulDefense:
         d = self.defense
@@ -147,8 +134,8 @@ class StreamAttack(Attack):
                              "rmc, rmc-plus): use threat = \"adaptive\" with one, or call attack.bind(defense)")
         return d
 
-    def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor,
-                 target: torch.Tensor | None = None) -> torch.Tensor:
+    def run(self, model: Model, x: torch.Tensor, y: torch.Tensor,
+            target: torch.Tensor | None = None) -> AttackResult:
         """Simulate the defender's stream on (x, y); the defense's state is unchanged afterwards."""
         if x.dim() != 4:
             raise BenchError(f"attacks take NCHW image batches, got shape {tuple(x.shape)}")
@@ -156,7 +143,7 @@ class StreamAttack(Attack):
             raise BenchError(f"{type(self).__name__} is untargeted")
         defense = self._defense()
         n = len(x)
-        self._stream_result = None
+        self._stream = None
         self._order_seed = self.seed if self.stream_seed is None else self.stream_seed
         order = stream_order(n, self._order_seed)
         attacked = attack_mask(n, self.attack_rate, self.seed)
@@ -168,9 +155,7 @@ class StreamAttack(Attack):
             x_adv = self.run_stream(model, defense, x, y, order, attacked, gen)
         finally:
             defense.restore(saved)
-        self.last_attacked = attacked
-        self.last_target = None
-        return x_adv.detach()
+        return AttackResult(x_adv.detach(), attacked=attacked, stream=self._stream)
 
     def craft(self, net: Model, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """PGD (ours) against ``net``; every iterate is projected onto the eps ball and [0, 1]."""
@@ -218,10 +203,10 @@ class PGDSkipDelayed(StreamAttack):
                 x_adv[i : i + 1] = self.craft(net, x[i : i + 1], y[i : i + 1], gen)
             # The defender sees the final x_adv[i] here, after every earlier point and before any
             # later one: exactly the runner's evaluation stream, so its prediction is kept.
-            reveal_labels(defense, y[i : i + 1])
-            pred[i] = defense.predict(x_adv[i : i + 1]).argmax(1).cpu()[0]
-            delays.extend(getattr(defense, "last_delays", []) or [])
-            stats.extend(getattr(defense, "last_stats", []) or [])
+            defense.reveal(y[i : i + 1])
+            pred[i] = defense.logits(x_adv[i : i + 1]).argmax(1).cpu()[0]
+            delays.extend(defense.last_delays)
+            stats.extend(defense.last_stats)
         self._keep_stream(pred, delays, stats)
         return x_adv
 
@@ -279,8 +264,8 @@ class PGDSkipPartial(StreamAttack):
             if attacked[i]:
                 net.load_state_dict(mine_weights)
                 x_adv[i : i + 1] = self.craft(net, x[i : i + 1], y[i : i + 1], gen)
-            reveal_labels(defense, y[i : i + 1])
-            defense.predict(x_adv[i : i + 1])
+            defense.reveal(y[i : i + 1])
+            defense.logits(x_adv[i : i + 1])
             if known_pos[j]:
                 pending.append(i)
             if len(pending) >= chunk:
@@ -288,8 +273,8 @@ class PGDSkipPartial(StreamAttack):
                     pending = [pending[k] for k in torch.randperm(len(pending), generator=kgen).tolist()]
                 theirs = defense.snapshot()
                 defense.restore(mine)
-                reveal_labels(defense, y[pending])
-                defense.predict(x_adv[pending])
+                defense.reveal(y[pending])
+                defense.logits(x_adv[pending])
                 mine, mine_weights = defense.snapshot(), state_copy(defense.adapted_model)
                 defense.restore(theirs)
                 pending = []

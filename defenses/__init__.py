@@ -1,41 +1,23 @@
 """Defenses: ``defenses.create(name, **hp)``; ``list_names(kind=None)`` with kind 'train' / 'runtime'.
 
-Importing this package imports every module in it, so each ``@register`` runs.
+Importing this package imports every module in it, so each ``@register`` runs. The registry and the
+defense contracts live in bench.core (bench.core.methods, bench.core.contracts), below both method
+packages; this package re-exports them.
 """
 
 from __future__ import annotations
 
 import sys
 
+from bench.core.contracts import NeighbourScorer, Purifier, RuntimeDefense, StatefulDefense, TrainDefense
 from bench.core.entrypoints import GROUPS, import_all, load_entry_points
-from defenses.base import RuntimeDefense, StatefulDefense, TrainDefense
-from defenses.purify import Purifier
-from defenses.registry import DEFENSES, applies, create, describe, kind_of, list_names, register
+from bench.core.methods import DEFENSES, applies, create_defense, defense_kind, defense_names, describe
+from bench.core.methods import register_defense as register
 
+create, list_names, kind_of = create_defense, defense_names, defense_kind
 
-def _contract(name: str, obj: object) -> str | None:
-    """A defense is a TrainDefense (``train``) or a RuntimeDefense (``prepare`` / ``predict``); a
-    stateful one is a StatefulDefense with every method of that contract."""
-    if isinstance(obj, type) and issubclass(obj, TrainDefense):
-        return None if obj.train is not TrainDefense.train else "must implement train(model, train_set, ...)"
-    if not (isinstance(obj, type) and issubclass(obj, RuntimeDefense)):
-        return "must be a subclass of defenses.TrainDefense or defenses.RuntimeDefense"
-    if obj.predict is RuntimeDefense.predict:
-        return "must implement predict(x) -> logits"
-    if issubclass(obj, StatefulDefense):
-        missing = sorted(getattr(obj, "__abstractmethods__", ()))
-        if missing:
-            return (f"is a defenses.StatefulDefense but does not implement {', '.join(missing)} "
-                    "(snapshot, restore, reset and adapted_model are all required)")
-    elif getattr(obj, "stateful", False) is True:
-        return ("sets stateful = True but is not a subclass of defenses.StatefulDefense "
-                "(snapshot, restore, reset, adapted_model)")
-    return None
-
-
-DEFENSES.contract = _contract
 import_all(sys.modules[__name__])
 load_entry_points(GROUPS["defenses"], DEFENSES)
 
-__all__ = ["DEFENSES", "Purifier", "RuntimeDefense", "StatefulDefense", "TrainDefense", "applies", "create", "describe",
-           "kind_of", "list_names", "register"]
+__all__ = ["DEFENSES", "NeighbourScorer", "Purifier", "RuntimeDefense", "StatefulDefense", "TrainDefense", "applies",
+           "create", "describe", "kind_of", "list_names", "register"]

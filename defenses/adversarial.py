@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import attacks
+from bench.core.contracts import EpochCallback, TrainDefense
 from bench.core.data import Dataset
-from defenses.base import EpochCallback, TrainDefense
-from defenses.registry import register
+from bench.core.methods import create_attack
+from bench.core.methods import register_defense as register
 from defenses.training import fit
 
 
@@ -36,7 +36,7 @@ class AdversarialTraining(TrainDefense):
         kw: dict[str, Any] = {"eps": self.eps, "seed": self.seed * 1_000_003 + self._calls}
         if self.attack_name == "pgd":
             kw.update(steps=self.steps, step_size=self.step_size, random_start=True)
-        return attacks.create(self.attack_name, **kw)
+        return create_attack(self.attack_name, **kw)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x_adv = self._attack()(model, x, y)

@@ -75,7 +75,7 @@ def build_database(model: nn.Module, train_set: Dataset, copies: int = 1, attack
                    attack_params: dict[str, Any] | None = None, seed: int = 0, cache_dir: str | Path | None = None,
                    batch_size: int = 256, layer: str | None = None) -> Database:
     """D' = D plus ``copies`` adversarial copies of D (see module docstring); cached on disk."""
-    import attacks
+    from bench.core.methods import create_attack
 
     names = list(attack_names or ["pgd"])
     params = dict(attack_params or {})
@@ -91,7 +91,7 @@ def build_database(model: nn.Module, train_set: Dataset, copies: int = 1, attack
     xs, ys, adv = [train_set.x], [train_set.y], [torch.zeros(len(train_set), dtype=torch.bool)]
     for c in range(copies):
         name = names[c % len(names)]
-        atk = attacks.create(name, **{**attack_params_for(name, params), "seed": seed * 1000 + c,
+        atk = create_attack(name, **{**attack_params_for(name, params), "seed": seed * 1000 + c,
                                       "batch_size": batch_size})
         x_adv = atk(model, train_set.x.to(device), train_set.y.to(device)).cpu()
         xs.append(x_adv)

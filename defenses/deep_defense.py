@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.methods import register_defense as register
 from defenses.finetune import FineTune
-from defenses.registry import register
 
 
 def differentiable_deepfool(model: nn.Module, x: torch.Tensor, iterations: int = 5, overshoot: float = 0.02,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from bench.core.errors import BenchError
+from bench.core.methods import register_defense as register
 from defenses.neighbors import NeighbourDefense
-from defenses.registry import register
 
 
 @register("deepnn")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.methods import register_defense as register
 from bench.core.models import CifarResNet, LeNet5, SmallCNN
 from defenses.adversarial import AdvPGD
-from defenses.registry import register
 
 
 class DenoiseBlock(nn.Module):

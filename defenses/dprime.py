@@ -78,7 +78,7 @@ def run_task(task: Task, folder: str, model: nn.Module, train_set: Dataset, atta
              batch_size: int = 256) -> tuple[str, dict[str, Any]]:
     """Compute and write one shard (images for an adversarial copy, features for every shard); returns
     (key, manifest entry). Self-contained, so a Ray worker can run it; the driver records the entry."""
-    import attacks
+    from bench.core.methods import create_attack
 
     folder_p = Path(folder)
     ids = np.arange(task.start, task.stop)
@@ -90,7 +90,7 @@ def run_task(task: Task, folder: str, model: nn.Module, train_set: Dataset, atta
         name = attack_names[task.copy % len(attack_names)]
         seed_c = seed * 1000 + task.copy + 1_000_000 * task.shard
         own = attack_params_for(name, attack_params)
-        atk = attacks.create(name, **{**own, "seed": seed_c, "batch_size": batch_size})
+        atk = create_attack(name, **{**own, "seed": seed_c, "batch_size": batch_size})
         device = next(model.parameters()).device
         x8 = (atk(model, raw.to(device), y.to(device)).cpu() * 255).round().clamp(0, 255).to(torch.uint8)
         entry["images"] = f"{task.key}-images.npy"

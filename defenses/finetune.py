@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from bench.core.contracts import EpochCallback, TrainDefense
 from bench.core.data import Dataset
-from defenses.base import EpochCallback, TrainDefense
 from defenses.training import fit
 
 

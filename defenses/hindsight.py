@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.contracts import StatefulDefense
 from bench.core.data import Dataset
 from bench.core.errors import BenchError
-from defenses.base import StatefulDefense
-from defenses.registry import register
+from bench.core.methods import register_defense as register
 
 
 @register("hindsight-adv")
@@ -58,7 +58,7 @@ class HindsightAdv(StatefulDefense):
         self._labels: list[int] = []
 
     def prepare(self, model: nn.Module, train_set: Dataset | None = None) -> HindsightAdv:
-        import attacks
+        from bench.core.methods import create_attack
 
         super().prepare(model, train_set)
         self._budget = self.budget if self.budget is not None else self.copies * (len(train_set) if train_set else 0)
@@ -67,7 +67,7 @@ class HindsightAdv(StatefulDefense):
             p.requires_grad_(True)
         self.optimizer = torch.optim.Adam(self.adapted.parameters(), lr=self.lr, foreach=True)
         self.generator = torch.Generator().manual_seed(self.seed)
-        self._pgd = attacks.create("pgd", eps=self.eps, steps=self.attack_steps, step_size=self.step_size,
+        self._pgd = create_attack("pgd", eps=self.eps, steps=self.attack_steps, step_size=self.step_size,
                                    random_start=True, seed=self.seed)
         self._u_x: list[torch.Tensor] = []
         self._u_y: list[int] = []

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bench.core.errors import BenchError
-from defenses.knn_index import KnnIndex, _faiss
+from defenses.knn_index import KnnIndex, faiss_module
 
 INDEX_KINDS = ("flat", "ivfpq")
 #: nprobe and refine: recall@1,024 0.975 at N = 1,000,000, nlist 1,024 (0.988 at 100,000, nlist 256) on
@@ -76,7 +76,7 @@ class IvfPqIndex(KnnIndex):
                  m: int | None = None, nprobe: int | None = None, refine: int | None = None,
                  vectors: Any = None, train_size: int = 100_000, seed: int = 0, add_chunk: int = 65_536,
                  train_iters: int = 10) -> None:
-        faiss = _faiss()
+        faiss = faiss_module()
         if vectors is None:
             vectors = np.ascontiguousarray(features.detach().cpu().numpy().astype(np.float32))
         self._xb = vectors

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.contracts import EpochCallback, TrainDefense
 from bench.core.data import Dataset
-from defenses.base import EpochCallback, TrainDefense
-from defenses.registry import register
+from bench.core.methods import register_defense as register
 from defenses.regularizers import jacobian_frobenius_sq
 from defenses.training import fit
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 
-def _faiss():
+def faiss_module():
     import faiss
 
     return faiss
@@ -20,7 +20,7 @@ class KnnIndex:
     """``search(queries, k) -> (squared distances, indices)``, nearest first, as torch tensors."""
 
     def __init__(self, features: torch.Tensor, use_gpu: bool | None = None) -> None:
-        faiss = _faiss()
+        faiss = faiss_module()
         self._xb = np.ascontiguousarray(features.detach().cpu().numpy().astype(np.float32))
         self.dim = self._xb.shape[1]
         cpu_index = faiss.IndexFlatL2(self.dim)

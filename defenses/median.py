@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bench.core.contracts import EOT_SAMPLES, Purifier
 from bench.core.errors import BenchError
-from defenses.purify import EOT_SAMPLES, Purifier
-from defenses.registry import register
+from bench.core.methods import register_defense as register
 
 
 def median_filter(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -7,17 +7,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.core.contracts import NeighbourScorer, RuntimeDefense
 from bench.core.data import Dataset
 from bench.core.errors import BenchError
 from bench.core.models import layer_features
-from defenses.base import RuntimeDefense
 from defenses.database import Database, build_database, compute_features
 from defenses.index import build_index, check_params
 from defenses.knn_index import KnnIndex
 
 
-class NeighbourDefense(RuntimeDefense):
-    """Searches the fixed model's deep features (``model.features``) of a database (D or D')."""
+class NeighbourDefense(RuntimeDefense, NeighbourScorer):
+    """Searches the fixed model's deep features (``model.features``) of a database (D or D'); implements
+    the declared scoring interface (``NeighbourScorer``) that pgd-nn attacks through."""
 
     #: True: the database is D' (D plus adversarial copies); False: the clean training set D.
     uses_adversarial_database = True
@@ -91,7 +92,18 @@ class NeighbourDefense(RuntimeDefense):
         """The searched features of x: ``model.features`` at the ``features`` layer."""
         return layer_features(model or self.model, x, self.features)
 
-    # -- the declared scoring contract (predict and pgd-nn share it) ----------------------------
+    # -- the declared scoring contract (bench.core.contracts.NeighbourScorer; predict and pgd-nn share it)
+    def row_features(self) -> torch.Tensor:
+        """The stored features of every row the index searches."""
+        return self.index.vectors()
+
+    def search_rows(self, features: torch.Tensor, m: int) -> torch.Tensor:
+        """Indices of the m nearest index rows to each of ``features``, nearest first."""
+        return self.index.search(features, m)[1]
+
+    def row_image_shape(self) -> tuple[int, ...]:
+        return tuple(self.database.x.shape[1:])
+
     def row_probs(self) -> torch.Tensor:
         """The fixed model's softmax output on each row the index searches (row i = index row i),
         computed once per state of the database. A defense that rewrites its database (RMC+ writes

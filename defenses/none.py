@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from defenses.base import RuntimeDefense, batched_logits
-from defenses.registry import register
+from bench.core.contracts import RuntimeDefense, batched_logits
+from bench.core.methods import register_defense as register
 
 
 @register("none")

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.contracts import EpochCallback
 from bench.core.data import Dataset
-from defenses.base import EpochCallback
+from bench.core.methods import register_defense as register
 from defenses.finetune import FineTune
-from defenses.registry import register
 
 
 @torch.no_grad()

@@ -21,9 +21,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from bench.core.contracts import Purifier
 from bench.core.errors import BenchError
-from defenses.purify import Purifier
-from defenses.registry import register
+from bench.core.methods import register_defense as register
 
 CHANNELS = {1: [16, 16, 16], 3: [32, 32, 32, 32]}  # hidden widths per input channel count (Table 3)
 

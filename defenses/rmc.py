@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.contracts import StatefulDefense
 from bench.core.data import Dataset
 from bench.core.errors import BenchError
-from defenses.base import StatefulDefense
+from bench.core.methods import register_defense as register
 from defenses.database import attack_params_for, compute_features
 from defenses.neighbors import NeighbourDefense
-from defenses.registry import register
 
 
 @register("rmc")
@@ -141,7 +141,9 @@ class RMC(NeighbourDefense, StatefulDefense):
                 torch._foreach_copy_([t for t, _ in best], [b for _, b in best])
         return done
 
-    def _split(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def split_neighbours(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, validation) rows of a neighbourhood ``idx``, nearest first: the nearest
+        ``val_fraction`` validate the adaptation's early stop."""
         n_val = max(1, int(round(len(idx) * self.val_fraction)))
         return idx[n_val:], idx[:n_val]  # nearest first: the nearest 20% validate
 
@@ -150,7 +152,7 @@ class RMC(NeighbourDefense, StatefulDefense):
         dev = self.device
         feats = self.embed(x_point.to(dev)).detach()
         idx = self.index.search(feats, self.k)[1][0]
-        train_idx, val_idx = self._split(idx)
+        train_idx, val_idx = self.split_neighbours(idx)
         db = self.database
         epochs = self.fit_early_stopped(db.x[train_idx].to(dev), db.y[train_idx].to(dev),
                                         db.x[val_idx].to(dev), db.y[val_idx].to(dev))
@@ -161,7 +163,7 @@ class RMC(NeighbourDefense, StatefulDefense):
         """Calibration on K examples sampled from D (the clean training set)."""
         dev = self.device
         idx = torch.randperm(len(self.train_set), generator=self.generator)[: self.k]
-        train_idx, val_idx = self._split(idx)
+        train_idx, val_idx = self.split_neighbours(idx)
         ts = self.train_set
         epochs = self.fit_early_stopped(ts.x[train_idx].to(dev), ts.y[train_idx].to(dev),
                                         ts.x[val_idx].to(dev), ts.y[val_idx].to(dev))
@@ -247,7 +249,7 @@ class RMCPlus(RMC):
             self.database_changed()
 
     def refresh_database(self, neighbours: torch.Tensor) -> None:
-        import attacks
+        from bench.core.methods import create_attack
 
         adv = neighbours[self.database.is_adv[neighbours]]
         n = int(round(len(adv) * self.delta))
@@ -258,7 +260,7 @@ class RMCPlus(RMC):
         clean_of = pick % len(self.train_set)  # copy c of example i sits at i + (c + 1) |D|
         name = self.db_attacks[0]
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
-        atk = attacks.create(name, **{**attack_params_for(name, self.db_params), "seed": seed})
+        atk = create_attack(name, **{**attack_params_for(name, self.db_params), "seed": seed})
         model = self.adapted
         for p in model.parameters():
             p.requires_grad_(False)

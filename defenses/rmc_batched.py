@@ -253,10 +253,11 @@ def can_batch(defense: Any) -> bool:
     a subclass with its own adapt / calibrate / predict (or one that learns from revealed labels)
     runs its streams one by one."""
     cls = type(defense)
-    if not isinstance(defense, RMC) or not hasattr(defense, "adapted") or hasattr(defense, "reveal"):
+    if not isinstance(defense, RMC) or not hasattr(defense, "adapted"):
         return False
+    # reveal: the contract's default ignores labels; a defense that learns from them overrides it
     if any(getattr(cls, m) is not getattr(RMC, m) for m in ("refresh_database", "adapt", "calibrate_step",
-                                                             "fit_early_stopped", "predict")):
+                                                             "fit_early_stopped", "predict", "reveal")):
         return False
     group = defense.optimizer.param_groups[0]
     return not (group["weight_decay"] or group["amsgrad"] or group["maximize"] or isinstance(group["lr"], torch.Tensor))
@@ -414,7 +415,7 @@ class BatchedRMC:
                 for b in range(self.B)]
 
     def _fit_on(self, source: Any, picks: list[torch.Tensor]) -> tuple[list[int], list[str]]:
-        split = [self.rmc._split(i) for i in picks]
+        split = [self.rmc.split_neighbours(i) for i in picks]
         dev = self.rmc.device
 
         def gather(t: torch.Tensor, which: int) -> torch.Tensor:

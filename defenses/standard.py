@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.core.contracts import EpochCallback, TrainDefense
 from bench.core.data import Dataset
-from defenses.base import EpochCallback, TrainDefense
-from defenses.registry import register
+from bench.core.methods import register_defense as register
 from defenses.training import fit
 
 

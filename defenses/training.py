@@ -11,8 +11,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.core.cache import atomic_torch_save, torch_load_or_none
+from bench.core.contracts import EpochCallback
 from bench.core.data import Dataset
-from defenses.base import EpochCallback
 
 #: loss_fn(model, x, y) -> (loss to minimise, logits on the clean batch for accuracy)
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

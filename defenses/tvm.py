@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.core.contracts import EOT_SAMPLES, Purifier
 from bench.core.errors import BenchError
-from defenses.purify import EOT_SAMPLES, Purifier
-from defenses.registry import register
+from bench.core.methods import register_defense as register
 
 METHODS = ("chambolle", "bregman")
 

@@ -33,9 +33,10 @@ def test_pgd_beats_fgsm_and_is_monotone_in_eps(digits_model, digits_test):
 def test_attacks_are_seeded_and_targeted_mode_hits_targets(digits_model, digits_test):
     x, y = digits_test.x[:100], digits_test.y[:100]
     a = attacks.create("pgd", eps=0.3, seed=3, targeted=True, steps=20)
-    x1, x2 = a(digits_model, x, y), a(digits_model, x, y)
+    r1, r2 = a.run(digits_model, x, y), a.run(digits_model, x, y)
+    x1, x2 = r1.x_adv, r2.x_adv
     assert torch.equal(x1, x2)
-    target = a.last_target
+    target = r1.target
     assert (target != y).all()
     with torch.no_grad():
         hit = (digits_model(x1).argmax(1) == target).float().mean()

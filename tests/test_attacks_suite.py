@@ -60,12 +60,13 @@ def test_ball_attacks_respect_contract_and_lower_accuracy(digits_model, digits_b
 def test_minimal_norm_attacks_flip_predictions(digits_model, digits_batch, name, kw):
     x, y = digits_batch
     atk = attacks.create(name, **kw)
-    x_adv = atk(digits_model, x, y)
+    result = atk.run(digits_model, x, y)
+    x_adv = result.x_adv
     audit(x, x_adv, atk.norm, None)  # [0, 1] only; the norm is reported, not bounded
     with torch.no_grad():
         pred = digits_model(x_adv).argmax(1)
     if name == "jsma":  # targeted: the seeded random wrong class is reached for most examples
-        assert (pred == atk.last_target.to(pred.device)).float().mean() > 0.7
+        assert (pred == result.target.to(pred.device)).float().mean() > 0.7
     else:
         assert (pred != y).float().mean() > 0.95
 
@@ -74,18 +75,19 @@ def test_targeted_mode_for_iterative_attacks(digits_model, digits_batch):
     x, y = digits_batch
     for name in ("pgd", "bim", "mim", "fgsm"):
         atk = attacks.create(name, eps=0.3, targeted=True, seed=1)
-        x_adv = atk(digits_model, x, y)
-        assert (atk.last_target != y).all()
+        result = atk.run(digits_model, x, y)
+        assert (result.target != y).all()
         with torch.no_grad():
-            hit = (digits_model(x_adv).argmax(1) == atk.last_target).float().mean()
+            hit = (digits_model(result.x_adv).argmax(1) == result.target).float().mean()
         assert hit > (0.2 if name == "fgsm" else 0.8), name
 
 
-def test_deepfool_reports_norms(digits_model, digits_batch):
+def test_call_is_run_x_adv(digits_model, digits_batch):
+    """``attack(model, x, y)`` is the x_adv of ``attack.run(model, x, y)`` (the AttackResult)."""
     x, y = digits_batch
     atk = attacks.create("deepfool")
-    x_adv = atk(digits_model, x, y)
-    assert torch.allclose(atk.last_norms, (x_adv - x).flatten(1).norm(dim=1), atol=1e-6)
+    result = atk.run(digits_model, x, y)
+    assert torch.equal(atk(digits_model, x, y), result.x_adv) and result.target is None
 
 
 @pytest.mark.slow

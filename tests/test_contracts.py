@@ -75,8 +75,9 @@ def old_stream_with_weights(defense, x, order, record):
 
 def _run(name, defense, model, x, y, **params):
     atk = attacks.create(name, eps=EPS, seed=SEED, steps=5, **params).bind(defense)
-    x_adv = atk(model, x, y)
-    return x_adv, atk.last_round_acc, atk.online_result(len(x), SEED)
+    result = atk.run(model, x, y)
+    stream = result.stream_for(len(x), SEED)
+    return result.x_adv, atk.last_round_acc, None if stream is None else (stream.pred, stream.delays)
 
 
 @pytest.mark.slow
@@ -229,11 +230,12 @@ def test_plugin_stateful_defense_works_with_pgd_skip(scratch_registries, digits_
     d.predict(x[:2])  # mid-stream
     before = d.snapshot()
     atk = attacks.create("pgd-skip", eps=EPS, seed=SEED).bind(d)
-    x_adv = atk(digits_model, x, y)
+    result = atk.run(digits_model, x, y)
+    x_adv = result.x_adv
     assert _same_state(before, d.snapshot())  # the attack put the defense's state back
     audit.audit(x, x_adv, "Linf", EPS)
     scored = _runner_predict(d, x_adv)
-    assert torch.equal(atk.online_result(len(x), SEED)[0], scored)  # the simulated stream is the scored one
+    assert torch.equal(result.stream_for(len(x), SEED).pred, scored)  # the simulated stream is the scored one
     # measured 0.97 clean -> 0.53 under pgd-skip (30 real digits; +-18 points at n = 30)
     assert (scored == y).float().mean() < (_runner_predict(d, x) == y).float().mean() - 0.3
 

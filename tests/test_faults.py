@@ -386,7 +386,11 @@ def test_ctrl_c_and_sigterm_exit_130_and_mark_the_parent_run_killed(tmp_path, si
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # A shell without job control starts background jobs with SIGINT ignored, and a child inherits that
     # (Python then installs no KeyboardInterrupt handler): restore the default, as a terminal's Ctrl-C meets it.
-    proc = subprocess.Popen(bench_cmd(tmp_path, "--tracking-uri", uri), cwd=tmp_path, env=bench_env(tmp_path),
+    cmd = bench_cmd(tmp_path, "--tracking-uri", uri)
+    # 200-step PGD cells (about a second each, not a tenth): a loaded CI box must not finish the
+    # remaining cells between the first record and the signal (seen: exit 0 under pytest -n 2)
+    write_grid(tmp_path).write_text(GRID.replace("steps = 10", "steps = 200"))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=bench_env(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_records(tmp_path, proc)

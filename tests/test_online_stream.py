@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from attacks.pgd_skip import StreamAttack
+from bench.core.contracts import AttackResult
 from bench.run.evaluation import Evaluator
 from bench.run.runner import Runner, RunOptions
 from bench.spec import grid
@@ -66,7 +66,7 @@ def _run(tmp_path, name: str, monkeypatch, two_pass: bool) -> tuple[dict[str, di
     with monkeypatch.context() as m:
         m.setattr(Evaluator, "predict", counting)
         if two_pass:
-            m.setattr(StreamAttack, "online_result", lambda self, n, seed: None)
+            m.setattr(AttackResult, "stream_for", lambda self, n, seed: None)
         opts = RunOptions(cache_dir=tmp_path / "cache", results_dir=tmp_path / name, tracking=False, progress=False)
         summary = Runner(grid.load(str(path)), opts).run()
     assert summary.failed == 0, summary.failures

@@ -195,8 +195,8 @@ def test_gmsa_min_leaves_state_and_respects_the_ball(rmc, digits_model, digits_t
 def test_attack_rate_leaves_other_points_exactly_clean(rmc, digits_model, digits_test):
     x, y = digits_test.x[:N_SMALL], digits_test.y[:N_SMALL]
     atk = _attack("pgd-skip", rmc, attack_rate=0.5)
-    x_adv = atk(digits_model, x, y)
-    mask = atk.last_attacked
+    result = atk.run(digits_model, x, y)
+    x_adv, mask = result.x_adv, result.attacked
     assert int(mask.sum()) == N_SMALL // 2
     assert torch.equal(x_adv[~mask], x[~mask])
     assert bool(((x_adv[mask] - x[mask]).flatten(1).abs().amax(1) > 0.5 * EPS).all())

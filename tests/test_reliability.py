@@ -12,13 +12,12 @@ from torch import nn
 
 import attacks
 import defenses
-from attacks.base import Attack
+from bench.core.contracts import Attack, RuntimeDefense
 from bench.core.errors import BenchError
 from bench.report.flags import cell_flags
 from bench.report.leaderboard import WORST, build_table, render
 from bench.run.diagnostics import zero_grad_fraction
 from bench.spec import grid
-from defenses.base import RuntimeDefense
 
 
 def rec(cid: str, attack: str, robust: float, per_example: str = "", eps: float | None = 0.1, threat: str = "base",

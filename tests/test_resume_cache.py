@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attacks.base import Attack
 from bench.core import cache
+from bench.core.contracts import Attack
 from bench.run.artifacts import ArtifactStore
 from bench.run.runner import Runner, RunOptions
 from bench.spec import grid

@@ -114,9 +114,10 @@ def test_pgd_skip_attacks_the_weights_that_classify_the_point(digits_model, digi
         order = stream_order(len(x), SEED)
         clean = _stream(d, x[order], y[order] if name == "hindsight-adv" else None).argmax(1)
         atk = attacks.create("pgd-skip", eps=0.3, seed=SEED, stream_seed=SEED).bind(d)
-        x_adv = atk(d.attack_model(), x, y)
+        result = atk.run(d.attack_model(), x, y)
+        x_adv = result.x_adv
         assert float((x_adv - x).abs().max()) <= 0.3 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
-        pred, _ = atk.online_result(len(x), SEED)
+        pred = result.stream_for(len(x), SEED).pred
         clean_acc = float((clean == y[order]).float().mean())
         adv_acc = float((pred == y).float().mean())
         assert adv_acc <= clean_acc - 0.4, (name, clean_acc, adv_acc)

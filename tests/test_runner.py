@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import attacks
-from attacks.base import Attack
+from bench.core.contracts import Attack
 from bench.core.errors import BenchError
 from bench.report.check import compare, write_baseline
 from bench.report.leaderboard import build_table, worst_case

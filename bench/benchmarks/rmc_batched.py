@@ -37,7 +37,7 @@ import torch
 
 import defenses
 from bench.benchmarks.common import write_figures
-from bench.benchmarks.rmc_floor import _model_and_sets
+from bench.benchmarks.rmc_floor import model_and_sets
 from bench.core.device import resolve
 from bench.run.runner import resolve_params
 from defenses.rmc_batched import BatchedRMC
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve(args.device)
     need = max(args.streams) * args.points
     points, args.points = args.points, need  # load enough test points for every stream
-    model, train, test = _model_and_sets(args, device)
+    model, train, test = model_and_sets(args, device)
     args.points = points
     if len(test.x) < need:
         raise SystemExit(f"{need} test points needed, {len(test.x)} available")

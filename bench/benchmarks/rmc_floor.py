@@ -38,7 +38,7 @@ from bench.run.runner import resolve_params
 OUT = Path("results/benchmarks/rmc_floor.json")
 
 
-def _model_and_sets(args: argparse.Namespace, device: torch.device) -> tuple[Any, data.Dataset, data.Dataset]:
+def model_and_sets(args: argparse.Namespace, device: torch.device) -> tuple[Any, data.Dataset, data.Dataset]:
     if args.dataset == "cifar10":
         full = data.load("cifar10", "test", args.data_dir)
         d = args.db_size
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve(args.device)
-    model, train, test = _model_and_sets(args, device)
+    model, train, test = model_and_sets(args, device)
     factory = defenses.DEFENSES.get("rmc")
     over = {"copies": args.copies, **({"k": args.k} if args.k else {}),
             **({"max_epochs": args.max_epochs} if args.max_epochs else {})}

@@ -4,7 +4,7 @@ RMC paper Section 5.2; FPA / GMSA, Chen et al. ICLR 2022) against replaying it, 
     python -m bench.benchmarks.stream_onepass [--limit 30] [--threads 1]
 
 Runs one small digits grid (RMC; pgd-skip, pgd-skip-delayed, fpa, gmsa-avg) twice on a warm cache
-(model and D' built first, untimed): one-pass (the default) and two-pass (``online_result``
+(model and D' built first, untimed): one-pass (the default) and two-pass (``AttackResult.stream_for``
 disabled). Writes per-cell seconds, the ratio and whether every record matched to
 results/benchmarks/stream_onepass.json.
 """
@@ -19,8 +19,8 @@ from unittest import mock
 
 import torch
 
-from attacks.pgd_skip import StreamAttack
 from bench.benchmarks.common import write_figures
+from bench.core.contracts import AttackResult
 from bench.run.runner import Runner, RunOptions
 from bench.spec import grid
 from bench.track.results import MEASUREMENT_FIELDS
@@ -60,7 +60,7 @@ def _run(spec: grid.GridSpec, cache: Path, out: Path, two_pass: bool) -> tuple[d
     opts = RunOptions(cache_dir=cache, results_dir=out, tracking=False, progress=False, log_samples=False)
     start = time.perf_counter()
     if two_pass:
-        with mock.patch.object(StreamAttack, "online_result", lambda self, n, seed: None):
+        with mock.patch.object(AttackResult, "stream_for", lambda self, n, seed: None):
             Runner(spec, opts).run()
     else:
         Runner(spec, opts).run()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.core.models import ARCHS, CIFAR_MEAN, Classifier, Normalize
+from bench.core.arch_base import ARCHS, CIFAR_MEAN, Classifier, Normalize
 
 
 @ARCHS.register("dd-mlp")

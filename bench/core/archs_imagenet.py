@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.arch_base import ARCHS, Classifier, Normalize
 from bench.core.errors import BenchError
-from bench.core.models import ARCHS, Classifier, Normalize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

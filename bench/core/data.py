@@ -12,57 +12,28 @@ import gzip
 import os
 import pickle
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.core import imagenet  # noqa: F401  (registers the lazy, file-backed imagenet)
+from bench.core.dataset_base import (  # noqa: F401  (re-exported: bench.core.data is where users look)
+    DATASETS,
+    SPLITS,
+    SYNTHETIC_SIZE,
+    Dataset,
+    DatasetInfo,
+    family_of,
+    info,
+    register_dataset,
+)
 from bench.core.errors import BenchError
-from bench.core.registry import Registry
-
-DATASETS: Registry = Registry("dataset")
-SPLITS = ("train", "test")
-
-
-@dataclass
-class Dataset:
-    """Images ``x`` (N, C, H, W) float32 in [0, 1] and labels ``y`` (N,) int64."""
-
-    name: str
-    split: str
-    x: torch.Tensor
-    y: torch.Tensor
-    num_classes: int
-
-    @property
-    def family(self) -> str:
-        """Which seed-paper defaults apply: ``mnist`` for 1-channel sets, else the name."""
-        return family_of(self.name)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, n: int | None, offset: int = 0) -> Dataset:
-        end = None if n is None else offset + n
-        return Dataset(self.name, self.split, self.x[offset:end], self.y[offset:end], self.num_classes)
-
-
-def family_of(name: str) -> str:
-    return {"fashion-mnist": "mnist", "mnist": "mnist", "mnist-split": "mnist", "digits": "digits"}.get(name, name)
 
 
 def default_data_dir() -> Path:
     env = os.environ.get("BENCH_DATA_DIR")
     return Path(env) if env else Path.home() / ".cache" / "bench" / "data"
-
-
-#: (channels, height, width) and classes of the built-in datasets, for ``synthetic`` stand-ins.
-SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10),
-          "cifar10": ((3, 32, 32), 10), "imagenet": ((3, 224, 224), 1000)}
-SYNTHETIC_SIZE = 1024
-#: Smaller stand-ins where 1,024 images would not fit comfortably (ImageNet: 0.6 MB per image).
-SYNTHETIC_SIZES = {"imagenet": 128}
 
 
 def load(
@@ -88,7 +59,7 @@ def load(
     except BenchError as exc:
         if not synthetic:
             raise
-        ds = make_synthetic(name, split, limit or SYNTHETIC_SIZES.get(name, SYNTHETIC_SIZE))
+        ds = make_synthetic(name, split, limit or info(name).synthetic_size)
         import sys
 
         print(f"synthetic data: {name} {split}, {len(ds)} seeded images of shape {tuple(ds.x.shape[1:])}, "
@@ -99,9 +70,12 @@ def load(
 def make_synthetic(name: str, split: str, n: int) -> Dataset:
     """``n`` seeded images of dataset ``name``'s shape and label count: a fixed random template per
     class plus noise, in [0, 1], so that a model can learn something. For smoke runs, never for numbers."""
-    if name not in SHAPES:
-        raise BenchError(f"no synthetic stand-in for dataset {name!r}; known shapes: {', '.join(SHAPES)}")
-    shape, nc = SHAPES[name]
+    declared = info(name)
+    if declared.shape is None or declared.num_classes is None:
+        known = [n for n in DATASETS.list_names() if info(n).shape is not None]
+        raise BenchError(f"no synthetic stand-in for dataset {name!r} (it declares no shape and class count: "
+                         f"register_dataset(..., shape=, num_classes=)); these have one: {', '.join(known)}")
+    shape, nc = declared.shape, declared.num_classes
     gen = torch.Generator().manual_seed(0)
     big = nc * int(np.prod(shape)) > 10_000_000  # ImageNet: 1,000 templates would take 600 MB
     templates = None if big else torch.rand((nc, *shape), generator=gen)
@@ -124,7 +98,7 @@ def _to_tensor(images: np.ndarray, labels: np.ndarray, name: str, split: str, nc
     return Dataset(name, split, x, y, nc)
 
 
-@DATASETS.register("digits")
+@register_dataset("digits", shape=(1, 8, 8), num_classes=10)
 def _digits(split: str, root: Path, download: bool = False) -> Dataset:
     """scikit-learn's 8x8 digits (1,797 images): a fixed, stratified 1,297 / 500 split."""
     from sklearn.datasets import load_digits
@@ -181,12 +155,12 @@ def _mnist_like(name: str, tv_class: str, split: str, root: Path, download: bool
     return _to_tensor(images[:, None], labels, name, split, 10)
 
 
-@DATASETS.register("mnist")
+@register_dataset("mnist", shape=(1, 28, 28), num_classes=10)
 def _mnist(split: str, root: Path, download: bool = False) -> Dataset:
     return _mnist_like("mnist", "MNIST", split, root, download)
 
 
-@DATASETS.register("mnist-split")
+@register_dataset("mnist-split", family="mnist")
 def _mnist_split(split: str, root: Path, download: bool = False) -> Dataset:
     """MNIST's 10,000 test images in two fixed, disjoint halves, for machines that hold only the
     t10k files: 'train' is the first 5,000, 'test' the last 5,000 (MNIST's own ordering)."""
@@ -198,12 +172,12 @@ def _mnist_split(split: str, root: Path, download: bool = False) -> Dataset:
 MNIST_SPLIT = 5000
 
 
-@DATASETS.register("fashion-mnist")
+@register_dataset("fashion-mnist", family="mnist", shape=(1, 28, 28), num_classes=10)
 def _fashion(split: str, root: Path, download: bool = False) -> Dataset:
     return _mnist_like("fashion-mnist", "FashionMNIST", split, root, download)
 
 
-@DATASETS.register("cifar10")
+@register_dataset("cifar10", shape=(3, 32, 32), num_classes=10)
 def _cifar10(split: str, root: Path, download: bool = False) -> Dataset:
     """CIFAR-10 from ``cifar-10-batches-py`` or ``cifar10_<split>*.npz`` (x uint8 NHWC, y)."""
     for base in (root / "cifar10", root):
@@ -259,15 +233,6 @@ def _torchvision_download(tv_class: str, root: Path, split: str) -> None:
                          "are you offline? Put the files there by hand") from None
 
 
-def _contract(name: str, obj: object) -> str | None:
-    """A dataset is a loader (split, root, download) -> bench.core.data.Dataset."""
-    return None if callable(obj) else "must be callable: a loader (split, root, download) -> bench.core.data.Dataset"
-
-
-DATASETS.contract = _contract
-
-
-from bench.core import imagenet as _imagenet  # noqa: E402,F401  (registers the lazy, file-backed imagenet)
 
 
 def _load_plugins() -> None:

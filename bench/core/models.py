@@ -14,36 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core import archs_deepdefense, archs_imagenet  # noqa: F401  (they register dd-* and resnet18/50/152)
+from bench.core.arch_base import ARCHS, CIFAR_MEAN, CIFAR_STD, Classifier, Normalize
 from bench.core.errors import BenchError
-from bench.core.registry import Registry
-
-ARCHS: Registry = Registry("architecture")
-
-CIFAR_MEAN = (0.485, 0.456, 0.406)  # the normalisation akamaster's checkpoints were trained with
-CIFAR_STD = (0.229, 0.224, 0.225)
-
-
-class Classifier(nn.Module):
-    """Base: ``forward(x) = head(features(x))`` on inputs in [0, 1]."""
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def head(self, f: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-class Normalize(nn.Module):
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
@@ -263,8 +236,6 @@ def load(arch: str, checkpoint: str | Path, num_classes: int = 10, in_channels: 
     return load_state(create(arch, num_classes, in_channels), state, str(checkpoint), arch)
 
 
-from bench.core import archs_deepdefense as _archs_deepdefense  # noqa: E402,F401  (registers dd-* archs)
-from bench.core import archs_imagenet as _archs_imagenet  # noqa: E402,F401  (registers resnet18/50/152)
 
 
 def layer_features(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
@@ -276,14 +247,6 @@ def layer_features(model: nn.Module, x: torch.Tensor, layer: str | None = None) 
         raise BenchError(f"model {type(model).__name__} has no feature layer {layer!r}; "
                          + (f"use one of {', '.join(offered)}" if offered else "leave features unset (its default)"))
     return model.features(x, layer=layer)
-
-
-def _contract(name: str, obj: object) -> str | None:
-    """An architecture is a factory (num_classes, in_channels) -> nn.Module."""
-    return None if callable(obj) else "must be callable: a factory (num_classes, in_channels) -> nn.Module"
-
-
-ARCHS.contract = _contract
 
 
 def _load_plugins() -> None:

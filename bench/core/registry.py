@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -10,7 +11,7 @@ from bench.core.errors import BenchError
 
 T = TypeVar("T")
 BUILTIN = "builtin"
-#: Where registrations come from right now (set while a plugin imports; see bench.plugins).
+#: Where registrations come from right now (set while a plugin imports; see bench.spec.plugins).
 _ORIGIN = {"current": BUILTIN}
 
 
@@ -37,12 +38,22 @@ class Registry(Generic[T]):
     """A named collection of factories: ``@reg.register("pgd")``, ``reg.create("pgd", **kw)``.
     Lookups accept ``name@variant`` for ``name`` (see ``base_name``)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, package: str | None = None,
+                 contract: Callable[[str, Any], str | None] | None = None) -> None:
+        """``package``: the package whose import registers the built-in entries (e.g. ``"attacks"``),
+        imported by name on first lookup, so the registry can live below the package that fills it."""
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._origins: dict[str, str] = {}
+        self._package, self._populated = package, package is None
         #: ``contract(name, obj)`` -> what is wrong, or None; checked for plugin entries.
-        self.contract: Callable[[str, Any], str | None] | None = None
+        self.contract = contract
+
+    def populate(self) -> None:
+        """Import the built-in package once (its modules register themselves, then its plugins')."""
+        if not self._populated:
+            self._populated = True  # first: the package's own lookups while it imports must not recurse
+            importlib.import_module(self._package)  # type: ignore[arg-type]
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -63,6 +74,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The entry ``name``; ``base@variant`` (e.g. ``rmc@k64``, a grid's second configuration of
         one defense) is the entry ``base``."""
+        self.populate()
         try:
             return self._entries[base_name(name)]
         except KeyError:
@@ -84,6 +96,7 @@ class Registry(Generic[T]):
             raise
 
     def get_or_none(self, name: str) -> T | None:
+        self.populate()
         return self._entries.get(base_name(name))
 
     def origin(self, name: str) -> str:
@@ -91,13 +104,17 @@ class Registry(Generic[T]):
         return self._origins.get(name, BUILTIN)
 
     def list_names(self) -> list[str]:
+        self.populate()
         return sorted(self._entries)
 
     def items(self) -> Iterator[tuple[str, T]]:
+        self.populate()
         return iter(sorted(self._entries.items()))
 
     def __contains__(self, name: object) -> bool:
+        self.populate()
         return base_name(name) in self._entries  # type: ignore[arg-type]
 
     def __len__(self) -> int:
+        self.populate()
         return len(self._entries)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.spec.figures import _KEYS, FIGURE_KINDS, METRICS, check_figures  # noqa: F401  (re-exported)
+from bench.spec.figures import FIGURE_KEYS, FIGURE_KINDS, METRICS, check_figures  # noqa: F401  (re-exported)
 
 
 def _row_match(r: dict[str, Any], rows: list[str]) -> bool:
@@ -96,9 +96,9 @@ def draw(series: list[dict[str, Any]], fig: dict[str, Any], path: Path, n: int |
     if not series:
         return None
     from bench.core import stream_records as perpoint
-    from bench.report.plots import _pyplot
+    from bench.report.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     f, ax = plt.subplots(figsize=(7, 4.5))
     kind, metric = fig["kind"], fig["metric"]
     if kind == "neighbour-labels":

@@ -90,7 +90,7 @@ def _fmt_norm(value: float | None, norm: str = "L2") -> str:
     return f"{value:.0f}" if norm == "L0" else f"{value:.3f}"
 
 
-def _rows(records: list[dict[str, Any]], spec: GridSpec | None) -> OrderedDict[tuple[str, str], list[dict]]:
+def table_rows(records: list[dict[str, Any]], spec: GridSpec | None) -> OrderedDict[tuple[str, str], list[dict]]:
     rows: OrderedDict[tuple[str, str], list[dict[str, Any]]] = OrderedDict()
     if spec is not None:
         for pair in spec.pairs():
@@ -138,7 +138,7 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
     metric_cols = list(OrderedDict.fromkeys(c for m in metrics.values() for c in m))
     table = []
     last_train = None
-    for (train, runtime), recs in _rows(ok, spec).items():
+    for (train, runtime), recs in table_rows(ok, spec).items():
         if not recs:
             continue
         row: dict[str, Any] = {"train-time": train if train != last_train else "", "runtime": runtime}
@@ -204,7 +204,7 @@ def headline(records: list[dict[str, Any]], spec: GridSpec | None = None) -> tup
     if budget is None:
         return pd.DataFrame(), None
     entries = []
-    for (train, runtime), recs in _rows(ok, spec).items():
+    for (train, runtime), recs in table_rows(ok, spec).items():
         joint = row_worst(recs, budget)
         if joint:
             n_att = sum(budget_of(r) == budget for r in recs)

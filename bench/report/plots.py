@@ -16,7 +16,7 @@ from bench.report.leaderboard import Budget, budget_label, budget_of, interval_o
 from bench.spec.grid import GridSpec
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -34,7 +34,7 @@ def robust_vs_eps(records: list[dict[str, Any]], path: Path) -> Path | None:
     series = {k: sorted(v, key=lambda r: r["eps"]) for k, v in series.items() if len({r["eps"] for r in v}) > 1}
     if not series:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (train, runtime, attack, threat, norm), rs in series.items():
         eps = [r["eps"] for r in rs]
@@ -59,10 +59,10 @@ def robust_vs_eps(records: list[dict[str, Any]], path: Path) -> Path | None:
 
 def worst_case_bars(records: list[dict[str, Any]], spec: GridSpec | None, budget: Budget, path: Path) -> Path | None:
     """One bar per row: the worst case under ``budget``, with its 95% interval."""
-    from bench.report.leaderboard import _rows
+    from bench.report.leaderboard import table_rows
 
     bars = []
-    for (train, runtime), recs in _rows([r for r in records if r.get("status") == "ok"], spec).items():
+    for (train, runtime), recs in table_rows([r for r in records if r.get("status") == "ok"], spec).items():
         joint = row_worst(recs, budget)
         if joint:
             lo, hi = interval_of(joint)
@@ -70,7 +70,7 @@ def worst_case_bars(records: list[dict[str, Any]], spec: GridSpec | None, budget
             bars.append((f"{train}/{runtime}", acc, acc - 100 * lo, 100 * hi - acc))
     if not bars:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(bars) + 1.2))
     ys = range(len(bars))
     ax.barh(list(ys), [b[1] for b in bars], xerr=[[b[2] for b in bars], [b[3] for b in bars]], capsize=3,

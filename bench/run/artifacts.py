@@ -8,7 +8,6 @@ so a changed hyperparameter, dataset slice or checkpoint is a new artifact.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import shutil
 from pathlib import Path
@@ -54,19 +53,6 @@ def resolve_params(factory: Any, family: str, given: dict[str, Any], **extra: An
     return params
 
 
-def _finite_logits(predict: Any, name: str) -> Any:
-    """Wrap a runtime defense's predict so NaN / inf logits fail the cell instead of scoring."""
-
-    @functools.wraps(predict)
-    def checked(x: torch.Tensor) -> torch.Tensor:
-        logits = predict(x)
-        if not torch.isfinite(logits).all():
-            raise BenchError(f"non-finite logits (NaN or inf) from runtime defense {name!r}")
-        return logits
-
-    return checked
-
-
 class ArtifactStore:
     """Data splits, models, runtime defenses, attacks and adversarial examples of one run."""
 
@@ -99,6 +85,11 @@ class ArtifactStore:
                 raise BenchError(f"{spec.name}: train_offset {spec.train_offset} leaves no {spec.train_split} "
                                  f"images (the split has {len(full)})")
         return self._train_set
+
+    @property
+    def loaded_train_size(self) -> int:
+        """Images of the training split loaded so far (0 when no cell needed it)."""
+        return 0 if self._train_set is None else len(self._train_set)
 
     def train_needed(self, todo: list[Cell]) -> str | None:
         """Why these cells need the training split (None when the test split is enough)."""
@@ -207,8 +198,7 @@ class ArtifactStore:
         key = (model_key, cell.runtime_defense + config_hash(params))
         if key not in self._runtime:
             defense = factory(**params)
-            defense.prepare(model, self.train_set() if getattr(defense, "needs_train_set", False) else None)
-            defense.predict = _finite_logits(defense.predict, cell.runtime_defense)
+            defense.prepare(model, self.train_set() if defense.needs_train_set else None)
             self._runtime[key] = defense
         return self._runtime[key]
 

@@ -43,13 +43,13 @@ from typing import Any
 
 import torch
 
+from bench.core.contracts import EOT_SAMPLES
 from bench.core.errors import BenchError
 from bench.run.artifacts import ArtifactStore
 from bench.run.evaluation import Evaluator
 from bench.run.runner import Runner, RunOptions
 from bench.spec.grid import Cell, GridSpec
-from bench.spec.smoke import ATTACK_CAPS, RUNTIME_CAPS, _defaults, smoke_spec
-from defenses.purify import EOT_SAMPLES
+from bench.spec.smoke import ATTACK_CAPS, RUNTIME_CAPS, method_defaults, smoke_spec
 
 
 @dataclass
@@ -160,11 +160,12 @@ def real_attack_budget(factory: Any, params: dict[str, Any], runtime_cls: Any, r
                        family: str, features: int) -> dict[str, Any]:
     """The attack's params with budgets that an unset value leaves to the cell made explicit: JSMA's
     pixel pairs (gamma x features / 2) and EOT's draws (the bound purifier's ``eot_samples``)."""
-    out, dflt = dict(params), _defaults(factory, family)
+    out, dflt = dict(params), method_defaults(factory, family)
     if "max_iters" in dflt and out.get("max_iters") is None:  # JSMA
         out["max_iters"] = max(int(features * _value(out, dflt, "gamma", 0.1) / 2), 1)
     if hasattr(factory, "draws") and out.get("n") is None and runtime_cls is not None:  # eot
-        out["n"] = runtime_params.get("eot_samples", _defaults(runtime_cls, family).get("eot_samples", EOT_SAMPLES))
+        declared = method_defaults(runtime_cls, family).get("eot_samples", EOT_SAMPLES)
+        out["n"] = runtime_params.get("eot_samples", declared)
     return out
 
 
@@ -173,7 +174,7 @@ def runtime_ratio(runtime_cls: Any, full: dict[str, Any], smoke: dict[str, Any],
     """Real / smoke work of a runtime defense per point, and how: its ``work_units(params)`` where it
     declares one (a cost model over its resolved params, e.g. RIDE's fixed work per checkpoint), else
     ``work_ratio`` over the capped budgets (copies excluded: D' size costs in building it)."""
-    dflt = _defaults(runtime_cls, family)
+    dflt = method_defaults(runtime_cls, family)
     units = getattr(runtime_cls, "work_units", None)
     if units is None:
         return work_ratio(full, smoke, dflt, RUNTIME_CAPS, skip=("copies",), step_cost=step_cost)
@@ -187,7 +188,7 @@ def defense_runs_inside(factory: Any, runtime_cls: Any) -> bool:
     """Whether an adaptive attack runs the runtime defense's own work (its transform) at every step:
     a wrapper (bpda / eot) or a defense whose ``attack_model`` is more than the bare model (purifiers)."""
     from attacks.bpda import WrapperAttack
-    from defenses.base import RuntimeDefense
+    from bench.core.contracts import RuntimeDefense
 
     if runtime_cls is None:
         return False
@@ -204,10 +205,10 @@ def craft_ratio(factory: Any, full_attack: dict[str, Any], smoke_attack: dict[st
     from attacks.bpda import wrapped_attack
     from attacks.pgd_skip import StreamAttack
 
-    dflt, only = _defaults(factory, family), factory
+    dflt, only = method_defaults(factory, family), factory
     inner = wrapped_attack(factory, full_attack)
     if inner is not None:  # a wrapper passes its budgets on: unset ones are the inner attack's defaults
-        dflt = {**_defaults(inner, family), **dflt}
+        dflt = {**method_defaults(inner, family), **dflt}
         if getattr(inner, "work_params", None) is not None:
             only = SimpleNamespace(work_params=(*inner.work_params, "n"))
     r, h = work_ratio(full_attack, smoke_attack, dflt, ATTACK_CAPS, factory=only)
@@ -235,7 +236,7 @@ def prepare_ratio(runtime_cls: Any, full_runtime: dict[str, Any], smoke_runtime:
     1 + steps), and how; 1 for a database of clean images only (DeepNN's D)."""
     if not getattr(runtime_cls, "uses_adversarial_database", True):
         return 1.0, ""
-    dflt = _defaults(runtime_cls, family)
+    dflt = method_defaults(runtime_cls, family)
     r, h = work_ratio(full_runtime, smoke_runtime, dflt, {"copies": 1})
     db_f = dict(dflt.get("db_params") or {}, **(full_runtime.get("db_params") or {}))
     db_s = smoke_runtime.get("db_params") or {}
@@ -357,7 +358,7 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
         return cost
     n_smoke = len(runner.test)
     n_full = max((c.limit or n_smoke for c in full_cells), default=n_smoke)
-    train_smoke = len(runner.artifacts._train_set) if runner.artifacts._train_set is not None else 0
+    train_smoke = runner.artifacts.loaded_train_size
     pieces: dict[tuple[str, str, str], Piece] = {}
     timed_cell = {}  # smoke cell_id -> the index that ran it: the caps can make two full cells one smoke cell
     for i, cell in enumerate(runner.cells):
@@ -376,7 +377,7 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
             if kind == "train":
                 name = key.split("|")[0]
                 factory = defenses.DEFENSES.get(name)
-                dflt = _defaults(factory, family)
+                dflt = method_defaults(factory, family)
                 full_p = spec.train.get(name, {}) if name in spec.train else {}
                 ep_f = _value(full_p, dflt, "epochs", 1) + _value(full_p, dflt, "pretrain_epochs", 0)
                 ep_s = _value(small.train.get(name, {}), dflt, "epochs", 1) + _value(
@@ -390,7 +391,7 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                 label = f"train {name}"
             elif kind == "prepare":
                 factory = defenses.DEFENSES.get(cell.runtime_defense)
-                dflt = _defaults(factory, family)
+                dflt = method_defaults(factory, family)
                 if getattr(factory, "needs_train_set", False):
                     n_train = spec.train_limit or _train_size(spec, options)
                     r, h = prepare_ratio(factory, full.runtime_params, cell.runtime_params, family)

@@ -13,7 +13,9 @@ import torch
 
 from bench.core import memory
 from bench.core import stream_records as perpoint
+from bench.core.approx import EOT
 from bench.core.cache import config_hash
+from bench.core.contracts import AttackResult, StatefulDefense
 from bench.core.errors import AuditError, BenchError
 from bench.core.stream import stream_order
 from bench.core.version import code_version
@@ -22,7 +24,6 @@ from bench.run.artifacts import ArtifactStore
 from bench.run.diagnostics import zero_grad_fraction
 from bench.run.stream_batch import StreamBatcher
 from bench.spec.grid import Cell, GridSpec
-from defenses.base import StatefulDefense
 
 
 def cell_threads() -> int:
@@ -149,14 +150,12 @@ class Evaluator:
         out: dict[str, Any] = {}
         target: Any = model
         if cell.threat == "adaptive":
-            from attacks.eot import EOT
-
             defense = art.runtime(cell, model, model_key)
-            randomized = bool(getattr(defense, "randomized", False))
+            randomized = bool(defense.randomized)
             target = defense.attack_model()
-            # the draws the attack takes: its n, else the purifier's declared eot_samples (one source)
-            eot = art.attack(cell)[0].draws(defense) if cell.attack == "eot" else (
-                target.n if isinstance(target, EOT) else 0)
+            # the draws the attack takes (eot: its n, else the purifier's declared eot_samples), else
+            # those of the defense's own attack surface
+            eot = art.attack(cell)[0].eot_draws(defense) or (target.n if isinstance(target, EOT) else 0)
             out.update(randomized=randomized, eot_samples=eot)
             if randomized or isinstance(defense, StatefulDefense):
                 return out  # gradients of a random or stateful pipeline are neither cheap nor stable
@@ -180,13 +179,13 @@ class Evaluator:
         x = x.to(self.device)
         defense.reset()
         if not isinstance(defense, StatefulDefense):
-            return defense.predict(x).argmax(1).cpu(), None
+            return defense.logits(x).argmax(1).cpu(), None
         order = stream_order(len(x), seed)
         pred = torch.empty(len(x), dtype=torch.long)
-        if y is not None and hasattr(defense, "reveal"):  # hindsight-adv learns from seen points' labels
+        if y is not None:  # hindsight-adv learns from seen points' labels (a no-op for the others)
             defense.reveal(y[order])
-        pred[order] = defense.predict(x[order]).argmax(1).cpu()
-        return pred, list(getattr(defense, "last_delays", []) or [])
+        pred[order] = defense.logits(x[order]).argmax(1).cpu()
+        return pred, list(defense.last_delays)
 
     def evaluate(self, cell: Cell) -> dict[str, Any]:
         """The record fields of one cell (raises on the cell's faults; run_cell records them)."""
@@ -200,12 +199,12 @@ class Evaluator:
             self._clean[ck] = art.clean_predictions(parts, x, lambda: self.predict(defense, x, cell.seed, y)[0])
         clean_pred = self._clean[ck]
         attack, attack_params = art.attack(cell)
-        x_adv, norm, eps, report = self.adversarial(cell, attack, model, defense, x, y)
+        x_adv, norm, eps, report, result = self.adversarial(cell, attack, model, defense, x, y)
         # One pass: a stream attack that already ran the scored stream hands over its predictions.
-        online = attack.online_result(len(y), cell.seed) if hasattr(attack, "online_result") else None
+        online = result.stream_for(len(y), cell.seed) if result is not None else None
         batch = None
         if online is not None:
-            (adv_pred, delays), stats = online, getattr(attack, "last_stream_stats", None)
+            adv_pred, delays, stats = online.pred.clone(), list(online.delays), online.stats
         else:
             batch = self.batcher.take(cell) or self.batcher.run(  # take: computed in an earlier cell's batch
                 cell, defense, x_adv, y, lambda other: self.partner_adversarial(other, model, defense))
@@ -213,8 +212,9 @@ class Evaluator:
                 adv_pred, delays, stats = batch.pred, batch.delays, batch.stats
             else:
                 adv_pred, delays = self.predict(defense, x_adv, cell.seed, y)
-                stats = getattr(defense, "last_stats", None)
-        rec = self.score(cell, clean_pred, adv_pred, delays, attack, attack_params, x, x_adv, y, norm, eps,
+                stats = list(defense.last_stats) if isinstance(defense, StatefulDefense) else None
+        attacked = result.attacked if result is not None else None
+        rec = self.score(cell, clean_pred, adv_pred, delays, attacked, attack_params, x, x_adv, y, norm, eps,
                          report, model, model_key)
         if batch is not None:
             rec["stream_batch"] = batch.streams
@@ -224,12 +224,12 @@ class Evaluator:
         return rec
 
     def score(self, cell: Cell, clean_pred: torch.Tensor, adv_pred: torch.Tensor, delays: list[float] | None,
-              attack: Any, attack_params: dict[str, Any], x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
-              norm: Any, eps: float | None, report: Any, model: torch.nn.Module, model_key: str) -> dict[str, Any]:
+              attacked: torch.Tensor | None, attack_params: dict[str, Any], x: torch.Tensor, x_adv: torch.Tensor,
+              y: torch.Tensor, norm: Any, eps: float | None, report: Any, model: torch.nn.Module,
+              model_key: str) -> dict[str, Any]:
         clean_ok, robust_ok = clean_pred == y, adv_pred == y
         n = len(y)
         # Stream attacks with attack_rate < 1 interleave clean points: score the attack points only.
-        attacked = getattr(attack, "last_attacked", None)
         mixed = attacked is not None and not bool(attacked.all())
         stream_ok = robust_ok
         if mixed:
@@ -266,22 +266,24 @@ class Evaluator:
         return rec
 
     def adversarial(self, cell: Cell, attack: Any, model: torch.nn.Module, defense: Any, x: torch.Tensor,
-                    y: torch.Tensor) -> tuple[torch.Tensor, Any, float | None, Any]:
+                    y: torch.Tensor) -> tuple[torch.Tensor, Any, float | None, Any, AttackResult | None]:
         """The cell's audited adversarial examples (from memory, the cache, or crafted), their norm,
-        the eps they were audited at (None for a minimal-norm attack) and the audit report."""
+        the eps they were audited at (None for a minimal-norm attack), the audit report and the attack's
+        result (None where the examples were not crafted now)."""
         art = self.artifacts
         adv_key = art.adv_key(cell)
         held = art.adv_in_memory(adv_key)
+        result = None
         if held is not None:
             x_adv, norm = held
         else:
-            x_adv = self.craft(cell, attack, model, defense, x, y, adv_key)
+            x_adv, result = self.craft(cell, attack, model, defense, x, y, adv_key)
             norm = attack.norm
         eps = None if attack.minimal_norm else attack.eps
         report = audit.audit(x.to(x_adv.device), x_adv, norm, eps)
         if held is None:  # audited before it is kept, so the cache holds valid ones only
             art.keep_adv(adv_key, x_adv, norm, persist=cell.threat != "adaptive")
-        return x_adv, norm, eps, report
+        return x_adv, norm, eps, report, result
 
     def partner_adversarial(self, cell: Cell, model: torch.nn.Module, defense: Any) -> torch.Tensor:
         """A later cell's audited examples, crafted ahead of its turn for a batched stream (its model
@@ -290,13 +292,14 @@ class Evaluator:
         return self.adversarial(cell, self.artifacts.attack(cell)[0], model, defense, x, y)[0]
 
     def craft(self, cell: Cell, attack: Any, model: torch.nn.Module, defense: Any, x: torch.Tensor,
-              y: torch.Tensor, adv_key: str) -> torch.Tensor:
-        """Adversarial examples of the cell's threat model (defense-independent ones from the cache)."""
+              y: torch.Tensor, adv_key: str) -> tuple[torch.Tensor, AttackResult | None]:
+        """Adversarial examples of the cell's threat model (defense-independent ones from the cache)
+        and the attack's result when it ran now."""
         art = self.artifacts
         if cell.threat != "adaptive":
             cached = art.adv_on_disk(adv_key)
             if cached is not None:
-                return cached.to(self.device)
+                return cached.to(self.device), None
         x, y = x.to(self.device), y.to(self.device)
         if cell.threat == "base":
             target_model = model
@@ -306,9 +309,8 @@ class Evaluator:
                                         sur.get("params", {}), int(sur.get("seed", cell.seed + 1)))
         else:
             defense.reset()  # as in predict(): the attack's draws do not depend on earlier cells
-            if getattr(attack, "needs_defense", False):
-                attack.bind(defense)
-            if hasattr(attack, "stream_seed"):  # stream-aware attacks replay the order predict() uses
-                attack.stream_seed = cell.seed
+            if attack.needs_defense:  # stream-aware attacks replay the order predict() uses
+                attack.bind(defense, stream_seed=cell.seed)
             target_model = defense.attack_model()
-        return attack(target_model, x, y).detach()
+        result = attack.run(target_model, x, y)
+        return result.x_adv.detach(), result

@@ -9,7 +9,7 @@ from bench.core.errors import BenchError
 FIGURE_KINDS = ("vs-points", "vs-param", "vs-eps", "neighbour-labels")
 METRICS = {"vs-points": ("robust_acc", "delay_s", "adapt_epochs"), "vs-param": ("robust_acc", "clean_acc"),
            "vs-eps": ("robust_acc",), "neighbour-labels": ("labels",)}
-_KEYS = {"name", "kind", "title", "metric", "rows", "attacks", "param", "window", "point"}
+FIGURE_KEYS = {"name", "kind", "title", "metric", "rows", "attacks", "param", "window", "point"}
 
 
 def check_figures(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
@@ -19,9 +19,9 @@ def check_figures(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
     out, names = [], set()
     for i, f in enumerate(raw):
         fw = f"{where}: figures[{i}]"
-        extra = set(f) - _KEYS
+        extra = set(f) - FIGURE_KEYS
         if extra:
-            raise BenchError(f"{fw}: unknown keys {', '.join(sorted(extra))}; valid: {', '.join(sorted(_KEYS))}")
+            raise BenchError(f"{fw}: unknown keys {', '.join(sorted(extra))}; valid: {', '.join(sorted(FIGURE_KEYS))}")
         kind = f.get("kind")
         if kind not in FIGURE_KINDS:
             raise BenchError(f"{fw}: kind must be one of {', '.join(FIGURE_KINDS)}, got {kind!r}")

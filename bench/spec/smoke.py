@@ -40,7 +40,7 @@ RUNTIME_CAPS = {"k": 8, "copies": 1, "max_epochs": 2, "patience": 1, "iterations
 NESTED = {"db_params": {"steps": 2}, "params": TRAIN_CAPS}  # D' attack; a surrogate's training
 
 
-def _defaults(factory: Any, family: str) -> dict[str, Any]:
+def method_defaults(factory: Any, family: str) -> dict[str, Any]:
     import inspect
 
     from bench.spec.validate import signature_params
@@ -97,7 +97,7 @@ def cap_database_attacks(params: dict[str, Any], defaults: dict[str, Any], famil
         accepted = set(signature_params(factory)[0])
         caps = {k: v for k, v in ATTACK_CAPS.items() if k in accepted and k not in db}
         own = db.get(n) if isinstance(db.get(n), dict) else {}
-        capped = shrink(own, caps, _defaults(factory, family))
+        capped = shrink(own, caps, method_defaults(factory, family))
         if capped != own:
             db[n] = capped
     return {**params, "db_params": db}
@@ -127,25 +127,26 @@ def smoke_spec(spec: GridSpec, limit: int = LIMIT, train_limit: int = TRAIN_LIMI
     train = {}
     for name, params in spec.train.items():
         factory = None if is_zoo_name(name) or sources.is_provided(params) else defenses.DEFENSES.get_or_none(name)
-        train[name] = params if factory is None else shrink(params, TRAIN_CAPS, _defaults(factory, family))
+        train[name] = params if factory is None else shrink(params, TRAIN_CAPS, method_defaults(factory, family))
     runtime = {}
     for name, params in spec.runtime.items():
         factory = defenses.DEFENSES.get_or_none(name)
-        runtime[name] = params if factory is None else shrink(params, runtime_caps(factory), _defaults(factory, family))
-        if factory is not None and "db_params" in _defaults(factory, family):
-            runtime[name] = cap_database_attacks(runtime[name], _defaults(factory, family), family)
+        runtime[name] = (params if factory is None
+                         else shrink(params, runtime_caps(factory), method_defaults(factory, family)))
+        if factory is not None and "db_params" in method_defaults(factory, family):
+            runtime[name] = cap_database_attacks(runtime[name], method_defaults(factory, family), family)
     shrunk_attacks = []
     for a in spec.attacks:
         factory = attacks.ATTACKS.get_or_none(a.name)
-        params = a.params if factory is None else shrink(a.params, ATTACK_CAPS, _defaults(factory, family))
+        params = a.params if factory is None else shrink(a.params, ATTACK_CAPS, method_defaults(factory, family))
         inner = wrapped_attack(factory, params)  # a wrapper (bpda, eot): the inner attack's budget too
         if inner is not None:
-            params = shrink(params, ATTACK_CAPS, _defaults(inner, family))
+            params = shrink(params, ATTACK_CAPS, method_defaults(inner, family))
         surrogate = dict(a.surrogate)
         if surrogate:
             sur_factory = defenses.DEFENSES.get_or_none(surrogate.get("defense", "standard"))
             surrogate["params"] = shrink(dict(surrogate.get("params", {})), TRAIN_CAPS,
-                                         _defaults(sur_factory, family) if sur_factory else None)
+                                         method_defaults(sur_factory, family) if sur_factory else None)
         shrunk_attacks.append(AttackSpec(a.name, a.threat, a.eps, params, surrogate, a.runtime, a.label))
     return dataclasses.replace(
         spec, name=f"{spec.name}.smoke", train=train, runtime=runtime, attacks=shrunk_attacks,

@@ -1,4 +1,4 @@
-"""The attack contract: configure once, call on (model, x, y) -> x_adv.
+"""The attack contract: configure once, call on (model, x, y) -> x_adv; ``run`` returns an AttackResult.
 
 ``model`` maps float images in [0, 1] (NCHW) to logits: a bare network or a defended pipeline.
 Every attack returns x_adv with x's shape, inside [0, 1], and (for ball attacks) inside its eps ball
@@ -9,6 +9,7 @@ there), one seeded random stream per call (``seed``), one target policy for targ
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -18,6 +19,44 @@ from bench.core.errors import BenchError
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 NORMS = ("Linf", "L2", "L0")
+
+
+@dataclass
+class StreamOutcome:
+    """The defender's predictions on an attack's x_adv, when the attack already ran the stream the
+    harness scores (a fresh stream from the defense's reset state in ``stream_order(n, seed)``), so
+    the harness need not replay it (RMC paper, Section 5.2: PGD-Skip, FPA, GMSA)."""
+
+    seed: int  #: the stream-order seed the attack simulated
+    pred: torch.Tensor  #: (n,) predicted labels, index order
+    delays: list[float] = field(default_factory=list)  #: seconds per stream point, stream order
+    stats: list[dict[str, Any]] = field(default_factory=list)  #: the defense's per-point statistics
+
+
+@dataclass
+class AttackResult:
+    """What one attack run hands the harness: the examples plus what the attack learned on the way.
+
+    Only ``x_adv`` is always there; an attack fills the other fields where it has them, and the
+    harness reads nothing else from an attack."""
+
+    x_adv: torch.Tensor
+    #: (n,) the target class per example of a targeted run (seeded random wrong class unless given)
+    target: torch.Tensor | None = None
+    #: (n,) bool: which points a stream attack with ``attack_rate`` < 1 attacked (the rest reach the
+    #: defender clean; the harness scores the attacked ones)
+    attacked: torch.Tensor | None = None
+    #: the defender's predictions on the scored stream, where the attack already ran it
+    stream: StreamOutcome | None = None
+    #: (steps, n) the attack's loss at each step, where the attack records it
+    loss_trace: torch.Tensor | None = None
+    #: (n,) the first step at which each example was adversarial, -1 if never
+    first_success: torch.Tensor | None = None
+
+    def stream_for(self, n: int, seed: int) -> StreamOutcome | None:
+        """The stream outcome if it is the one the harness would score (n points, order seed)."""
+        s = self.stream
+        return s if s is not None and s.seed == int(seed) and len(s.pred) == int(n) else None
 
 
 class Attack:
@@ -37,6 +76,9 @@ class Attack:
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     #: Defense-aware attacks need the runtime defense object (set by the runner via ``bind``).
     needs_defense: ClassVar[bool] = False
+    #: Runtime defenses a defense-aware attack applies to: registered names, or contract classes
+    #: (``StatefulDefense``, ``Purifier``, ``NeighbourScorer``) meaning any defense implementing them.
+    applies_to: ClassVar[tuple[str | type, ...]] = ()
 
     def __init__(
         self,
@@ -70,18 +112,28 @@ class Attack:
         self.targeted = bool(targeted)
         self.seed = int(seed)
         self.batch_size = int(batch_size)
-        self.last_target: torch.Tensor | None = None
         self.defense: Any = None
 
-    def bind(self, defense: Any) -> Attack:
-        """Give a defense-aware attack (``needs_defense``) the prepared runtime defense it attacks."""
+    def bind(self, defense: Any, *, stream_seed: int | None = None) -> Attack:
+        """Give a defense-aware attack (``needs_defense``) the prepared runtime defense it attacks;
+        ``stream_seed`` is the seed of the harness's evaluation stream (``stream_order``), which
+        stream-aware attacks replay."""
         self.defense = defense
         return self
+
+    def eot_draws(self, defense: Any) -> int:
+        """Draws per gradient this attack averages over against ``defense`` (EOT); 0: none."""
+        return 0
 
     # -- public --------------------------------------------------------------------------------
     def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor,
                  target: torch.Tensor | None = None) -> torch.Tensor:
-        """Return adversarial examples for (x, y); ``target`` overrides the seeded target choice."""
+        """Adversarial examples for (x, y); ``target`` overrides the seeded target choice."""
+        return self.run(model, x, y, target).x_adv
+
+    def run(self, model: Model, x: torch.Tensor, y: torch.Tensor,
+            target: torch.Tensor | None = None) -> AttackResult:
+        """The :class:`AttackResult` for (x, y): what the harness calls."""
         if x.dim() != 4:
             raise BenchError(f"attacks take NCHW image batches, got shape {tuple(x.shape)}")
         if not self.minimal_norm and self.eps is None:
@@ -91,14 +143,13 @@ class Attack:
             with torch.no_grad():
                 num_classes = model(x[:1]).shape[1]
             target = random_wrong_class(y, num_classes, gen)
-        self.last_target = target
         out = []
         for start in range(0, len(x), self.batch_size):
             sl = slice(start, start + self.batch_size)
             tb = None if target is None else target[sl].to(x.device)
             adv = self.perturb(model, x[sl], y[sl].to(x.device), tb, gen)
             out.append(adv.detach())
-        return torch.cat(out) if out else x.clone()
+        return AttackResult(torch.cat(out) if out else x.clone(), target=target)
 
     def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 gen: torch.Generator) -> torch.Tensor:  # pragma: no cover - abstract
@@ -108,7 +159,7 @@ class Attack:
         """Parameters that determine the output (for hashing and MLflow params)."""
         scalar = (int, float, str, bool, type(None))
         return {k: v for k, v in vars(self).items()
-                if not k.startswith("_") and k not in ("last_target", "defense") and isinstance(v, scalar)}
+                if not k.startswith("_") and k != "defense" and isinstance(v, scalar)}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())

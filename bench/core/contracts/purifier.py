@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from bench.core.approx import EOT, BPDAModel
+from bench.core.contracts.defense import RuntimeDefense, batched_logits
 from bench.core.errors import BenchError
-from defenses.base import RuntimeDefense, batched_logits
 
 #: EOT draws per gradient when a purifier declares no count of its own.
 EOT_SAMPLES = 8

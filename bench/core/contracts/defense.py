@@ -4,15 +4,16 @@ Train-time: ``TrainDefense(**hp).train(model, train_set) -> model`` (produces we
 Runtime: ``RuntimeDefense(**hp).prepare(model, train_set)`` once, then ``predict(x) -> logits`` many
 times. Stateful runtime defenses (RMC, RMC+) subclass :class:`StatefulDefense`: they see test points
 one at a time in stream order and declare ``snapshot()`` / ``restore(state)`` / ``reset()``, the
-adapted network (``adapted_model``) and prediction observers, which the stream attacks (PGD-Skip,
-FPA, GMSA), pgd-nn and the runner use instead of reaching into private attributes.
+adapted network (``adapted_model``), prediction observers and their per-point outputs
+(``last_delays``, ``last_stats``), which the stream attacks (PGD-Skip, FPA, GMSA), pgd-nn and the
+runner use instead of reaching into private attributes.
 """
 
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from bench.core.data import Dataset
+from bench.core.errors import BenchError
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -77,6 +79,15 @@ class RuntimeDefense(Defense):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``predict(x)``, refusing NaN or inf: what the harness and stream attacks score, so a broken
+        defense fails its cell instead of being scored (subclasses implement ``predict``, not this)."""
+        out = self.predict(x)
+        if not torch.isfinite(out).all():
+            name = getattr(self, "registry_name", type(self).__name__)
+            raise BenchError(f"non-finite logits (NaN or inf) from runtime defense {name!r}")
+        return out
+
     def attack_model(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """What an ``adaptive`` gradient attack differentiates: the defended pipeline.
 
@@ -114,9 +125,23 @@ class StatefulDefense(RuntimeDefense, metaclass=ABCMeta):
 
     Observers (:meth:`add_prediction_observer`) are how an attack sees the weights each point was
     predicted with; nothing may replace methods on the instance to get at them.
+
+    Per-point outputs of the last ``predict`` call, in stream order, read by the harness: a subclass
+    assigns ``last_delays`` (seconds each point took) and ``last_stats`` (one dict of statistics per
+    point, e.g. RMC's adaptation epochs and stop reason) in ``predict``. A defense that learns from
+    the true labels of points already predicted overrides :meth:`reveal`.
     """
 
     stateful: ClassVar[bool] = True
+    #: Seconds each point of the last ``predict`` took, stream order (empty: not measured).
+    last_delays: Sequence[float] = ()
+    #: Per-point statistics of the last ``predict``, stream order (empty: none).
+    last_stats: Sequence[dict[str, Any]] = ()
+
+    def reveal(self, y: torch.Tensor) -> None:
+        """The true labels of the next ``len(y)`` points, handed over before they are predicted; a
+        defense may learn from them only after predicting each (RMC Table 7's labelled U, ``hindsight-adv``).
+        Default: ignored."""
 
     @abstractmethod
     def snapshot(self) -> Any:
