@@ -214,17 +214,7 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
             _stopped(exc, "every cell the workers finished is saved")
     workers.cells[0] = summary.ran
     click.echo("cells by process: " + ", ".join(f"{rank}: {n}" for rank, n in enumerate(workers.cells)))
-    from bench.report.flags import cell_flags
-
-    runner.store.reload()
-    runner.store.set_flags(cell_flags)  # over every worker's records, now all are in
-    finished = {c.cell_id for c in plan.todo if runner.store.finished(c.cell_id)}
-    failed = [c for c in plan.todo if c.cell_id not in finished and c.cell_id in runner.store.records]
-    summary.ran = len(finished) + len(failed)
-    summary.skipped_done = len(plan.done)  # not the cells this process found finished by a worker
-    summary.failed = len(failed)
-    summary.failures = [f"{c.key}: {runner.store.records[c.cell_id].get('error')}" for c in failed]
-    summary.claimed_elsewhere = len(plan.todo) - summary.ran
+    runner.recount(plan)  # every process's cells, from the results file
     summary.queued = _replay_outbox(runner) if runner.opt.tracking else 0
     for rank, code in enumerate(codes, 1):
         if code not in (0, 1):  # 1: some cell failed, counted above
@@ -236,18 +226,15 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
 def _replay_outbox(runner) -> int:
     """Mirror into MLflow what the workers left in the outbox (a store busy with another worker's
     write); returns the cells still waiting."""
-    from bench.track.outbox import Outbox, replay
+    from bench.track.outbox import replay_waiting
 
-    box = Outbox(runner.store.path.parent, runner.spec.name)
-    if len(box):
-        try:
-            done, _ = replay(box.path.parent, runner.spec.name, runner.opt.tracking_uri, verbose=runner.opt.verbose)
-        except BenchError as exc:
-            click.echo(f"warning: {exc}", err=True)
-        else:
-            if done:
-                click.echo(f"replayed {done} cells the workers queued into MLflow")
-    return len(box)
+    done, waiting, problem = replay_waiting(runner.store.path.parent, runner.spec.name, runner.opt.tracking_uri,
+                                            verbose=runner.opt.verbose)
+    if problem:
+        click.echo(f"warning: {problem}", err=True)
+    elif done:
+        click.echo(f"replayed {done} cells the workers queued into MLflow")
+    return waiting
 
 
 def _report_memory(runner) -> None:

@@ -12,8 +12,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.report.leaderboard import Budget, budget_label, budget_of, interval_of, row_worst
+from bench.core.stats import interval_of
+from bench.report.rows import row_worst, table_rows
 from bench.spec.grid import GridSpec
+from bench.spec.labels import Budget, budget_label, budget_of
 
 
 def pyplot() -> Any:
@@ -59,8 +61,6 @@ def robust_vs_eps(records: list[dict[str, Any]], path: Path) -> Path | None:
 
 def worst_case_bars(records: list[dict[str, Any]], spec: GridSpec | None, budget: Budget, path: Path) -> Path | None:
     """One bar per row: the worst case under ``budget``, with its 95% interval."""
-    from bench.report.leaderboard import table_rows
-
     bars = []
     for (train, runtime), recs in table_rows([r for r in records if r.get("status") == "ok"], spec).items():
         joint = row_worst(recs, budget)

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-if TYPE_CHECKING:
-    from bench.run.runner import Runner
-    from bench.spec.grid import Cell
+from bench.spec.grid import Cell
+
+if TYPE_CHECKING:  # a finished grid's `bench run` stays torch-free
+    import torch
+
+
+class CellRunner(Protocol):
+    """What an executor needs of the runner (bench.run.runner.Runner implements it)."""
+
+    device: torch.device
+
+    def setup(self) -> None: ...
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]: ...
+
+    def sample(self, cell: Cell, record: dict[str, Any]) -> Any: ...
 
 
 class LocalExecutor:
@@ -15,13 +28,13 @@ class LocalExecutor:
 
     name = "local"
 
-    def start(self, runner: Runner) -> None:
+    def start(self, runner: CellRunner) -> None:
         runner.setup()
 
-    def device_label(self, runner: Runner) -> str:
+    def device_label(self, runner: CellRunner) -> str:
         return str(runner.device)
 
-    def run(self, runner: Runner, cells: Any) -> Iterator[tuple[Cell, dict[str, Any], Any]]:
+    def run(self, runner: CellRunner, cells: Any) -> Iterator[tuple[Cell, dict[str, Any], Any]]:
         for cell in cells:
             record = runner.run_cell(cell)
             yield cell, record, runner.sample(cell, record)

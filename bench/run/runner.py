@@ -26,6 +26,7 @@ from bench.core.zoo import is_zoo_name
 from bench.report.flags import cell_flags
 from bench.run import user_model
 from bench.run.artifacts import ArtifactStore, resolve_params
+from bench.run.claims import CellClaims
 from bench.run.evaluation import Evaluator, cell_fields, cell_threads, failure, fix_threads
 from bench.run.local_executor import LocalExecutor
 from bench.run.options import RunOptions
@@ -160,20 +161,15 @@ class Runner:
     def run(self, executor: Any = None) -> Summary:
         """Run the unfinished cells with ``executor`` (default: in this process, one after another).
 
-        Runs sharing a results folder split the work: each cell is claimed (bench.locks) before it
+        Runs sharing a results folder split the work: each cell is claimed (bench.run.claims) before it
         runs and skipped when another live run holds it or has finished it meanwhile. A record is
         merged into the results file under its lock. Tracking never fails a cell: payloads MLflow did
         not take stay in the outbox (bench.track.outbox) for ``bench track``. A full or read-only disk
         stops the run with a DiskError; Ctrl-C leaves every finished record in place."""
-        from bench.core.errors import DiskError
-        from bench.core.locks import CellClaim
-        from bench.track.outbox import Outbox, drain
-
         executor = executor or LocalExecutor()
         plan = self.plan()
-        summary = Summary(skipped_done=len(plan.done), skipped_unavailable=len(plan.skipped),
-                          results_path=self.store.path)
-        self.summary = summary  # read by the CLI after a Ctrl-C
+        summary = self.summary = Summary(skipped_done=len(plan.done), skipped_unavailable=len(plan.skipped),
+                                         results_path=self.store.path)  # read by the CLI after a Ctrl-C
         for cell, reason in plan.skipped:
             tqdm.write(f"skip {cell.key}: {reason}")
         if not self.cells:
@@ -184,97 +180,87 @@ class Runner:
         self.preflight(plan.todo)
         self.store.check_writable()
         executor.start(self)
-        folder = self.store.path.parent
-        outbox = Outbox(folder, self.spec.name)
-        claims: dict[str, CellClaim] = {}
-        seen: set[str] = set()
         order = plan.todo if self.opt.worker is None else rotate(plan.todo, *self.opt.worker)
+        with CellClaims(self.store, self.spec.name, announce=self.opt.worker is None) as claims:
+            if executor.name == "local":  # the batcher looks ahead in this process's own queue
+                batcher = self.evaluation.batcher
+                batcher.size = resolve_stream_batch(self.opt.stream_batch, self.device)
+                batcher.upcoming, batcher.reserve = list(order), claims.reserve
+            try:
+                self._record_all(executor, claims, order, len(plan.todo), summary)
+            finally:
+                summary.claimed_elsewhere += claims.elsewhere
+                summary.skipped_done += claims.finished_elsewhere
+        self.store.set_flags(cell_flags)
+        return summary
 
-        def reserve(cell: Cell) -> bool:
-            """Claim a later cell now: a batched stream computes it ahead of its turn (bench.run.stream_batch)."""
-            if cell.cell_id in claims:
-                return True
-            claim = CellClaim(folder, self.spec.name, cell.cell_id)
-            if not claim.acquire():
-                return False
-            self.store.reload()
-            if self.store.finished(cell.cell_id):
-                claim.release()
-                return False
-            claims[cell.cell_id] = claim
-            return True
+    def _record_all(self, executor: Any, claims: CellClaims, order: list[Cell], todo: int, summary: Summary) -> None:
+        """Run the claimed cells and keep each record: the results file, MLflow (or its outbox), the console."""
+        from bench.core.errors import DiskError
+        from bench.track.outbox import Outbox, drain
 
-        if executor.name == "local":  # the batcher looks ahead in this process's own queue
-            batcher = self.evaluation.batcher
-            batcher.size = resolve_stream_batch(self.opt.stream_batch, self.device)
-            batcher.upcoming, batcher.reserve = list(order), reserve
-
-        def claimed_cells() -> Any:
-            """The planned cells this process claims, lazily (a local executor claims one at a time)."""
-            for cell in order:
-                if cell.cell_id in seen:  # the same cell listed twice in the grid
-                    continue
-                seen.add(cell.cell_id)
-                if cell.cell_id in claims:  # reserved for a batched stream
-                    yield cell
-                    continue
-                claim = CellClaim(folder, self.spec.name, cell.cell_id)
-                if not claim.acquire():
-                    summary.claimed_elsewhere += 1
-                    if self.opt.worker is None:  # a fellow worker of --jobs: not news
-                        tqdm.write(f"skip {cell.key}: another run is computing it")
-                    continue
-                self.store.reload()
-                if self.store.finished(cell.cell_id):  # another run finished it after our plan
-                    claim.release()
-                    summary.skipped_done += 1
-                    continue
-                claims[cell.cell_id] = claim
-                yield cell
-
+        outbox = Outbox(self.store.path.parent, self.spec.name)
         with Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
                      tags={"device": executor.device_label(self), "executor": executor.name,
                            "grid_path": self.spec.path, "budget": self.opt.budget,
                            **({"worker": "{}/{}".format(*self.opt.worker)} if self.opt.worker else {})},
                      verbose=self.opt.verbose, warn=tqdm.write) as tracker:
             self.tracker = self.artifacts.tracker = tracker
-            bar = tqdm(executor.run(self, claimed_cells()), total=len(plan.todo), desc=f"grid {self.spec.name}",
+            bar = tqdm(executor.run(self, claims.take(order)), total=todo, desc=f"grid {self.spec.name}",
                        unit="cell", disable=not self.opt.progress or None)
             try:
                 for i, (cell, record, sample) in enumerate(bar, 1):
                     bar.set_postfix_str(cell.key)
                     if record["status"] != "ok" and record["error"].startswith("DiskError: "):
                         raise DiskError(record["error"][len("DiskError: "):])  # not the cell's fault: stop
-                    params = self._tracking_params(cell, record)
-                    if tracker.active:
-                        # Write-ahead: the payload is queued before the record exists, so a kill at
-                        # any point leaves either no record or a record whose payload `bench track` has.
-                        outbox.add(record, params)
-                    self.store.put(record)
-                    summary.ran += 1
-                    if tracker.mirror(record, params, sample):
-                        outbox.remove(cell.cell_id)
-                    elif tracker.active and sample is not None:
-                        outbox.save_sample(cell.cell_id, sample)
-                    claims.pop(cell.cell_id).release()  # after the mirror: a drain elsewhere leaves it alone
-                    status = (f"clean {100 * record['clean_acc']:.1f}%  robust {100 * record['robust_acc']:.1f}%"
-                              if record["status"] == "ok" else f"FAILED: {record['error']}")
-                    tqdm.write(f"[{i}/{len(plan.todo)}] {cell.key}: {status} ({record['seconds']:.1f}s)")
-                    if record["status"] != "ok":
-                        summary.failed += 1
-                        summary.failures.append(f"{cell.key}: {record['error']}")
+                    self._keep(cell, record, sample, tracker, outbox, summary)
+                    claims.release(cell.cell_id)  # after the mirror: a drain elsewhere leaves it alone
+                    self._report(i, todo, cell, record, summary)
             finally:
                 bar.close()
-                for claim in claims.values():
-                    claim.release()
             if tracker.active and tracker.degraded is None and len(outbox):
                 # Payloads left by an earlier outage or kill: the store works now, so catch up.
                 replayed = drain(outbox, tracker)[0]
                 if replayed:
                     tqdm.write(f"replayed {replayed} queued cells from {outbox.path} into MLflow")
             summary.queued = len(outbox) if tracker.active else 0
+
+    def _keep(self, cell: Cell, record: dict[str, Any], sample: Any, tracker: Tracker, outbox: Any,
+              summary: Summary) -> None:
+        """One record into the results file and MLflow, write-ahead: the payload is queued before the
+        record exists, so a kill at any point leaves either no record or one whose payload `bench track` has."""
+        params = self._tracking_params(cell, record)
+        if tracker.active:
+            outbox.add(record, params)
+        self.store.put(record)
+        summary.ran += 1  # counted with the record, so an interrupt's "N cells saved" is exact
+        if tracker.mirror(record, params, sample):
+            outbox.remove(cell.cell_id)
+        elif tracker.active and sample is not None:
+            outbox.save_sample(cell.cell_id, sample)
+
+    @staticmethod
+    def _report(i: int, todo: int, cell: Cell, record: dict[str, Any], summary: Summary) -> None:
+        status = (f"clean {100 * record['clean_acc']:.1f}%  robust {100 * record['robust_acc']:.1f}%"
+                  if record["status"] == "ok" else f"FAILED: {record['error']}")
+        tqdm.write(f"[{i}/{todo}] {cell.key}: {status} ({record['seconds']:.1f}s)")
+        if record["status"] != "ok":
+            summary.failed += 1
+            summary.failures.append(f"{cell.key}: {record['error']}")
+
+    def recount(self, plan: Plan) -> None:
+        """After ``--jobs`` workers finished: count every process's cells from the results file (the
+        summary of this process counted only its own) and refresh the reliability flags over them."""
+        summary = self.summary
+        self.store.reload()
         self.store.set_flags(cell_flags)
-        return summary
+        finished = {c.cell_id for c in plan.todo if self.store.finished(c.cell_id)}
+        failed = [c for c in plan.todo if c.cell_id not in finished and c.cell_id in self.store.records]
+        summary.ran = len(finished) + len(failed)
+        summary.skipped_done = len(plan.done)  # not the cells this process found finished by a worker
+        summary.failed = len(failed)
+        summary.failures = [f"{c.key}: {self.store.records[c.cell_id].get('error')}" for c in failed]
+        summary.claimed_elsewhere = len(plan.todo) - summary.ran
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         """One cell's record (never raises for the cell's own faults)."""
