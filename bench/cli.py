@@ -432,13 +432,13 @@ def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int
 def plot(grid_name: str, results_dir: Path, out_dir: Path | None, cache_dir: Path | None, data_dir: Path | None,
          limit: int | None, seed: int | None, tracking_uri: str | None, no_tracking: bool) -> None:
     """Draw the figures the grid lists in [[figures]] (PNG), from results/<grid>.jsonl."""
-    from bench.report.figures import write_grid_figures
+    from bench.report.grid_figures import write_grid_figures
     from bench.run.neighbour_figure import neighbour_series
 
     spec, records = _spec_records(grid_name, results_dir, limit, seed)
     if not spec.figures:
         raise BenchError(f"grid {spec.name} lists no [[figures]]; add tables such as [[figures]] kind = \"vs-points\" "
-                         "(see bench/report/figures.py)")
+                         "(see bench/report/grid_figures.py)")
     folder = Path(out_dir) if out_dir else Path("leaderboards") / spec.name
     written = []
     for fig, path, note in write_grid_figures(

@@ -182,7 +182,7 @@ def _captured_plots(monkeypatch) -> list:
 
 
 def test_plotted_series_equal_the_records(tmp_path, monkeypatch):
-    from bench.report import figures
+    from bench.report import grid_figures as figures
     from bench.spec import grid
 
     spec = grid.parse({"name": "g", "dataset": "digits", "arch": "small-cnn", "figures": [

@@ -3,8 +3,8 @@
 A spec names one dataset and architecture, the train-time defenses (``[train.<name>]`` tables of
 hyperparameters), the runtime defenses (``[runtime.<name>]``), and attacks (``[[attacks]]`` with
 ``name``, ``threat`` (base / adaptive / transfer), ``eps`` list, ``params``, optional ``surrogate`` and
-``runtime`` restriction), and optional ``[[figures]]`` for ``bench plot`` (bench.spec.figures, drawn by
-bench.report.figures).
+``runtime`` restriction), and optional ``[[figures]]`` for ``bench plot`` (bench.spec.figure_tables, drawn by
+bench.report.grid_figures).
 ``layout = "star"`` pairs each train-time defense with runtime ``none`` and the ``base_model`` with
 each runtime defense; ``layout = "cross"`` pairs every train-time defense with every runtime defense.
 """
@@ -22,7 +22,7 @@ import tomllib
 from bench.core.cache import config_hash
 from bench.core.errors import BenchError
 from bench.core.registry import Registry
-from bench.spec.figures import check_figures
+from bench.spec.figure_tables import check_figures
 
 GRIDS: Registry = Registry("grid")
 THREATS = ("base", "adaptive", "transfer")
@@ -110,7 +110,7 @@ class GridSpec:
     plugins: tuple[str, ...] = ()
     _resolved: dict[str, dict[str, Any]] | None = field(default=None, repr=False, compare=False)
     metrics: tuple[str, ...] = ()
-    #: The pictures ``bench plot`` draws ([[figures]] tables; see bench.report.figures).
+    #: The pictures ``bench plot`` draws ([[figures]] tables; see bench.report.grid_figures).
     figures: tuple[dict[str, Any], ...] = ()
     #: Fewer test points for a costly runtime defense (``[runtime.rmc] limit = 10``): its cells
     #: evaluate the first ``min(limit, its limit)`` test examples, a prefix of the other rows' points.

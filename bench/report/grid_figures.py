@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.spec.figures import FIGURE_KEYS, FIGURE_KINDS, METRICS, check_figures  # noqa: F401  (re-exported)
+from bench.spec.figure_tables import FIGURE_KEYS, FIGURE_KINDS, METRICS, check_figures  # noqa: F401  (re-exported)
 
 
 def _row_match(r: dict[str, Any], rows: list[str]) -> bool:

@@ -1,4 +1,4 @@
-"""What a grid's ``[[figures]]`` tables may say (checked when the grid loads); bench.report.figures draws them."""
+"""What a grid's ``[[figures]]`` tables may say (checked when the grid loads); bench.report.grid_figures draws them."""
 
 from __future__ import annotations
 
