@@ -215,7 +215,7 @@ def test_cache_cli_ls_du_gc(reference, tmp_path, capsys):
         os.utime(p, (old, old))
     run("gc", "--older-than", "5")
     assert not list((c / "models").glob("*.pt")) and list((c / "adv").glob("*.pt"))
-    run("gc", "--all")
+    run("gc", "--all", "--yes")
     assert cache.scan(c) == []
 
 
