@@ -493,9 +493,10 @@ _cache_dir_option = click.option("--cache-dir", type=click.Path(path_type=Path),
 
 
 def _cache_dir(cache_dir: Path | None) -> Path:
-    from bench.core.cache import default_cache_dir
+    """The cache folder, refused (one line, exit 2) unless it holds advbench's CACHEDIR.TAG."""
+    from bench.core.cache import default_cache_dir, require_cache
 
-    return cache_dir or default_cache_dir()
+    return require_cache(cache_dir or default_cache_dir())
 
 
 @cache_.command("ls")
@@ -505,10 +506,11 @@ def cache_ls(cache_dir: Path | None, verify: bool) -> None:
     """List cache entries: kind, size, days since last use, status, path."""
     from bench.core.cache import human, scan
 
-    entries = scan(_cache_dir(cache_dir), verify=verify)
+    root = _cache_dir(cache_dir)
+    entries = scan(root, verify=verify)
     for e in entries:
         click.echo(f"{e.kind:12s} {human(e.size):>10s} {e.age_days:7.1f}d  {e.status:10s} {e.path}")
-    click.echo(f"{len(entries)} entries in {_cache_dir(cache_dir)}", err=True)
+    click.echo(f"{len(entries)} entries in {root}", err=True)
 
 
 @cache_.command("du")
@@ -527,25 +529,39 @@ def cache_du(cache_dir: Path | None) -> None:
                f"{human(sum(s for _, s in totals.values())):>10s}")
 
 
+def _confirm_all(root: Path, count: int, size: str) -> None:
+    """Ask before ``gc --all``; refuse (one line, exit 2) when there is no terminal to ask on."""
+    what = f"all {count} entries ({size}) of the cache {root}"
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise BenchError(f"gc --all would remove {what} and there is no terminal to confirm on; pass --yes")
+    if not click.confirm(f"remove {what}?", default=False):
+        click.echo("nothing removed", err=True)
+        sys.exit(1)
+
+
 @cache_.command("gc")
 @_cache_dir_option
 @click.option("--older-than", type=float, default=None, metavar="DAYS", help="Also remove entries unused for DAYS.")
-@click.option("--all", "everything", is_flag=True, help="Remove everything in the cache.")
+@click.option("--all", "everything", is_flag=True, help="Remove every advbench entry in the cache (asks first).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before --all.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-def cache_gc(cache_dir: Path | None, older_than: float | None, everything: bool, dry_run: bool) -> None:
+def cache_gc(cache_dir: Path | None, older_than: float | None, everything: bool, yes: bool, dry_run: bool) -> None:
     """Remove temporary leftovers, partial or corrupt entries (checksums verified), and optionally
-    old entries or everything."""
+    old entries or everything; only entries advbench writes, never other files in the folder."""
     from bench.core.cache import gc_candidates, human, remove, scan
 
     if older_than is not None and older_than < 0:
         raise BenchError(f"--older-than must be non-negative, got {older_than}")
-    doomed = gc_candidates(scan(_cache_dir(cache_dir), verify=True), older_than, everything)
+    root = _cache_dir(cache_dir)
+    doomed = gc_candidates(scan(root, verify=True), older_than, everything)
+    freed = human(sum(e.size for e, _ in doomed))
+    if everything and doomed and not (dry_run or yes):
+        _confirm_all(root, len(doomed), freed)
     for e, why in doomed:
         click.echo(f"{'would remove' if dry_run else 'removed'} {e.path} ({why}, {human(e.size)})")
         if not dry_run:
             remove(e)
-    click.echo(f"{len(doomed)} entries, {human(sum(e.size for e, _ in doomed))} "
-               f"{'would be freed' if dry_run else 'freed'}")
+    click.echo(f"{len(doomed)} entries, {freed} {'would be freed' if dry_run else 'freed'}")
 
 
 @cli.command("track")

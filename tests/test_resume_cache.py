@@ -189,8 +189,9 @@ def test_cache_cli_ls_du_gc(reference, tmp_path, capsys):
 
     c = tmp_path / "cache"
     shutil.copytree(reference / "cache", c)
-    (c / "adv" / ".x.pt.123.tmp").write_bytes(b"leftover")
-    (c / "adv" / "gone.pt.sha256").write_text("0" * 64)
+    leftover = c / "adv" / ".0123456789abcdef.pt.k3x9_q1z.tmp"  # named as _atomic_write names them
+    leftover.write_bytes(b"leftover")
+    (c / "adv" / "fedcba9876543210.pt.sha256").write_text("0" * 64)
     bad = sorted((c / "adv").glob("*.pt"))[0]
     blob = bytearray(bad.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
@@ -207,14 +208,14 @@ def test_cache_cli_ls_du_gc(reference, tmp_path, capsys):
     dry = run("gc", "--dry-run")
     assert dry.returncode == 0 and "3 entries" in dry.stdout and bad.exists()
     gc = run("gc")
-    assert gc.returncode == 0 and not bad.exists() and not (c / "adv" / ".x.pt.123.tmp").exists()
+    assert gc.returncode == 0 and not bad.exists() and not leftover.exists()
     assert all(e.status == "ok" for e in cache.scan(c, verify=True) if e.status not in ("lock", "dir"))
     old = time.time() - 10 * 86400
     for p in (c / "models").iterdir():
         os.utime(p, (old, old))
     run("gc", "--older-than", "5")
     assert not list((c / "models").glob("*.pt")) and list((c / "adv").glob("*.pt"))
-    run("gc", "--all")
+    run("gc", "--all", "--yes")
     assert cache.scan(c) == []
 
 

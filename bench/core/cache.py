@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -43,6 +44,97 @@ def config_hash(config: Any, length: int = 16) -> str:
 def default_cache_dir() -> Path:
     env = os.environ.get("BENCH_CACHE_DIR")
     return Path(env) if env else Path(".bench-cache")
+
+
+# -- the cache's own marker and the entries it holds ------------------------------------------------
+TAG_NAME = "CACHEDIR.TAG"
+TAG_SIGNATURE = "Signature: 8a477f597d28d172789f06886806bc55"
+TAG_TEXT = (f"{TAG_SIGNATURE}\n"
+            "# This file is a cache directory tag created by advbench (`bench run`).\n"
+            "# For information about cache directory tags, see https://bford.info/cachedir/\n")
+#: The folders the harness writes under the cache: trained models, adversarial examples and clean
+#: predictions (models, adv, clean), D' (databases), training resume state and RobustBench downloads.
+KINDS = ("models", "adv", "clean", "databases", "training", "robustbench")
+#: Also the project's, but no cache entries (no checksum), so `bench cache` leaves them alone:
+#: python -m bench.benchmarks.rmc_floor keeps its models there.
+_UNMANAGED = {"benchmark-models": re.compile(r"[\w.-]+-standard\.pt")}
+_KEY = r"[0-9a-f]{16}"  # config_hash()
+# <key>.pt, its sidecar and lock, and _atomic_write's temporaries (mkstemp: .<name>.<random>.tmp)
+_FILE = re.compile(rf"{_KEY}\.pt(\.sha256|\.lock)?|\.{_KEY}\.pt(\.sha256)?\.\w+\.tmp")
+_FILE_KINDS = ("models", "adv", "clean", "databases")
+_DIRS = {"training": re.compile(_KEY), "databases": re.compile(rf"{_KEY}-disk"),
+         "robustbench": re.compile("cifar10|cifar100|imagenet")}  # robustbench's <model_dir>/<dataset>
+
+
+def _owned(kind: str, p: Path) -> bool:
+    """Whether ``p`` (in the cache's ``kind`` folder) is an entry the harness writes."""
+    if p.is_symlink():  # the harness never writes links; following one could reach anywhere
+        return False
+    if p.is_dir():
+        pattern = _DIRS.get(kind)
+        return bool(pattern and pattern.fullmatch(p.name))
+    if kind in _UNMANAGED:
+        return bool(_UNMANAGED[kind].fullmatch(p.name))
+    return kind in _FILE_KINDS and bool(_FILE.fullmatch(p.name))
+
+
+def is_marked(cache_dir: Path) -> bool:
+    """Whether ``cache_dir`` holds a CACHEDIR.TAG that begins with the standard signature."""
+    try:
+        with open(Path(cache_dir) / TAG_NAME, "rb") as f:
+            return f.read(len(TAG_SIGNATURE)) == TAG_SIGNATURE.encode()
+    except OSError:
+        return False
+
+
+def foreign(cache_dir: Path) -> list[Path]:
+    """What in ``cache_dir`` (top level and inside its kind folders) the harness did not write."""
+    out: list[Path] = []
+    for p in sorted(Path(cache_dir).iterdir()):
+        if p.name == TAG_NAME or p.name.startswith(f".{TAG_NAME}."):  # or another worker's tag being written
+            continue
+        if p.name not in (*KINDS, *_UNMANAGED) or p.is_symlink() or not p.is_dir():
+            out.append(p)
+        else:
+            out.extend(q for q in sorted(p.iterdir()) if not _owned(p.name, q))
+    return out
+
+
+def mark_cache(cache_dir: Path) -> bool:
+    """Create ``cache_dir`` if needed and write its CACHEDIR.TAG; ``bench run`` calls it once at start.
+
+    A folder that exists without the tag is marked only when it holds nothing but the harness's
+    entries (a cache from an older version); one with other files gets a warning and stays unmarked,
+    so ``bench cache gc`` keeps refusing it. Returns whether the folder is marked."""
+    root = Path(cache_dir)
+    if is_marked(root):
+        return True
+    try:
+        others = foreign(root) if root.is_dir() else []
+        if others:
+            print(f"warning: cache folder {root} holds files advbench did not write (e.g. {others[0]}); not "
+                  f"marking it with {TAG_NAME}, so `bench cache` refuses it; give the cache a folder of its own",
+                  file=sys.stderr, flush=True)
+            return False
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(root / TAG_NAME, TAG_TEXT)
+    except (BenchError, OSError):  # a read-only shared cache still serves a run that only reads it
+        return False
+    return True
+
+
+def require_cache(cache_dir: Path) -> Path:
+    """``cache_dir`` when it is an advbench cache (or does not exist); a one-line BenchError otherwise."""
+    root = Path(cache_dir)
+    if not root.exists():
+        return root
+    if not root.is_dir():
+        raise BenchError(f"cache folder {root} is not a folder")
+    if not is_marked(root):
+        why = f"its {TAG_NAME} lacks the standard signature" if (root / TAG_NAME).exists() else f"no {TAG_NAME}"
+        raise BenchError(f"{root} is not an advbench cache ({why}); nothing was touched: pass the --cache-dir "
+                         "`bench run` uses (an older advbench cache gets its tag on its next `bench run`)")
+    return root
 
 
 @functools.lru_cache(maxsize=1)
@@ -233,15 +325,18 @@ def _size(p: Path) -> int:
 
 
 def scan(cache_dir: Path, verify: bool = False) -> list[Entry]:
-    """Every entry under ``cache_dir`` (sidecars are folded into their payload)."""
+    """Every entry the harness wrote under ``cache_dir`` (sidecars are folded into their payload);
+    other files in the folder are not listed, so ``gc`` never touches them."""
     root = Path(cache_dir)
     if not root.exists():
         return []
     if not root.is_dir():
         raise BenchError(f"cache folder {root} is not a folder")
     out: list[Entry] = []
-    for kind_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for p in sorted(kind_dir.iterdir()):
+    for kind_dir in (root / k for k in KINDS):
+        if kind_dir.is_symlink() or not kind_dir.is_dir():
+            continue
+        for p in sorted(q for q in kind_dir.iterdir() if _owned(kind_dir.name, q)):
             st = p.stat()
             name = p.name
             if name.endswith(".tmp"):

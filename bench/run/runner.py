@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 import attacks
 import defenses
 from bench.core import models
+from bench.core.cache import mark_cache
 from bench.core.device import resolve as resolve_device
 from bench.core.errors import BenchError
 from bench.core.version import code_version
@@ -179,6 +180,7 @@ class Runner:
             return summary
         self.preflight(plan.todo)
         self.store.check_writable()
+        mark_cache(self.opt.cache_dir)  # `bench cache gc` works only on a folder that says it is a cache
         executor.start(self)
         order = plan.todo if self.opt.worker is None else rotate(plan.todo, *self.opt.worker)
         with CellClaims(self.store, self.spec.name, announce=self.opt.worker is None) as claims:
