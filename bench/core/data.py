@@ -217,6 +217,9 @@ def _cifar10(split: str, root: Path, download: bool = False) -> Dataset:
 
 def _cifar_npz(path: Path, split: str) -> Dataset:
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # else numpy reads it as a pickle, refuses, and advises allow_pickle
+                raise ValueError("not a zip archive of .npy arrays")
         with np.load(path, allow_pickle=False) as f:
             x, y = f["x"], f["y"]
     except Exception as exc:  # a garbage or truncated file raises many types (zip, zlib, numpy, KeyError)
