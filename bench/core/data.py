@@ -1,7 +1,9 @@
 """Datasets as float [0, 1] NCHW tensors with int64 labels, read offline from standard files.
 
 ``digits`` (scikit-learn) is always available. ``mnist`` / ``fashion-mnist`` read IDX .gz files,
-``cifar10`` reads the python batches or an .npz (``x`` uint8 NHWC, ``y``). Files are looked up in
+``cifar10`` reads the python batches (pickles, through an unpickler that admits numpy arrays, containers,
+str and numbers and nothing that could run code) or an .npz (``x`` uint8 NHWC, ``y``; no pickles). A
+broken or hostile file is one BenchError line naming it. Files are looked up in
 ``data_dir`` (or ``$BENCH_DATA_DIR``), under ``<data_dir>/<name>/`` or directly in ``data_dir``.
 Downloads (torchvision) happen only with ``download=True``.
 """
@@ -9,10 +11,13 @@ Downloads (torchvision) happen only with ``download=True``.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import pickle
 import struct
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,8 +137,19 @@ def _read_idx(path: Path) -> np.ndarray:
             raise ValueError("not an unsigned-byte IDX file")
         shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
         return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-    except (OSError, ValueError, struct.error, EOFError) as exc:
-        raise BenchError(f"cannot read IDX file {path}: {exc}; replace it with the original file") from None
+    except (OSError, ValueError, struct.error, EOFError, zlib.error) as exc:  # zlib.error: a corrupt gzip body
+        raise BenchError(f"cannot read IDX file {path}: {str(exc)[:200]}; replace it with the original file") from None
+
+
+def _check_labels(y: np.ndarray, n: int, path: Path, num_classes: int = 10) -> np.ndarray:
+    """``y`` as ``n`` integer labels in [0, num_classes), or one line naming ``path``."""
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or len(y) != n:
+        raise BenchError(f"{path}: expected {n} integer labels, got {y.dtype} of shape {y.shape}; "
+                         "replace it with the original file")
+    if n and (y.min() < 0 or y.max() >= num_classes):
+        raise BenchError(f"{path}: labels must lie in 0..{num_classes - 1}, got {y.min()}..{y.max()}; "
+                         "replace it with the original file")
+    return y
 
 
 def _mnist_like(name: str, tv_class: str, split: str, root: Path, download: bool) -> Dataset:
@@ -150,9 +166,11 @@ def _mnist_like(name: str, tv_class: str, split: str, root: Path, download: bool
             f"(or pass --data-dir / set BENCH_DATA_DIR; --download fetches them when online)"
         )
     images, labels = _read_idx(img), _read_idx(lbl)
-    if len(images) != len(labels):
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise BenchError(f"{img}: expected 28x28 images, got shape {images.shape}; replace it with the original file")
+    if labels.ndim == 1 and len(labels) != len(images):
         raise BenchError(f"{img} and {lbl} disagree in length ({len(images)} vs {len(labels)})")
-    return _to_tensor(images[:, None], labels, name, split, 10)
+    return _to_tensor(images[:, None], _check_labels(labels, len(images), lbl), name, split, 10)
 
 
 @register_dataset("mnist", shape=(1, 28, 28), num_classes=10)
@@ -199,13 +217,65 @@ def _cifar10(split: str, root: Path, download: bool = False) -> Dataset:
 
 def _cifar_npz(path: Path, split: str) -> Dataset:
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # else numpy reads it as a pickle, refuses, and advises allow_pickle
+                raise ValueError("not a zip archive of .npy arrays")
         with np.load(path, allow_pickle=False) as f:
             x, y = f["x"], f["y"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise BenchError(f"cannot read {path}: {exc}; it must hold x (N,32,32,3) uint8 and y") from None
-    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
-        raise BenchError(f"{path}: x must be uint8 NHWC with 3 channels, got {x.dtype} {x.shape}")
-    return _to_tensor(x.transpose(0, 3, 1, 2), y, "cifar10", split, 10)
+    except Exception as exc:  # a garbage or truncated file raises many types (zip, zlib, numpy, KeyError)
+        raise BenchError(f"cannot read {path} ({type(exc).__name__}: {str(exc)[:200]}); it must be an .npz "
+                         "holding x (N,32,32,3) uint8 and y") from None
+    if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or x.dtype != np.uint8:
+        raise BenchError(f"{path}: x must be uint8 (N,32,32,3), got {x.dtype} {x.shape}")
+    return _to_tensor(x.transpose(0, 3, 1, 2), _check_labels(y, len(x), path), "cifar10", split, 10)
+
+
+def _latin1(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as pickles of protocol 0-2 written by Python 3 spell bytes, latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ValueError("_codecs.encode is admitted only as str -> latin-1 bytes")
+    return text.encode("latin1")
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads dicts, lists, tuples, str, bytes, numbers and numpy arrays; refuses every other global,
+    so that a crafted file cannot run code (a plain pickle.load calls whatever the file names)."""
+
+    ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                         ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+                         ("numpy", "ndarray"), ("numpy", "dtype")})
+
+    def __init__(self, data: bytes, path: Path) -> None:
+        super().__init__(io.BytesIO(data), encoding="latin1")  # the official batches are Python 2 pickles
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1
+        if (module, name) not in self.ALLOWED:
+            raise BenchError(f"{self.path} is not a CIFAR-10 batch: it asks to load {module}.{name}; only "
+                             "numpy arrays, dicts, lists, str and numbers are read (re-extract cifar-10-python.tar.gz)")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N,3,32,32) uint8, labels) of one python batch, read without running any code."""
+    try:
+        entry = _BatchUnpickler(path.read_bytes(), path).load()
+    except BenchError:
+        raise
+    except Exception as exc:  # a truncated or garbage pickle raises many types
+        raise BenchError(f"cannot read CIFAR-10 batch {path} ({type(exc).__name__}: {str(exc)[:200]}); "
+                         "re-extract cifar-10-python.tar.gz") from None
+    data = entry.get("data") if isinstance(entry, dict) else None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise BenchError(f"{path} is not a CIFAR-10 batch: expected a dict whose 'data' is a uint8 array "
+                         "(N, 3072); re-extract cifar-10-python.tar.gz")
+    try:
+        labels = np.asarray(entry.get("labels"))
+    except (ValueError, TypeError, OverflowError):  # ragged or odd lists
+        labels = np.asarray(None)
+    return data.reshape(-1, 3, 32, 32), _check_labels(labels, len(data), path)
 
 
 def _cifar_batches(folder: Path, split: str) -> Dataset:
@@ -215,11 +285,9 @@ def _cifar_batches(folder: Path, split: str) -> Dataset:
         path = folder / n
         if not path.is_file():
             raise BenchError(f"missing CIFAR-10 batch {path}; re-extract cifar-10-python.tar.gz there")
-        with open(path, "rb") as f:
-            # The official CIFAR-10 python batches are pickled dicts of arrays (as torchvision reads them).
-            entry = pickle.load(f, encoding="latin1")
-        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(entry["labels"]))
+        x, y = _read_cifar_batch(path)
+        xs.append(x)
+        ys.append(y)
     return _to_tensor(np.concatenate(xs), np.concatenate(ys), "cifar10", split, 10)
 
 

@@ -64,8 +64,8 @@ def preprocess(path: str | Path) -> torch.Tensor:
             top, left = int(round((h - CROP) / 2.0)), int(round((w - CROP) / 2.0))
             img = img.crop((left, top, left + CROP, top + CROP))
             arr = np.asarray(img, dtype=np.uint8)
-    except OSError as exc:
-        raise BenchError(f"cannot decode image {path}: {exc}; replace or remove the file") from None
+    except Exception as exc:  # PIL raises many types on broken or hostile files (OSError, ValueError, bombs)
+        raise BenchError(f"cannot decode image {path}: {str(exc)[:200]}; replace or remove the file") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -76,8 +76,13 @@ class _Files(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return preprocess(self.paths[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        # A failure travels back as text: DataLoader re-raises a worker's exception with the worker's
+        # traceback folded into its message, which would not be one line.
+        try:
+            return preprocess(self.paths[i]), ""
+        except BenchError as exc:
+            return torch.zeros(3, CROP, CROP), str(exc)
 
 
 class ImageFiles(Dataset):
@@ -106,7 +111,11 @@ class ImageFiles(Dataset):
             workers = int(env) if env else (min(4, (os.cpu_count() or 1)) if len(self.paths) > batch_size else 0)
         loader = torch.utils.data.DataLoader(_Files(self.paths), batch_size=batch_size, shuffle=False,
                                              num_workers=workers, pin_memory=torch.cuda.is_available())
-        yield from loader
+        for xb, errors in loader:
+            failed = next((e for e in errors if e), None)
+            if failed:
+                raise BenchError(failed)
+            yield xb
 
     def subset(self, n: int | None, offset: int = 0) -> ImageFiles:
         end = None if n is None else offset + n
@@ -140,10 +149,18 @@ def _root(root: Path, split: str) -> tuple[Path, Path]:
                      "downloadable, see image-net.org)")
 
 
+def _text(path: Path) -> str:
+    """A small text file's contents, or one line naming it (a binary or unreadable file)."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"imagenet: cannot read {path} as text ({str(exc)[:120]}); replace it") from None
+
+
 def _wnids(base: Path, class_dirs: list[str]) -> list[str]:
     path = base / "wnids.txt"
     if path.is_file():
-        wnids = sorted(w.strip() for w in path.read_text().split() if w.strip())
+        wnids = sorted(w.strip() for w in _text(path).split() if w.strip())
         if len(wnids) != NUM_CLASSES:
             raise BenchError(f"{path} lists {len(wnids)} wnids, expected {NUM_CLASSES}; use the full sorted list")
         return wnids
@@ -158,14 +175,14 @@ def _flat_labels(folder: Path) -> dict[str, str]:
     for gt in (folder.parent / "LOC_val_solution.csv", folder / "LOC_val_solution.csv"):
         if gt.is_file():
             out = {}
-            for line in gt.read_text().splitlines()[1:]:
-                if "," in line:
-                    image_id, pred = line.split(",", 1)
+            for line in _text(gt).splitlines()[1:]:
+                image_id, _, pred = line.partition(",")
+                if pred.split():
                     out[image_id.strip()] = pred.split()[0]
             return {f"{k}.JPEG": v for k, v in out.items()}
     for gt in (folder.parent / "val_labels.txt", folder / "val_labels.txt"):
         if gt.is_file():
-            return dict(line.split()[:2] for line in gt.read_text().splitlines() if len(line.split()) >= 2)
+            return dict(line.split()[:2] for line in _text(gt).splitlines() if len(line.split()) >= 2)
     for devkit in (folder.parent / DEVKIT, folder / DEVKIT):
         if (devkit / "data" / DEVKIT_TRUTH).is_file():
             return _devkit_labels(devkit / "data")
@@ -186,9 +203,11 @@ def _devkit_labels(folder: Path) -> dict[str, str]:
     try:
         synsets = scipy.io.loadmat(str(meta), squeeze_me=True)["synsets"]
         wnid_of = {int(i): str(w) for i, w in zip(synsets["ILSVRC2012_ID"], synsets["WNID"])}
-        ids = [int(t) for t in (folder / DEVKIT_TRUTH).read_text().split()]
+        ids = [int(t) for t in _text(folder / DEVKIT_TRUTH).split()]
         return {f"ILSVRC2012_val_{n:08d}.JPEG": wnid_of[i] for n, i in enumerate(ids, start=1)}
-    except (KeyError, ValueError, TypeError, OSError) as e:
+    except BenchError:
+        raise
+    except Exception as e:  # scipy.io raises many types on a broken .mat (MatReadError, ValueError, ...)
         raise BenchError(f"imagenet: cannot read the devkit labels in {folder} ({type(e).__name__}: {e}); "
                          f"re-extract ILSVRC2012_devkit_t12.tar.gz") from None
 

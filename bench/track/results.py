@@ -32,14 +32,12 @@ class ResultStore:
     def _read(self) -> dict[str, dict[str, Any]]:
         records: dict[str, dict[str, Any]] = {}
         if self.path.is_file():
-            for lineno, line in enumerate(self.path.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    raise BenchError(f"{self.path}:{lineno} is not valid JSON; fix or remove that line") from None
-                records[rec["cell_id"]] = rec
+            # bytes.splitlines splits at \n and \r only; str.splitlines would also split inside a string
+            # value at U+2028 and other separators
+            for lineno, line in enumerate(self.path.read_bytes().splitlines(), 1):
+                if line.strip():
+                    rec = parse_record(line, f"{self.path}:{lineno}")
+                    records[rec["cell_id"]] = rec
         return records
 
     def reload(self) -> None:
@@ -101,6 +99,19 @@ class ResultStore:
 
     def ok_records(self) -> list[dict[str, Any]]:
         return [r for r in self.records.values() if r.get("status") == "ok"]
+
+
+def parse_record(line: bytes | str, where: str) -> dict[str, Any]:
+    """One JSONL line as a record (a JSON object with string ``cell_id`` and ``status``), or one line
+    naming ``where`` (``<file>:<line>``)."""
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):  # ValueError: bad JSON or bad UTF-8; RecursionError: absurd nesting
+        raise BenchError(f"{where} is not valid JSON; fix or remove that line") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("cell_id"), str) or not isinstance(rec.get("status"), str):
+        raise BenchError(f"{where} is not a result record (a JSON object with string fields cell_id and status); "
+                         "fix or remove that line")
+    return rec
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
