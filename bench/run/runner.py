@@ -21,6 +21,7 @@ import defenses
 from bench.core import models
 from bench.core.device import resolve as resolve_device
 from bench.core.errors import BenchError
+from bench.core.paths import inside
 from bench.core.version import code_version
 from bench.core.zoo import is_zoo_name
 from bench.report.flags import cell_flags
@@ -111,7 +112,7 @@ class Runner:
         if spec.train_split == "test" and (limit is None or limit > spec.train_offset):
             raise BenchError(f"{spec.name}: the training stand-in starts at test image {spec.train_offset}, so "
                              f"evaluate at most that many test points (--limit {spec.train_offset})")
-        self.store = ResultStore(Path(self.opt.results_dir) / f"{spec.name}.jsonl")
+        self.store = ResultStore(inside(self.opt.results_dir, f"{spec.name}.jsonl"))
         self.artifacts = self.artifact_store(spec, self.opt, limit)
         self.evaluation = self.evaluator(spec, self.artifacts)
         self.tracker: Tracker | None = None

@@ -21,6 +21,7 @@ import tomllib
 
 from bench.core.cache import config_hash
 from bench.core.errors import BenchError
+from bench.core.paths import check_name
 from bench.core.registry import Registry
 from bench.spec.figures import check_figures
 
@@ -341,8 +342,8 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     for key in ("name", "base_model", "description", "reference_source"):
         if key in raw and not isinstance(raw[key], str):
             raise BenchError(f"{where}: {key} must be a string, got {raw[key]!r}"[:300])
-    if "/" in str(raw.get("name", "")) or raw.get("name") == "":
-        raise BenchError(f"{where}: name {raw['name']!r} must be a non-empty file name (no '/')")
+    check_name(raw.get("name", default_name),
+               f"{where}: grid name" if "name" in raw else f"{where}: grid name (from the file name; set name = ...)")
     runtime = _table(raw, "runtime", where) or {"none": {}}
     runtime_limits = {}
     for name, params in runtime.items():
