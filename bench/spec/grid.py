@@ -264,6 +264,19 @@ def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, dict[str, Any
     return {k: dict(v) for k, v in val.items()}
 
 
+#: Settings of the run, not of a method: a grid's method tables may not change them (a runtime
+#: defense's ``cache_dir`` would write outside --cache-dir). Each with the option that sets it.
+RUN_SETTINGS = {"cache_dir": "--cache-dir", "data_dir": "--data-dir", "results_dir": "--results-dir",
+                "leaderboard_dir": "`bench leaderboard --out`", "out_dir": "`bench plot --out-dir`",
+                "tracking_uri": "--tracking-uri"}
+
+
+def _refuse_run_settings(params: Any, where: str) -> None:
+    for key in RUN_SETTINGS.keys() & (params.keys() if isinstance(params, dict) else set()):
+        raise BenchError(f"{where} sets {key}, which belongs to the whole run, not one method; "
+                         f"remove it and pass {RUN_SETTINGS[key]} on the command line")
+
+
 def _resolve_file(value: str, grid_path: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() or not grid_path else Path(grid_path).parent / p
@@ -278,6 +291,10 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     if unknown:
         raise BenchError(f"{where}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
     train = _table(raw, "train", where) or {"standard": {}}
+    runtime = _table(raw, "runtime", where) or {"none": {}}
+    for kind, table in (("train", train), ("runtime", runtime)):
+        for name, params in table.items():
+            _refuse_run_settings(params, f"{where}: [{kind}.{name}]")
     from bench.spec import sources
 
     for name, params in train.items():
@@ -314,17 +331,21 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         for key in ("params", "surrogate"):
             if not isinstance(a.get(key, {}), dict):
                 raise BenchError(f"{aw}: {key} must be a table, e.g. {key} = {{ steps = 10 }}")
-        runtime = a.get("runtime", [])
-        names = [runtime] if isinstance(runtime, str) else runtime
+        only = a.get("runtime", [])
+        names = [only] if isinstance(only, str) else only
         if not isinstance(names, list) or not all(isinstance(r, str) for r in names):
             raise BenchError(f"{aw}: runtime must be a runtime defense name or a list of names")
         if not isinstance(a.get("label", ""), str):
             raise BenchError(f"{aw}: label must be a string")
+        _refuse_run_settings(a.get("params", {}), f"{aw}: params")
+        _refuse_run_settings(a.get("surrogate", {}), f"{aw}: surrogate")
+        if isinstance(a.get("surrogate", {}).get("params"), dict):
+            _refuse_run_settings(a["surrogate"]["params"], f"{aw}: surrogate params")
         attacks.append(AttackSpec(
             name=a["name"], threat=threat,
             eps=_eps_list(a.get("eps"), aw, lambda a=a: _ball_norm(a["name"], a.get("params"))),
             params=dict(a.get("params", {})),
-            surrogate=dict(a.get("surrogate", {})), runtime=tuple([runtime] if isinstance(runtime, str) else runtime),
+            surrogate=dict(a.get("surrogate", {})), runtime=tuple(names),
             label=a.get("label", ""), threshold=_threshold(a.get("threshold"), aw),
         ))
     for key in ("limit", "train_limit"):
@@ -344,7 +365,6 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
             raise BenchError(f"{where}: {key} must be a string, got {raw[key]!r}"[:300])
     check_name(raw.get("name", default_name),
                f"{where}: grid name" if "name" in raw else f"{where}: grid name (from the file name; set name = ...)")
-    runtime = _table(raw, "runtime", where) or {"none": {}}
     runtime_limits = {}
     for name, params in runtime.items():
         if "limit" in params:
