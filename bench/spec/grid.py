@@ -11,6 +11,8 @@ each runtime defense; ``layout = "cross"`` pairs every train-time defense with e
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -205,13 +207,15 @@ def load(name_or_path: str) -> GridSpec:
 
 
 def _ball_norm(attack: str, params: Any = None) -> str:
-    """The norm of a registered attack's ball, a wrapper's (bpda, eot) being its inner attack's
-    ('Linf' when unknown, the strictest check)."""
+    """The norm of a registered attack's ball: its ``norm`` parameter, else its class's, a wrapper's
+    (bpda, eot) being its inner attack's ('Linf' when unknown, the strictest check)."""
     try:
         import attacks
         from attacks.bpda import wrapped_attack
     except ImportError:  # pragma: no cover
         return "Linf"
+    if isinstance(params, dict) and params.get("norm") in _NORMS:  # pgd with norm = "L2"
+        return params["norm"]
     factory = attacks.ATTACKS.get_or_none(attack)
     if factory is None:
         return "Linf"
@@ -219,9 +223,11 @@ def _ball_norm(attack: str, params: Any = None) -> str:
     return (inner or factory).norm
 
 
-def _eps_list(value: Any, where: str, norm: str | Callable[[], str] = "Linf") -> tuple[float | None, ...]:
+def _eps_list(value: Any, where: str, norm: str | Callable[[], str] = "Linf",
+              dataset: str | None = None) -> tuple[float | None, ...]:
     """Parse eps values; ``norm`` may be a callable, asked only for an eps above 1 (importing the
-    attack registry costs a torch import, which resuming a finished grid avoids)."""
+    attack registry costs a torch import, which resuming a finished grid avoids). An L2 / L0 budget
+    may not exceed what an image of ``dataset`` allows (bench.core.contracts.budget_limit)."""
     if value is None:
         return (None,)
     values = value if isinstance(value, list) else [value]
@@ -235,20 +241,45 @@ def _eps_list(value: Any, where: str, norm: str | Callable[[], str] = "Linf") ->
                 raise BenchError(f"{where}: eps {v!r} is not a number (write 0.03 or \"8/255\")") from None
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v:  # v != v: NaN
             raise BenchError(f"{where}: eps {v!r} is not a number")
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:  # an integer beyond any float
+            finite = False
+        if not finite:
+            raise BenchError(f"{where}: eps {v} is not finite; give the perturbation budget as a number")
         if float(v) > 1.0 and callable(norm):
             norm = norm()
         if float(v) < 0.0 or (norm == "Linf" and float(v) > 1.0):
             raise BenchError(f"{where}: eps {v} is outside [0, 1] (images are scaled to [0, 1])")
+        if float(v) > 1.0 and dataset is not None:
+            _check_budget(float(v), str(norm), dataset, where)
         out.append(float(v))
     if not out:
         raise BenchError(f"{where}: eps list is empty; omit eps for minimal-norm attacks")
+    if len(set(out)) < len(out):
+        twice = next(e for e in out if out.count(e) > 1)
+        raise BenchError(f"{where}: eps {twice:g} is listed twice (each budget is one cell); list it once")
     return tuple(out)
+
+
+def _check_budget(eps: float, norm: str, dataset: str, where: str) -> None:
+    """An L2 / L0 budget larger than any perturbation of a [0, 1] image of ``dataset`` can be."""
+    from bench.core import data
+    from bench.core.contracts import budget_limit
+
+    shape = data.info(dataset).shape
+    if shape is None or norm not in ("L2", "L1", "L0"):
+        return  # a dataset that declares no shape: nothing to compare with
+    most = budget_limit(norm, shape)
+    if eps > most:
+        raise BenchError(f"{where}: eps {eps:g} is larger than any {norm} perturbation of a {dataset} image "
+                         f"({'x'.join(map(str, shape))} values in [0, 1]) can be; use at most {most:.4g}")
 
 
 def _threshold(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise BenchError(f"{where}: threshold {value!r} must be a positive number (a perturbation norm)")
     return float(value)
 
@@ -275,6 +306,22 @@ def _refuse_run_settings(params: Any, where: str) -> None:
     for key in RUN_SETTINGS.keys() & (params.keys() if isinstance(params, dict) else set()):
         raise BenchError(f"{where} sets {key}, which belongs to the whole run, not one method; "
                          f"remove it and pass {RUN_SETTINGS[key]} on the command line")
+
+
+def _refuse_duplicates(spec: GridSpec, where: str) -> None:
+    """Two [[attacks]] entries giving one cell would be one record counted twice: name both."""
+    seen: dict[str, int] = {}
+    for train, runtime in spec.pairs():
+        for i, a in enumerate(spec.attacks):
+            if a.runtime and runtime not in a.runtime:
+                continue
+            for eps in a.eps:
+                key = config_hash([train, runtime, a.name, a.label or a.name, a.threat, eps, a.params, a.surrogate])
+                first = seen.setdefault(key, i)
+                if first != i:
+                    budget = "" if eps is None else f" at eps {eps:g}"
+                    raise BenchError(f"{where}: attacks[{first}] and attacks[{i}] are the same cell "
+                                     f"({a.label or a.name}, {a.threat}{budget}, {train}/{runtime}); remove one")
 
 
 def _resolve_file(value: str, grid_path: str) -> Path:
@@ -341,9 +388,13 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         _refuse_run_settings(a.get("surrogate", {}), f"{aw}: surrogate")
         if isinstance(a.get("surrogate", {}).get("params"), dict):
             _refuse_run_settings(a["surrogate"]["params"], f"{aw}: surrogate params")
+        norm = functools.partial(_ball_norm, a["name"], a.get("params"))
+        eps_param = a.get("params", {}).get("eps")
+        if isinstance(eps_param, (int, float)) and not isinstance(eps_param, bool):
+            _eps_list(eps_param, f"{aw}: params", norm, raw["dataset"])
         attacks.append(AttackSpec(
             name=a["name"], threat=threat,
-            eps=_eps_list(a.get("eps"), aw, lambda a=a: _ball_norm(a["name"], a.get("params"))),
+            eps=_eps_list(a.get("eps"), aw, norm, raw["dataset"]),
             params=dict(a.get("params", {})),
             surrogate=dict(a.get("surrogate", {})), runtime=tuple(names),
             label=a.get("label", ""), threshold=_threshold(a.get("threshold"), aw),
@@ -391,6 +442,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     )
     if layout == "star" and spec.base_model not in spec.train:
         raise BenchError(f"{where}: base_model {spec.base_model!r} must be one of the [train] defenses")
+    _refuse_duplicates(spec, where)
     check_reference(spec, where)
     return spec
 

@@ -10,6 +10,7 @@ dict, unions with None); anything fancier is accepted.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from typing import Any
@@ -96,6 +97,19 @@ def check_params(factory: Any, given: dict[str, Any], what: str, ignore: tuple[s
             raise BenchError(f"{what}: unknown parameter {key!r}.{hint} Valid: {valid}")
         if not _accepts(params[key], value):
             raise BenchError(f"{what}: parameter {key} = {value!r} should be {_expected(params[key])}")
+        check_value(factory, key, value, what)
+
+
+def check_value(factory: Any, key: str, value: Any, what: str) -> None:
+    """A number must be finite, and at least the least value the method declares (``minimums`` on
+    the contract classes, e.g. ``epochs`` >= 1 for train-time defenses)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BenchError(f"{what}: parameter {key} = {value} is not a finite number")
+    least, why = getattr(factory, "minimums", {}).get(key, (None, ""))
+    if least is not None and value < least:
+        raise BenchError(f"{what}: parameter {key} = {value!r} must be at least {least}" + (f" ({why})" if why else ""))
 
 
 def check_attack(name: str, params: dict[str, Any], where: str) -> None:
