@@ -7,6 +7,8 @@ hyperparameters), the runtime defenses (``[runtime.<name>]``), and attacks (``[[
 bench.report.figures).
 ``layout = "star"`` pairs each train-time defense with runtime ``none`` and the ``base_model`` with
 each runtime defense; ``layout = "cross"`` pairs every train-time defense with every runtime defense.
+A method name no registry knows is refused (bench.spec.validate) unless its table or ``[[attacks]]``
+entry says ``optional = true`` (a plugin's method that may be absent): its cells are then skipped.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class AttackSpec:
     runtime: tuple[str, ...] = ()  # restrict to these runtime defenses (empty: all)
     label: str = ""
     threshold: float | None = None  # minimal-norm attacks: also report robust accuracy at this norm
+    optional: bool = False  # an attack no registry knows (a plugin's, absent) is skipped, not refused
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ class GridSpec:
     #: Fewer test points for a costly runtime defense (``[runtime.rmc] limit = 10``): its cells
     #: evaluate the first ``min(limit, its limit)`` test examples, a prefix of the other rows' points.
     runtime_limits: dict[str, int] = field(default_factory=dict)
+    #: ("train" or "runtime", name) of the tables marked ``optional = true``: skipped when no
+    #: registry knows the name (a plugin's method that may be absent), instead of refused.
+    optional: frozenset[tuple[str, str]] = frozenset()
 
     def limit_for(self, runtime: str, limit: int | None) -> int | None:
         own = self.runtime_limits.get(runtime)
@@ -308,6 +314,18 @@ def _refuse_run_settings(params: Any, where: str) -> None:
                          f"remove it and pass {RUN_SETTINGS[key]} on the command line")
 
 
+def _pop_optional(tables: dict[str, dict[str, Any]], kind: str, where: str) -> set[tuple[str, str]]:
+    """Take ``optional = true`` out of each ``[kind.<name>]`` table: (kind, name) of those that said so."""
+    out = set()
+    for name, params in tables.items():
+        flag = params.pop("optional", False)
+        if not isinstance(flag, bool):
+            raise BenchError(f"{where}: [{kind}.{name}] optional must be true or false, got {flag!r}"[:300])
+        if flag:
+            out.add((kind, name))
+    return out
+
+
 def _refuse_duplicates(spec: GridSpec, where: str) -> None:
     """Two [[attacks]] entries giving one cell would be one record counted twice: name both."""
     seen: dict[str, int] = {}
@@ -339,6 +357,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         raise BenchError(f"{where}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
     train = _table(raw, "train", where) or {"standard": {}}
     runtime = _table(raw, "runtime", where) or {"none": {}}
+    optional = _pop_optional(train, "train", where) | _pop_optional(runtime, "runtime", where)
     for kind, table in (("train", train), ("runtime", runtime)):
         for name, params in table.items():
             _refuse_run_settings(params, f"{where}: [{kind}.{name}]")
@@ -367,7 +386,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         aw = f"{where}: attacks[{i}]"
         if not isinstance(a, dict) or not isinstance(a.get("name"), str):
             raise BenchError(f"{aw} needs a name")
-        extra = set(a) - {"name", "threat", "eps", "params", "surrogate", "runtime", "label", "threshold"}
+        extra = set(a) - {"name", "threat", "eps", "params", "surrogate", "runtime", "label", "threshold", "optional"}
         if extra:
             raise BenchError(f"{aw}: unknown keys {', '.join(sorted(extra))}")
         threat = a.get("threat", "base")
@@ -384,6 +403,8 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
             raise BenchError(f"{aw}: runtime must be a runtime defense name or a list of names")
         if not isinstance(a.get("label", ""), str):
             raise BenchError(f"{aw}: label must be a string")
+        if not isinstance(a.get("optional", False), bool):
+            raise BenchError(f"{aw}: optional must be true or false")
         _refuse_run_settings(a.get("params", {}), f"{aw}: params")
         _refuse_run_settings(a.get("surrogate", {}), f"{aw}: surrogate")
         if isinstance(a.get("surrogate", {}).get("params"), dict):
@@ -397,7 +418,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
             eps=_eps_list(a.get("eps"), aw, norm, raw["dataset"]),
             params=dict(a.get("params", {})),
             surrogate=dict(a.get("surrogate", {})), runtime=tuple(names),
-            label=a.get("label", ""), threshold=_threshold(a.get("threshold"), aw),
+            label=a.get("label", ""), threshold=_threshold(a.get("threshold"), aw), optional=a.get("optional", False),
         ))
     for key in ("limit", "train_limit"):
         v = raw.get(key)
@@ -438,7 +459,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         description=raw.get("description", ""), reference={str(k): float(v) for k, v in ref.items()},
         reference_source=raw.get("reference_source", ""), path=path, metrics=tuple(metrics),
         plugins=tuple(str(_resolve_file(p, path)) for p in plugins),
-        figures=check_figures(raw.get("figures", []), where),
+        figures=check_figures(raw.get("figures", []), where), optional=frozenset(optional),
     )
     if layout == "star" and spec.base_model not in spec.train:
         raise BenchError(f"{where}: base_model {spec.base_model!r} must be one of the [train] defenses")
