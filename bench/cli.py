@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from bench.core.errors import BenchError
+from bench.core.paths import inside
 
 LISTABLE = ("attacks", "defenses", "datasets", "archs", "grids")
 
@@ -28,7 +29,7 @@ def _write_leaderboard(spec, records, out: Path | None) -> Path:
     from bench.core.cache import atomic_write_text
     from bench.report.leaderboard import notes_path, render
 
-    path = Path(out) if out else Path("leaderboards") / f"{spec.name}.md"
+    path = Path(out) if out else inside("leaderboards", f"{spec.name}.md")
     # Hand-written notes live in <name>.notes.md beside the file and are kept on every regeneration.
     notes = notes_path(path)
     # Pictures go to a folder named after the Markdown file, beside it, and are linked relatively.
@@ -291,7 +292,7 @@ def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | No
 
     if limit is not None and limit <= 0:
         return False  # the Runner reports it
-    store = ResultStore(Path(results_dir) / f"{spec.name}.jsonl")
+    store = ResultStore(inside(results_dir, f"{spec.name}.jsonl"))
     cells = spec.cells(limit=limit, seed=seed)
     if not store.all_finished([c.cell_id for c in cells]):
         return False
@@ -439,7 +440,7 @@ def plot(grid_name: str, results_dir: Path, out_dir: Path | None, cache_dir: Pat
     if not spec.figures:
         raise BenchError(f"grid {spec.name} lists no [[figures]]; add tables such as [[figures]] kind = \"vs-points\" "
                          "(see bench/report/grid_figures.py)")
-    folder = Path(out_dir) if out_dir else Path("leaderboards") / spec.name
+    folder = Path(out_dir) if out_dir else inside("leaderboards", spec.name)
     written = []
     for fig, path, note in write_grid_figures(
             spec, records, folder, lambda s, f: neighbour_series(s, f, cache_dir, data_dir)):

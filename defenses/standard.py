@@ -23,6 +23,9 @@ class Standard(TrainDefense):
         "cifar10": {"epochs": 100, "lr": 1e-4},
     }
 
+    #: epochs = 0 is no training: the model keeps its seeded initial weights (imagenet-rmc's classifier).
+    minimums = {**TrainDefense.minimums, "epochs": (0, "0 means no training: the seeded initial weights")}
+
     def __init__(self, epochs: int = 10, lr: float = 1e-3, batch_size: int = 128, optimizer: str = "adam",
                  weight_decay: float = 0.0, seed: int = 0) -> None:
         self.epochs, self.lr, self.batch_size = int(epochs), float(lr), int(batch_size)

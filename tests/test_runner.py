@@ -34,6 +34,7 @@ eps = [0.1, 0.3]
 [[attacks]]
 name = "not-an-attack-yet"
 eps = 0.1
+optional = true
 """
 
 

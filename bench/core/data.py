@@ -69,6 +69,9 @@ def load(
 
         print(f"synthetic data: {name} {split}, {len(ds)} seeded images of shape {tuple(ds.x.shape[1:])}, "
               f"{ds.num_classes} classes (real files not found: {str(exc)[:120]})", file=sys.stderr, flush=True)
+    if limit is not None and limit > len(ds):  # a silent clamp would evaluate fewer points than asked
+        raise BenchError(f"limit {limit} is larger than the {name} {split} split, which has {len(ds)} images; "
+                         f"use a limit of at most {len(ds)} (the grid's limit or --limit)")
     return ds.subset(limit) if limit is not None else ds
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench.core.cache import lock as file_lock  # noqa: F401 - re-exported: the blocking lock on <path>.lock
 from bench.core.errors import BenchError
+from bench.core.paths import inside
 
 CLAIMS_DIR = ".claims"
 
@@ -29,7 +30,7 @@ class CellClaim:
     of this process) frees it."""
 
     def __init__(self, results_dir: Path, grid: str, cell_id: str) -> None:
-        self.path = Path(results_dir) / CLAIMS_DIR / grid / cell_id
+        self.path = inside(results_dir, CLAIMS_DIR, grid, cell_id)
         self._fd: int | None = None
 
     def acquire(self) -> bool:

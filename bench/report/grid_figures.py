@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.core.paths import inside
 from bench.spec.figure_tables import FIGURE_KEYS, FIGURE_KINDS, METRICS, check_figures  # noqa: F401  (re-exported)
 
 
@@ -151,10 +152,10 @@ def write_grid_figures(spec: Any, records: list[dict[str, Any]], folder: Path,
                 continue
             series, note = neighbour_series(spec, fig)
             fig = {**fig, "title": f"{fig.get('title') or fig['name']}\n{note}"}
-            path = draw(series, fig, folder / f"{fig['name']}.png")
+            path = draw(series, fig, inside(folder, f"{fig['name']}.png"))
         else:
             series = figure_series(records, fig)
-            path = draw(series, fig, folder / f"{fig['name']}.png", n)
+            path = draw(series, fig, inside(folder, f"{fig['name']}.png"), n)
             if path is None:
                 note = "no finished record has the data (rows / attacks / per-point fields)"
         out.append((fig, path, note))

@@ -22,6 +22,7 @@ from bench.core import models
 from bench.core.cache import mark_cache
 from bench.core.device import resolve as resolve_device
 from bench.core.errors import BenchError
+from bench.core.paths import inside
 from bench.core.version import code_version
 from bench.core.zoo import is_zoo_name
 from bench.report.flags import cell_flags
@@ -70,11 +71,12 @@ def unavailable_reason(cell: Cell) -> str | None:
         if kind == "train" and (is_zoo_name(name) or sources.is_provided(cell.train_params)):
             continue
         if name not in defenses.DEFENSES:
-            return f"{kind}-time defense {name!r} is not registered (yet)"
+            what = "train-time" if kind == "train" else "runtime"
+            return f"{what} defense {name!r} is not registered (optional = true: skipped)"
         if defenses.kind_of(name) != kind:
             return f"{name!r} is a {defenses.kind_of(name)}-time defense, listed as {kind}-time"
     if cell.attack not in attacks.ATTACKS:
-        return f"attack {cell.attack!r} is not registered (yet)"
+        return f"attack {cell.attack!r} is not registered (optional = true: skipped)"
     cls = attacks.ATTACKS.get(cell.attack)
     if getattr(cls, "needs_defense", False) and cell.threat != "adaptive":
         return f"attack {cell.attack!r} is defense-aware: it needs threat = \"adaptive\""
@@ -107,12 +109,14 @@ class Runner:
         if trained and spec.arch not in models.ARCHS:
             models.ARCHS.get(spec.arch)  # raises a BenchError listing the valid names
         self.cells = spec.cells(limit=self.opt.limit, seed=self.opt.seed)
+        if not self.cells:
+            raise BenchError(f"grid {spec.name!r} has no cells: add [train], [runtime] and [[attacks]] entries")
         limits = {c.limit for c in self.cells}  # a runtime's own limit makes its cells read a prefix
         limit = None if (None in limits or not limits) else max(limits)
         if spec.train_split == "test" and (limit is None or limit > spec.train_offset):
             raise BenchError(f"{spec.name}: the training stand-in starts at test image {spec.train_offset}, so "
                              f"evaluate at most that many test points (--limit {spec.train_offset})")
-        self.store = ResultStore(Path(self.opt.results_dir) / f"{spec.name}.jsonl")
+        self.store = ResultStore(inside(self.opt.results_dir, f"{spec.name}.jsonl"))
         self.artifacts = self.artifact_store(spec, self.opt, limit)
         self.evaluation = self.evaluator(spec, self.artifacts)
         self.tracker: Tracker | None = None
@@ -173,8 +177,6 @@ class Runner:
                                          results_path=self.store.path)  # read by the CLI after a Ctrl-C
         for cell, reason in plan.skipped:
             tqdm.write(f"skip {cell.key}: {reason}")
-        if not self.cells:
-            raise BenchError(f"grid {self.spec.name!r} has no cells: add [train], [runtime] and [[attacks]] entries")
         if not plan.todo:
             tqdm.write(f"nothing to do: {len(plan.done)} cells already finished in {self.store.path}")
             return summary

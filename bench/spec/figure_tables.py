@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.core.errors import BenchError
+from bench.core.paths import check_name
 
 FIGURE_KINDS = ("vs-points", "vs-param", "vs-eps", "neighbour-labels")
 METRICS = {"vs-points": ("robust_acc", "delay_s", "adapt_epochs"), "vs-param": ("robust_acc", "clean_acc"),
@@ -38,8 +39,9 @@ def check_figures(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
         if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
             raise BenchError(f"{fw}: window must be a positive integer, got {window!r}")
         name = f.get("name") or f"figure{i + 1}-{kind}"
-        if not isinstance(name, str) or "/" in name or name in names:
-            raise BenchError(f"{fw}: name {name!r} must be a unique file name (no '/')")
+        check_name(name, f"{fw}: name")
+        if name in names:
+            raise BenchError(f"{fw}: name {name!r} is used by an earlier figure; each figure is one file")
         names.add(name)
         out.append({**f, "name": name, "metric": metric, "rows": list(f.get("rows", [])),
                     "attacks": list(f.get("attacks", []))})

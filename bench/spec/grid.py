@@ -7,10 +7,14 @@ hyperparameters), the runtime defenses (``[runtime.<name>]``), and attacks (``[[
 bench.report.grid_figures).
 ``layout = "star"`` pairs each train-time defense with runtime ``none`` and the ``base_model`` with
 each runtime defense; ``layout = "cross"`` pairs every train-time defense with every runtime defense.
+A method name no registry knows is refused (bench.spec.validate) unless its table or ``[[attacks]]``
+entry says ``optional = true`` (a plugin's method that may be absent): its cells are then skipped.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,6 +25,7 @@ import tomllib
 
 from bench.core.cache import config_hash
 from bench.core.errors import BenchError
+from bench.core.paths import check_name
 from bench.core.registry import Registry
 from bench.spec.figure_tables import check_figures
 
@@ -41,6 +46,7 @@ class AttackSpec:
     runtime: tuple[str, ...] = ()  # restrict to these runtime defenses (empty: all)
     label: str = ""
     threshold: float | None = None  # minimal-norm attacks: also report robust accuracy at this norm
+    optional: bool = False  # an attack no registry knows (a plugin's, absent) is skipped, not refused
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,9 @@ class GridSpec:
     #: Fewer test points for a costly runtime defense (``[runtime.rmc] limit = 10``): its cells
     #: evaluate the first ``min(limit, its limit)`` test examples, a prefix of the other rows' points.
     runtime_limits: dict[str, int] = field(default_factory=dict)
+    #: ("train" or "runtime", name) of the tables marked ``optional = true``: skipped when no
+    #: registry knows the name (a plugin's method that may be absent), instead of refused.
+    optional: frozenset[tuple[str, str]] = frozenset()
 
     def limit_for(self, runtime: str, limit: int | None) -> int | None:
         own = self.runtime_limits.get(runtime)
@@ -204,13 +213,15 @@ def load(name_or_path: str) -> GridSpec:
 
 
 def _ball_norm(attack: str, params: Any = None) -> str:
-    """The norm of a registered attack's ball, a wrapper's (bpda, eot) being its inner attack's
-    ('Linf' when unknown, the strictest check)."""
+    """The norm of a registered attack's ball: its ``norm`` parameter, else its class's, a wrapper's
+    (bpda, eot) being its inner attack's ('Linf' when unknown, the strictest check)."""
     try:
         import attacks
         from attacks.bpda import wrapped_attack
     except ImportError:  # pragma: no cover
         return "Linf"
+    if isinstance(params, dict) and params.get("norm") in _NORMS:  # pgd with norm = "L2"
+        return params["norm"]
     factory = attacks.ATTACKS.get_or_none(attack)
     if factory is None:
         return "Linf"
@@ -218,9 +229,11 @@ def _ball_norm(attack: str, params: Any = None) -> str:
     return (inner or factory).norm
 
 
-def _eps_list(value: Any, where: str, norm: str | Callable[[], str] = "Linf") -> tuple[float | None, ...]:
+def _eps_list(value: Any, where: str, norm: str | Callable[[], str] = "Linf",
+              dataset: str | None = None) -> tuple[float | None, ...]:
     """Parse eps values; ``norm`` may be a callable, asked only for an eps above 1 (importing the
-    attack registry costs a torch import, which resuming a finished grid avoids)."""
+    attack registry costs a torch import, which resuming a finished grid avoids). An L2 / L0 budget
+    may not exceed what an image of ``dataset`` allows (bench.core.contracts.budget_limit)."""
     if value is None:
         return (None,)
     values = value if isinstance(value, list) else [value]
@@ -234,20 +247,45 @@ def _eps_list(value: Any, where: str, norm: str | Callable[[], str] = "Linf") ->
                 raise BenchError(f"{where}: eps {v!r} is not a number (write 0.03 or \"8/255\")") from None
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v:  # v != v: NaN
             raise BenchError(f"{where}: eps {v!r} is not a number")
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:  # an integer beyond any float
+            finite = False
+        if not finite:
+            raise BenchError(f"{where}: eps {v} is not finite; give the perturbation budget as a number")
         if float(v) > 1.0 and callable(norm):
             norm = norm()
         if float(v) < 0.0 or (norm == "Linf" and float(v) > 1.0):
             raise BenchError(f"{where}: eps {v} is outside [0, 1] (images are scaled to [0, 1])")
+        if float(v) > 1.0 and dataset is not None:
+            _check_budget(float(v), str(norm), dataset, where)
         out.append(float(v))
     if not out:
         raise BenchError(f"{where}: eps list is empty; omit eps for minimal-norm attacks")
+    if len(set(out)) < len(out):
+        twice = next(e for e in out if out.count(e) > 1)
+        raise BenchError(f"{where}: eps {twice:g} is listed twice (each budget is one cell); list it once")
     return tuple(out)
+
+
+def _check_budget(eps: float, norm: str, dataset: str, where: str) -> None:
+    """An L2 / L0 budget larger than any perturbation of a [0, 1] image of ``dataset`` can be."""
+    from bench.core import data
+    from bench.core.contracts import budget_limit
+
+    shape = data.info(dataset).shape
+    if shape is None or norm not in ("L2", "L1", "L0"):
+        return  # a dataset that declares no shape: nothing to compare with
+    most = budget_limit(norm, shape)
+    if eps > most:
+        raise BenchError(f"{where}: eps {eps:g} is larger than any {norm} perturbation of a {dataset} image "
+                         f"({'x'.join(map(str, shape))} values in [0, 1]) can be; use at most {most:.4g}")
 
 
 def _threshold(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise BenchError(f"{where}: threshold {value!r} must be a positive number (a perturbation norm)")
     return float(value)
 
@@ -261,6 +299,47 @@ def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, dict[str, Any
     if not isinstance(val, dict) or not all(isinstance(v, dict) for v in val.values()):
         raise BenchError(f"{where}: [{key}] must be tables of hyperparameters, e.g. [{key}.standard]")
     return {k: dict(v) for k, v in val.items()}
+
+
+#: Settings of the run, not of a method: a grid's method tables may not change them (a runtime
+#: defense's ``cache_dir`` would write outside --cache-dir). Each with the option that sets it.
+RUN_SETTINGS = {"cache_dir": "--cache-dir", "data_dir": "--data-dir", "results_dir": "--results-dir",
+                "leaderboard_dir": "`bench leaderboard --out`", "out_dir": "`bench plot --out-dir`",
+                "tracking_uri": "--tracking-uri"}
+
+
+def _refuse_run_settings(params: Any, where: str) -> None:
+    for key in RUN_SETTINGS.keys() & (params.keys() if isinstance(params, dict) else set()):
+        raise BenchError(f"{where} sets {key}, which belongs to the whole run, not one method; "
+                         f"remove it and pass {RUN_SETTINGS[key]} on the command line")
+
+
+def _pop_optional(tables: dict[str, dict[str, Any]], kind: str, where: str) -> set[tuple[str, str]]:
+    """Take ``optional = true`` out of each ``[kind.<name>]`` table: (kind, name) of those that said so."""
+    out = set()
+    for name, params in tables.items():
+        flag = params.pop("optional", False)
+        if not isinstance(flag, bool):
+            raise BenchError(f"{where}: [{kind}.{name}] optional must be true or false, got {flag!r}"[:300])
+        if flag:
+            out.add((kind, name))
+    return out
+
+
+def _refuse_duplicates(spec: GridSpec, where: str) -> None:
+    """Two [[attacks]] entries giving one cell would be one record counted twice: name both."""
+    seen: dict[str, int] = {}
+    for train, runtime in spec.pairs():
+        for i, a in enumerate(spec.attacks):
+            if a.runtime and runtime not in a.runtime:
+                continue
+            for eps in a.eps:
+                key = config_hash([train, runtime, a.name, a.label or a.name, a.threat, eps, a.params, a.surrogate])
+                first = seen.setdefault(key, i)
+                if first != i:
+                    budget = "" if eps is None else f" at eps {eps:g}"
+                    raise BenchError(f"{where}: attacks[{first}] and attacks[{i}] are the same cell "
+                                     f"({a.label or a.name}, {a.threat}{budget}, {train}/{runtime}); remove one")
 
 
 def _resolve_file(value: str, grid_path: str) -> Path:
@@ -277,6 +356,11 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     if unknown:
         raise BenchError(f"{where}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
     train = _table(raw, "train", where) or {"standard": {}}
+    runtime = _table(raw, "runtime", where) or {"none": {}}
+    optional = _pop_optional(train, "train", where) | _pop_optional(runtime, "runtime", where)
+    for kind, table in (("train", train), ("runtime", runtime)):
+        for name, params in table.items():
+            _refuse_run_settings(params, f"{where}: [{kind}.{name}]")
     from bench.spec import sources
 
     for name, params in train.items():
@@ -302,7 +386,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         aw = f"{where}: attacks[{i}]"
         if not isinstance(a, dict) or not isinstance(a.get("name"), str):
             raise BenchError(f"{aw} needs a name")
-        extra = set(a) - {"name", "threat", "eps", "params", "surrogate", "runtime", "label", "threshold"}
+        extra = set(a) - {"name", "threat", "eps", "params", "surrogate", "runtime", "label", "threshold", "optional"}
         if extra:
             raise BenchError(f"{aw}: unknown keys {', '.join(sorted(extra))}")
         threat = a.get("threat", "base")
@@ -313,18 +397,28 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         for key in ("params", "surrogate"):
             if not isinstance(a.get(key, {}), dict):
                 raise BenchError(f"{aw}: {key} must be a table, e.g. {key} = {{ steps = 10 }}")
-        runtime = a.get("runtime", [])
-        names = [runtime] if isinstance(runtime, str) else runtime
+        only = a.get("runtime", [])
+        names = [only] if isinstance(only, str) else only
         if not isinstance(names, list) or not all(isinstance(r, str) for r in names):
             raise BenchError(f"{aw}: runtime must be a runtime defense name or a list of names")
         if not isinstance(a.get("label", ""), str):
             raise BenchError(f"{aw}: label must be a string")
+        if not isinstance(a.get("optional", False), bool):
+            raise BenchError(f"{aw}: optional must be true or false")
+        _refuse_run_settings(a.get("params", {}), f"{aw}: params")
+        _refuse_run_settings(a.get("surrogate", {}), f"{aw}: surrogate")
+        if isinstance(a.get("surrogate", {}).get("params"), dict):
+            _refuse_run_settings(a["surrogate"]["params"], f"{aw}: surrogate params")
+        norm = functools.partial(_ball_norm, a["name"], a.get("params"))
+        eps_param = a.get("params", {}).get("eps")
+        if isinstance(eps_param, (int, float)) and not isinstance(eps_param, bool):
+            _eps_list(eps_param, f"{aw}: params", norm, raw["dataset"])
         attacks.append(AttackSpec(
             name=a["name"], threat=threat,
-            eps=_eps_list(a.get("eps"), aw, lambda a=a: _ball_norm(a["name"], a.get("params"))),
+            eps=_eps_list(a.get("eps"), aw, norm, raw["dataset"]),
             params=dict(a.get("params", {})),
-            surrogate=dict(a.get("surrogate", {})), runtime=tuple([runtime] if isinstance(runtime, str) else runtime),
-            label=a.get("label", ""), threshold=_threshold(a.get("threshold"), aw),
+            surrogate=dict(a.get("surrogate", {})), runtime=tuple(names),
+            label=a.get("label", ""), threshold=_threshold(a.get("threshold"), aw), optional=a.get("optional", False),
         ))
     for key in ("limit", "train_limit"):
         v = raw.get(key)
@@ -341,9 +435,8 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     for key in ("name", "base_model", "description", "reference_source"):
         if key in raw and not isinstance(raw[key], str):
             raise BenchError(f"{where}: {key} must be a string, got {raw[key]!r}"[:300])
-    if "/" in str(raw.get("name", "")) or raw.get("name") == "":
-        raise BenchError(f"{where}: name {raw['name']!r} must be a non-empty file name (no '/')")
-    runtime = _table(raw, "runtime", where) or {"none": {}}
+    check_name(raw.get("name", default_name),
+               f"{where}: grid name" if "name" in raw else f"{where}: grid name (from the file name; set name = ...)")
     runtime_limits = {}
     for name, params in runtime.items():
         if "limit" in params:
@@ -366,10 +459,11 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         description=raw.get("description", ""), reference={str(k): float(v) for k, v in ref.items()},
         reference_source=raw.get("reference_source", ""), path=path, metrics=tuple(metrics),
         plugins=tuple(str(_resolve_file(p, path)) for p in plugins),
-        figures=check_figures(raw.get("figures", []), where),
+        figures=check_figures(raw.get("figures", []), where), optional=frozenset(optional),
     )
     if layout == "star" and spec.base_model not in spec.train:
         raise BenchError(f"{where}: base_model {spec.base_model!r} must be one of the [train] defenses")
+    _refuse_duplicates(spec, where)
     check_reference(spec, where)
     return spec
 

@@ -147,7 +147,8 @@ def smoke_spec(spec: GridSpec, limit: int = LIMIT, train_limit: int = TRAIN_LIMI
             sur_factory = defenses.DEFENSES.get_or_none(surrogate.get("defense", "standard"))
             surrogate["params"] = shrink(dict(surrogate.get("params", {})), TRAIN_CAPS,
                                          method_defaults(sur_factory, family) if sur_factory else None)
-        shrunk_attacks.append(AttackSpec(a.name, a.threat, a.eps, params, surrogate, a.runtime, a.label))
+        shrunk_attacks.append(AttackSpec(a.name, a.threat, a.eps, params, surrogate, a.runtime, a.label,
+                                         optional=a.optional))
     return dataclasses.replace(
         spec, name=f"{spec.name}.smoke", train=train, runtime=runtime, attacks=shrunk_attacks,
         limit=min(spec.limit or limit, limit), train_limit=min(spec.train_limit or train_limit, train_limit),

@@ -10,6 +10,7 @@ dict, unions with None); anything fancier is accepted.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from typing import Any
@@ -96,6 +97,19 @@ def check_params(factory: Any, given: dict[str, Any], what: str, ignore: tuple[s
             raise BenchError(f"{what}: unknown parameter {key!r}.{hint} Valid: {valid}")
         if not _accepts(params[key], value):
             raise BenchError(f"{what}: parameter {key} = {value!r} should be {_expected(params[key])}")
+        check_value(factory, key, value, what)
+
+
+def check_value(factory: Any, key: str, value: Any, what: str) -> None:
+    """A number must be finite, and at least the least value the method declares (``minimums`` on
+    the contract classes, e.g. ``epochs`` >= 1 for train-time defenses)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BenchError(f"{what}: parameter {key} = {value} is not a finite number")
+    least, why = getattr(factory, "minimums", {}).get(key, (None, ""))
+    if least is not None and value < least:
+        raise BenchError(f"{what}: parameter {key} = {value!r} must be at least {least}" + (f" ({why})" if why else ""))
 
 
 def check_attack(name: str, params: dict[str, Any], where: str) -> None:
@@ -104,6 +118,8 @@ def check_attack(name: str, params: dict[str, Any], where: str) -> None:
     cls = attacks.ATTACKS.get(name)
     own, _ = signature_params(cls)
     inner = params.get("attack", "pgd") if "attack" in own else None  # bpda / eot wrap pgd by default
+    if isinstance(inner, str) and inner not in attacks.ATTACKS:
+        raise BenchError(f"{where}: attack {name!r} wraps {attacks.ATTACKS.unknown_message(inner)}")
     if isinstance(inner, str) and inner in attacks.ATTACKS:  # a wrapper (bpda, eot): the rest goes inside
         inner_params, _ = signature_params(attacks.ATTACKS.get(inner))
         mine = {k: v for k, v in params.items() if k in own and k not in inner_params}
@@ -115,19 +131,55 @@ def check_attack(name: str, params: dict[str, Any], where: str) -> None:
 
 
 def check_spec(spec: Any) -> None:
-    """Every registered method's hyperparameters in ``spec`` (unregistered names are skipped cells)."""
+    """Every method ``spec`` names is registered (an unknown name is refused with the closest valid
+    one, unless its entry says ``optional = true``), and its hyperparameters fit its signature."""
     import attacks
     import defenses
     from bench.core.zoo import is_zoo_name
     from bench.spec import sources
 
     where = spec.path or spec.name
+    skip = " (or add optional = true to the entry to skip it where the method is absent)"
     for table, kind in ((spec.train, "train"), (spec.runtime, "runtime")):
         for name, params in table.items():
-            if (kind == "train" and (is_zoo_name(name) or sources.is_provided(params))) \
-                    or name not in defenses.DEFENSES:
+            if kind == "train" and (is_zoo_name(name) or sources.is_provided(params)):
                 continue
+            if name not in defenses.DEFENSES:
+                if (kind, name) in spec.optional:
+                    continue
+                raise BenchError(f"{where}: [{kind}.{name}]: {defenses.DEFENSES.unknown_message(name)}{skip}")
+            if defenses.kind_of(name) != kind:
+                other = "runtime" if kind == "train" else "train"
+                raise BenchError(f"{where}: [{kind}.{name}]: {name!r} is a {other}-time defense; "
+                                 f"list it as [{other}.{name}]")
             check_params(defenses.DEFENSES.get(name), params, f"{where}: [{kind}.{name}]")
-    for a in spec.attacks:
+    for i, a in enumerate(spec.attacks):
+        aw = f"{where}: attacks[{i}]"
+        missing = [(reg, n) for reg, n in [(attacks.ATTACKS, a.name), *((defenses.DEFENSES, r) for r in a.runtime)]
+                   if n not in reg]
+        if missing and not a.optional:
+            raise BenchError(f"{aw}: {missing[0][0].unknown_message(missing[0][1])}{skip}")
         if a.name in attacks.ATTACKS:
-            check_attack(a.name, dict(a.params), where)
+            check_attack(a.name, dict(a.params), aw)
+        if a.surrogate:
+            _check_surrogate(a.surrogate, aw)
+
+
+def _check_surrogate(sur: dict[str, Any], where: str) -> None:
+    """A transfer attack's surrogate: a registered architecture and train-time defense, valid params
+    (a zoo model or a user's model is checked where it loads)."""
+    import defenses
+    from bench.core.models import ARCHS
+    from bench.core.zoo import is_zoo_name
+    from bench.spec import sources
+
+    arch, name, params = sur.get("arch"), sur.get("defense", "standard"), sur.get("params", {})
+    if arch is not None and (not isinstance(arch, str) or arch not in ARCHS):
+        raise BenchError(f"{where}: surrogate {ARCHS.unknown_message(str(arch))}")
+    if not isinstance(params, dict):
+        raise BenchError(f"{where}: surrogate params must be a table, e.g. params = {{ epochs = 5 }}")
+    if isinstance(name, str) and (is_zoo_name(name) or sources.is_provided(params)):
+        return
+    if not isinstance(name, str) or name not in defenses.DEFENSES:
+        raise BenchError(f"{where}: surrogate {defenses.DEFENSES.unknown_message(str(name))}")
+    check_params(defenses.DEFENSES.get(name), params, f"{where}: surrogate")

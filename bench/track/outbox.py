@@ -17,12 +17,13 @@ from typing import Any
 from bench.core.cache import atomic_write_text
 from bench.core.errors import BenchError
 from bench.core.locks import file_lock
+from bench.core.paths import inside
 
 
 class Outbox:
     def __init__(self, results_dir: Path, grid: str) -> None:
-        self.path = Path(results_dir) / f"{grid}.outbox.jsonl"
-        self.samples = Path(results_dir) / f"{grid}.outbox"
+        self.path = inside(results_dir, f"{grid}.outbox.jsonl")
+        self.samples = inside(results_dir, f"{grid}.outbox")
         self.grid = grid
 
     def entries(self) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from bench.core.contracts.attack import (
     AttackResult,
     Model,
     StreamOutcome,
+    budget_limit,
     project_l2,
     project_linf,
     random_wrong_class,
@@ -53,6 +54,6 @@ from bench.core.stream import attack_mask, stream_order
 __all__ = [
     "EOT_SAMPLES", "NORMS", "Attack", "AttackResult", "Defense", "EpochCallback", "Model", "NeighbourScorer",
     "PredictionObserver", "Purifier", "RuntimeDefense", "StatefulDefense", "StreamOutcome", "TrainDefense",
-    "attack_mask", "batched_logits", "project_l2", "project_linf", "random_wrong_class", "stream_order",
+    "attack_mask", "batched_logits", "budget_limit", "project_l2", "project_linf", "random_wrong_class", "stream_order",
     "uniform_like",
 ]

@@ -8,7 +8,8 @@ there), one seeded random stream per call (``seed``), one target policy for targ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,6 +20,13 @@ from bench.core.errors import BenchError
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 NORMS = ("Linf", "L2", "L0")
+
+
+def budget_limit(norm: str, shape: Sequence[int]) -> float:
+    """The largest perturbation an image of ``shape`` with values in [0, 1] admits in ``norm``: 1 in
+    Linf, sqrt(values) in L2, the number of values in L1 and L0 (what the audit counts)."""
+    n = math.prod(shape)
+    return 1.0 if norm == "Linf" else math.sqrt(n) if norm == "L2" else float(n)
 
 
 @dataclass
@@ -79,6 +87,9 @@ class Attack:
     #: Runtime defenses a defense-aware attack applies to: registered names, or contract classes
     #: (``StatefulDefense``, ``Purifier``, ``NeighbourScorer``) meaning any defense implementing them.
     applies_to: ClassVar[tuple[str | type, ...]] = ()
+    #: Least value of a count parameter, ``name: (least, why)``, checked when a grid loads
+    #: (bench.spec.validate), so a bad value is one line then rather than a failed cell later.
+    minimums: ClassVar[dict[str, tuple[int, str]]] = {"steps": (1, ""), "batch_size": (1, "")}
 
     def __init__(
         self,
@@ -97,6 +108,8 @@ class Attack:
             self.norm = norm
         if eps is not None and not (0.0 <= float(eps) <= 1.0) and self.norm == "Linf":
             raise BenchError(f"eps must lie in [0, 1] for images in [0, 1], got {eps}")
+        if eps is not None and not math.isfinite(float(eps)):
+            raise BenchError(f"eps must be a finite number, got {eps}")
         if eps is not None and float(eps) < 0:
             raise BenchError(f"eps must be non-negative, got {eps}")
         if int(steps) < 1:

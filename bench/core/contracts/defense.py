@@ -30,6 +30,9 @@ class Defense:
     kind: ClassVar[str] = ""
     #: Per dataset family ("digits", "mnist", "cifar10") hyperparameter defaults from the seeds.
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Least value of a count hyperparameter, ``name: (least, why)``, checked when a grid loads
+    #: (bench.spec.validate).
+    minimums: ClassVar[dict[str, tuple[int, str]]] = {}
 
     def config(self) -> dict[str, Any]:
         """Hyperparameters that determine the result (for hashing and MLflow params)."""
@@ -44,6 +47,9 @@ class TrainDefense(Defense):
     """Produces weights. Subclasses implement ``train``."""
 
     kind: ClassVar[str] = "train"
+    #: ``epochs = 0`` (or less) trains nothing and would record an untrained model as a trained one.
+    minimums: ClassVar[dict[str, tuple[int, str]]] = {
+        "epochs": (1, "fewer trains nothing"), "pretrain_epochs": (0, ""), "batch_size": (1, "")}
 
     def build(self, model: nn.Module) -> nn.Module:
         """Change the architecture before training (default: none). The runner also applies it
