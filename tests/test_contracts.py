@@ -4,9 +4,9 @@ prediction observers) and Purifier (one declared EOT draw count), on digits (CPU
 from __future__ import annotations
 
 import json
+import tomllib
 
 import pytest
-import tomllib
 import torch
 
 import attacks

@@ -449,3 +449,15 @@ def test_bench_run_dry_run_on_a_malicious_cifar_file_is_one_line_and_runs_nothin
     one_line_exit_2(proc, "asks to load posix.system" if layout == "batch" else "cannot read")
     assert str(data_dir) in proc.stderr and "  run " not in proc.stdout
     assert not marker.exists() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("line", [b'{"x": 1}', b"[1, 2]", b"\xff\xfe", b"[" * 100_000, b'{"cell_id": 3}'])
+def test_a_broken_outbox_line_is_one_line_naming_it(tmp_path, line):
+    from bench.track.outbox import Outbox
+
+    box = Outbox(tmp_path, "g")
+    box.path.parent.mkdir(parents=True, exist_ok=True)
+    box.path.write_bytes(b'{"cell_id": "a", "record": {}}\n' + line + b"\n")
+    with pytest.raises(BenchError, match=r":2 is not (valid JSON|an outbox entry)") as info:
+        box.entries()
+    assert "\n" not in str(info.value)

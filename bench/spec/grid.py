@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import functools
 import math
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from bench.core.cache import config_hash
 from bench.core.errors import BenchError

@@ -30,13 +30,16 @@ class Outbox:
         if not self.path.is_file():
             return []
         out: dict[str, dict[str, Any]] = {}
-        for lineno, line in enumerate(self.path.read_text().splitlines(), 1):
+        for lineno, line in enumerate(self.path.read_bytes().split(b"\n"), 1):
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd nesting
                 raise BenchError(f"{self.path}:{lineno} is not valid JSON; fix or remove that line") from None
+            if not isinstance(entry, dict) or not isinstance(entry.get("cell_id"), str):
+                raise BenchError(f"{self.path}:{lineno} is not an outbox entry (a JSON object with a string "
+                                 "cell_id); fix or remove that line")
             out[entry["cell_id"]] = entry
         return list(out.values())
 
