@@ -62,7 +62,7 @@ def ray_map(fn: Any, kwargs_list: list[dict[str, Any]], address: str | None = No
     if not ray.is_initialized():
         if address:
             check_reachable(address)
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     if num_gpus is None:
         num_gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
     remote = ray.remote(num_gpus=num_gpus)(fn)
