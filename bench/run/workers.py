@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from bench.core.entrypoints import QUIET_ENV
 from bench.core.errors import BenchError
 
 if TYPE_CHECKING:
@@ -137,8 +138,9 @@ class Workers:
         self.cells = [0] * (len(commands) + 1)
 
     def __enter__(self) -> Workers:
-        # The parent's bar is the one progress bar; unbuffered, so lines arrive as cells finish.
-        env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+        # The parent's bar is the one progress bar, and its warning the one about a broken plugin;
+        # unbuffered, so lines arrive as cells finish.
+        env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1", QUIET_ENV: "1"}
         for rank, cmd in enumerate(self.commands, 1):
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                     bufsize=1)
