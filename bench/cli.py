@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, mask_secrets
 
 LISTABLE = ("attacks", "defenses", "datasets", "archs", "grids")
 
@@ -64,8 +64,8 @@ def _log_leaderboard(spec, path: Path, tracking_uri: str | None) -> None:
     try:
         log_leaderboard(spec.name, [path, *sorted((path.parent / path.stem).glob("*.png"))], tracking_uri)
     except Exception as exc:  # the Markdown is written; say why MLflow lacks it
-        click.echo(f"warning: MLflow logging of the leaderboard failed ({type(exc).__name__}: {exc}"[:300] + ")",
-                   err=True)
+        click.echo(mask_secrets(f"warning: MLflow logging of the leaderboard failed ({type(exc).__name__}: {exc}")[:300]
+                   + ")", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -193,7 +193,7 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
     summary counts every worker's cells."""
     from tqdm.auto import tqdm
 
-    from bench.run.workers import Workers, child_args
+    from bench.run.workers import Workers, child_args, child_env
 
     ctx = click.get_current_context()
     click.echo(f"{len(plan.todo)} cells on {n_jobs} processes, one thread each (--jobs {n_jobs})")
@@ -207,7 +207,7 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
     # Ctrl-C reaches every worker itself; SIGTERM reaches this process, which stops the workers.
     with _sigterm_as_interrupt():
         try:
-            with Workers(commands, relay) as workers:
+            with Workers(commands, relay, env=child_env(ctx)) as workers:
                 summary = _run_interruptible(runner, executor, len(plan.todo))
                 codes = workers.wait()
         except KeyboardInterrupt as exc:  # while waiting for the workers
@@ -582,9 +582,9 @@ def ui(tracking_uri: str | None, port: int) -> None:
     from bench.track.tracker import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
-    click.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--host", "127.0.0.1", "--port", str(port)])
+    click.echo(f"MLflow UI for {mask_secrets(uri)} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = uri  # not on the command line, which `ps` shows everyone
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port)])
 
 
 def main() -> None:
