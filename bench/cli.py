@@ -587,8 +587,29 @@ def ui(tracking_uri: str | None, port: int) -> None:
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port)])
 
 
+def _crash_report(exc: BaseException) -> str:
+    """Save the traceback of a crash (a bug, not bad input) to a new file in the temp folder; returns
+    the one line for stderr, naming the file."""
+    import tempfile
+    import time
+    import traceback
+
+    text = str(exc).strip()
+    what = mask_secrets(f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__)[:200]
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"bench-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(mask_secrets(f"{' '.join(['bench', *sys.argv[1:]])}\nPython {sys.version}\n\n"
+                                 + "".join(traceback.format_exception(exc))))
+    except OSError as err:
+        return f"error: internal error ({what}); its traceback could not be saved ({err.strerror or err})"
+    return f"error: internal error ({what}); traceback saved to {path} (please attach it to a bug report)"
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2, no traceback."""
+    """Entry point, never a traceback on the console: bad input is one line on stderr and exit code 2;
+    a crash (a bug) one line naming the file with its traceback and 3. Exit code 1 is the commands'
+    own: some cell failed."""
     try:
         cli.main(standalone_mode=False)
     except BenchError as exc:
@@ -607,6 +628,9 @@ def main() -> None:
         where = f" ({exc.filename})" if exc.filename else ""
         click.echo(f"error: {exc.strerror or exc}{where}; finished cells are saved, rerun to resume", err=True)
         sys.exit(2)
+    except Exception as exc:
+        click.echo(_crash_report(exc), err=True)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""A tracking URI's password appears in no message and on no worker's command line."""
+"""A crash (a bug, not bad input) is one line naming its traceback's file and exit code 3; a tracking
+URI's password appears in no message and on no worker's command line."""
 
 from __future__ import annotations
+
+import tempfile
 
 import pytest
 
@@ -9,6 +12,33 @@ from bench.track.tracker import Tracker
 from tests.test_extension_api import run_cli
 
 SECRET = "s3cr3t-pa55"
+
+
+def test_a_crash_is_one_line_naming_the_traceback_file_and_exit_3(tmp_path, monkeypatch, capsys):
+    from bench.spec import grid as grids
+
+    def broken(name):
+        raise ZeroDivisionError(f"a bug near postgresql://u:{SECRET}@db/mlflow")
+
+    monkeypatch.setattr(grids, "load", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code, _, err = run_cli("run", "--grid", "default", "--tracking-uri", f"http://u:{SECRET}@host:5000",
+                           capsys=capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 3 and len(lines) == 1, err
+    assert lines[0].startswith("error: internal error (ZeroDivisionError: a bug near postgresql://u:***@db/mlflow)")
+    logs = list(tmp_path.glob("bench-crash-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in lines[0]
+    text = logs[0].read_text()
+    assert "Traceback (most recent call last)" in text and "in broken" in text and "ZeroDivisionError" in text
+    assert "--tracking-uri http://u:***@host:5000" in text and SECRET not in text + err
+
+
+def test_bad_input_stays_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code, _, err = run_cli("run", "--grid", "no-such-grid", capsys=capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "unknown grid" in err, err
+    assert not list(tmp_path.glob("bench-crash-*"))
 
 
 @pytest.mark.parametrize("text,masked", [
