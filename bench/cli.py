@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, mask_secrets
 from bench.core.paths import inside
 
 LISTABLE = ("attacks", "defenses", "datasets", "archs", "grids")
@@ -65,8 +65,8 @@ def _log_leaderboard(spec, path: Path, tracking_uri: str | None) -> None:
     try:
         log_leaderboard(spec.name, [path, *sorted((path.parent / path.stem).glob("*.png"))], tracking_uri)
     except Exception as exc:  # the Markdown is written; say why MLflow lacks it
-        click.echo(f"warning: MLflow logging of the leaderboard failed ({type(exc).__name__}: {exc}"[:300] + ")",
-                   err=True)
+        click.echo(mask_secrets(f"warning: MLflow logging of the leaderboard failed ({type(exc).__name__}: {exc}")[:300]
+                   + ")", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -194,7 +194,7 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
     summary counts every worker's cells."""
     from tqdm.auto import tqdm
 
-    from bench.run.workers import Workers, child_args
+    from bench.run.workers import Workers, child_args, child_env
 
     ctx = click.get_current_context()
     click.echo(f"{len(plan.todo)} cells on {n_jobs} processes, one thread each (--jobs {n_jobs})")
@@ -208,7 +208,7 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
     # Ctrl-C reaches every worker itself; SIGTERM reaches this process, which stops the workers.
     with _sigterm_as_interrupt():
         try:
-            with Workers(commands, relay) as workers:
+            with Workers(commands, relay, env=child_env(ctx)) as workers:
                 summary = _run_interruptible(runner, executor, len(plan.todo))
                 codes = workers.wait()
         except KeyboardInterrupt as exc:  # while waiting for the workers
@@ -599,13 +599,34 @@ def ui(tracking_uri: str | None, port: int) -> None:
     from bench.track.tracker import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
-    click.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--host", "127.0.0.1", "--port", str(port)])
+    click.echo(f"MLflow UI for {mask_secrets(uri)} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = uri  # not on the command line, which `ps` shows everyone
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port)])
+
+
+def _crash_report(exc: BaseException) -> str:
+    """Save the traceback of a crash (a bug, not bad input) to a new file in the temp folder; returns
+    the one line for stderr, naming the file."""
+    import tempfile
+    import time
+    import traceback
+
+    text = str(exc).strip()
+    what = mask_secrets(f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__)[:200]
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"bench-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(mask_secrets(f"{' '.join(['bench', *sys.argv[1:]])}\nPython {sys.version}\n\n"
+                                 + "".join(traceback.format_exception(exc))))
+    except OSError as err:
+        return f"error: internal error ({what}); its traceback could not be saved ({err.strerror or err})"
+    return f"error: internal error ({what}); traceback saved to {path} (please attach it to a bug report)"
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2, no traceback."""
+    """Entry point, never a traceback on the console: bad input is one line on stderr and exit code 2;
+    a crash (a bug) one line naming the file with its traceback and 3. Exit code 1 is the commands'
+    own: some cell failed."""
     try:
         cli.main(standalone_mode=False)
     except BenchError as exc:
@@ -624,6 +645,9 @@ def main() -> None:
         where = f" ({exc.filename})" if exc.filename else ""
         click.echo(f"error: {exc.strerror or exc}{where}; finished cells are saved, rerun to resume", err=True)
         sys.exit(2)
+    except Exception as exc:
+        click.echo(_crash_report(exc), err=True)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

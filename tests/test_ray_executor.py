@@ -261,3 +261,32 @@ def test_ray_records_equal_local_records(local_cluster, tmp_path):
     assert sorted(r.data.tags["cell_id"] for r in runs) == sorted(on_ray)
     parent = [r for r in client.search_runs([exp.experiment_id]) if "executor" in r.data.tags]
     assert parent and parent[0].data.tags["executor"] == "ray"
+
+
+def test_every_ray_start_turns_the_dashboard_off(monkeypatch):
+    """A dashboard is a web server on an open port that nobody asked for: both places that start Ray
+    (the executor, D''s sharded database build) pass include_dashboard=False."""
+    from bench.run import executors
+
+    calls: list[dict] = []
+
+    class Started(Exception):
+        pass
+
+    class FakeRay:
+        class exceptions:  # what init_ray turns into one line; Started is none of them
+            RayError = RuntimeError
+
+        def is_initialized(self) -> bool:
+            return False
+
+        def init(self, **kwargs) -> None:
+            calls.append(kwargs)
+            raise Started
+
+    monkeypatch.setattr(executors, "import_ray", FakeRay)
+    with pytest.raises(Started):
+        RayExecutor().start(None)
+    with pytest.raises(Started):
+        next(executors.ray_map(print, [{}]))
+    assert [c.get("include_dashboard") for c in calls] == [False, False]

@@ -3,12 +3,17 @@
 A package extends the harness by declaring entry points (groups in ``GROUPS``); the registries of
 attacks, defenses, architectures and datasets call :func:`load_entry_points` when first listed. What a
 plugin registers is checked against its registry's contract; a failure is one line naming the plugin.
+An installed plugin that fails to import (a dependency missing here, a bug) is one warning line
+instead: it breaks no command, and a grid that names one of its methods fails with the usual
+unknown-name line.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import sys
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
@@ -40,8 +45,19 @@ def _entry_points(group: str) -> Iterable[Any]:
     return entry_points(group=group)
 
 
+#: Set (to anything) in --jobs workers: the parent already warned about each broken plugin.
+QUIET_ENV = "BENCH_QUIET_PLUGIN_WARNINGS"
+
+
+def warn_broken(line: str) -> None:
+    """One warning line on stderr (not in --jobs workers, whose parent said it)."""
+    if not os.environ.get(QUIET_ENV):
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
 def load_entry_points(group: str, registry: Registry) -> None:
-    """Register what the installed distributions declare under entry-point ``group``."""
+    """Register what the installed distributions declare under entry-point ``group``; one that fails
+    to import is a warning, and whatever it registered before failing is dropped."""
     for ep in sorted(_entry_points(group), key=lambda e: e.name):
         dist = getattr(getattr(ep, "dist", None), "name", None) or ep.value.split(":")[0]
         origin = f"plugin {dist}"
@@ -53,8 +69,12 @@ def load_entry_points(group: str, registry: Registry) -> None:
             except BenchError:
                 raise
             except Exception as exc:
-                raise BenchError(f"{origin}: entry point {ep.name} = {ep.value!r} failed to import "
-                                 f"({type(exc).__name__}: {str(exc)[:200]})") from None
+                registry.drop(set(registry.list_names()) - before)
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                warn_broken(f"{origin}: entry point {ep.name} = {ep.value!r} failed to import "
+                            f"({type(exc).__name__}{': ' + first if first else ''}); its {registry.kind}s are "
+                            "unavailable")
+                continue
             if not isinstance(obj, ModuleType) and registry.get_or_none(ep.name) is not obj:
                 registry.register(ep.name)(obj)
         finally:

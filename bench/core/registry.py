@@ -71,6 +71,12 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def drop(self, names: set[str]) -> None:
+        """Forget ``names`` (what a plugin registered before its import failed)."""
+        for name in names:
+            self._entries.pop(name, None)
+            self._origins.pop(name, None)
+
     def get(self, name: str) -> T:
         """The entry ``name``; ``base@variant`` (e.g. ``rmc@k64``, a grid's second configuration of
         one defense) is the entry ``base``."""

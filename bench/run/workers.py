@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from bench.core.entrypoints import QUIET_ENV
 from bench.core.errors import BenchError
 
 if TYPE_CHECKING:
@@ -91,13 +92,19 @@ def rotate(cells: Sequence[Cell], rank: int, count: int) -> list[Cell]:
     return order
 
 
+#: Options a worker gets through its environment, not its command line, which ``ps`` shows every user
+#: of the machine: a tracking URI may hold a password (postgresql://user:secret@host/db).
+ENV_OPTIONS = {"tracking_uri": "MLFLOW_TRACKING_URI"}
+
+
 def child_args(ctx: Any, rank: int, count: int) -> list[str]:
-    """The command line of worker ``rank``: this ``bench run``'s options as given, plus the worker's
-    place, no leaderboard (the parent writes it once) and one job."""
+    """The command line of worker ``rank``: this ``bench run``'s options as given (but ENV_OPTIONS),
+    plus the worker's place, no leaderboard (the parent writes it once) and one job."""
     args: list[str] = []
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
-        if not getattr(param, "opts", None) or param.name in ("jobs", "worker", "leaderboard") or value is None:
+        if (not getattr(param, "opts", None) or param.name in ("jobs", "worker", "leaderboard", *ENV_OPTIONS)
+                or value is None):
             continue
         if getattr(param, "is_flag", False) and not param.secondary_opts:
             if value:
@@ -109,6 +116,11 @@ def child_args(ctx: Any, rank: int, count: int) -> list[str]:
             args += [param.opts[0], str(value)]
     return [sys.executable, "-m", "bench.cli", "run", *args, "--no-leaderboard", "--jobs", "1",
             "--worker", f"{rank}/{count}"]
+
+
+def child_env(ctx: Any) -> dict[str, str]:
+    """The variables that carry ENV_OPTIONS given on this command line to the workers."""
+    return {var: str(ctx.params[name]) for name, var in ENV_OPTIONS.items() if ctx.params.get(name) is not None}
 
 
 def parse_worker(text: str | None) -> tuple[int, int] | None:
@@ -129,16 +141,18 @@ class Workers:
     the parent (Ctrl-C, SIGTERM) stop them, so each releases its claims and keeps its finished
     records."""
 
-    def __init__(self, commands: list[list[str]], write: Callable[[str], None]) -> None:
-        self.commands, self.write = commands, write
+    def __init__(self, commands: list[list[str]], write: Callable[[str], None],
+                 env: dict[str, str] | None = None) -> None:
+        self.commands, self.write, self.env = commands, write, env or {}
         self.procs: list[subprocess.Popen] = []
         self.threads: list[threading.Thread] = []
         #: cells each worker finished (1-based rank), counted from its "[i/n] cell: ..." lines
         self.cells = [0] * (len(commands) + 1)
 
     def __enter__(self) -> Workers:
-        # The parent's bar is the one progress bar; unbuffered, so lines arrive as cells finish.
-        env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+        # The parent's bar is the one progress bar, and its warning the one about a broken plugin;
+        # unbuffered, so lines arrive as cells finish.
+        env = {**os.environ, **self.env, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1", QUIET_ENV: "1"}
         for rank, cmd in enumerate(self.commands, 1):
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                     bufsize=1)

@@ -10,7 +10,9 @@ libraries use::
 A single file works too: ``bench run --plugin my_defense.py`` (or ``plugins = [...]`` in a grid)
 imports it, and its ``@attacks.register(...)`` / ``@defenses.register(...)`` calls run. A name that
 collides with an existing one, a plugin that fails to import, or an object that does not satisfy its
-contract is one line naming the plugin (exit 2), before any work starts.
+contract is one line naming the plugin (exit 2), before any work starts. Only an installed plugin that
+fails to import is a warning instead (bench.core.entrypoints): it is there for every command, most of
+which do not need it; a plugin file stays an error, since the command or the grid asked for it.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, mask_secrets
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_RETRY_S = 10.0
@@ -41,7 +41,7 @@ def default_retry_s() -> float:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = mask_secrets(str(exc)).strip()  # before it is cut: half a URI would escape the mask
     if "Failed to establish a new connection" in text or "Connection refused" in text:
         text = "connection refused"  # instead of urllib3's 300-character retry report
     return f"{type(exc).__name__}: {text.splitlines()[0][:150]}" if text else type(exc).__name__
@@ -109,7 +109,8 @@ class Tracker:
         self.verbose = verbose
         self.retry_s = default_retry_s() if retry_s is None else retry_s
         self.run_name = run_name or f"{grid} invocation"
-        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+        say = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.warn = lambda line: say(mask_secrets(line))  # a URI's password never reaches the console
         #: Why tracking stopped mid-invocation (None while it works); later cells are not tried.
         self.degraded: str | None = None
         self._mlflow: Any = None
