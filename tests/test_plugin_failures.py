@@ -101,10 +101,10 @@ def test_a_broken_installed_plugin_breaks_no_unrelated_command(tmp_path):
     code, out, err = bench(env, tmp_path, "run", "--grid", "ok.toml", "--no-tracking", "--jobs", "2")
     assert code == 0 and err == [WARNING], err
     assert "2 cells run (0 failed)" in out and "warning" not in out
-    # A grid naming the broken plugin's defense: the usual line for a name no plugin registered (its
-    # cells are unavailable; the grid's other cells, done above, count as done).
+    # A grid naming the broken plugin's defense: the usual refusal of a name nothing registered (exit 2,
+    # one line, after the plugin's warning), nothing run.
     (tmp_path / "bad.toml").write_text(GRID.format(runtime="broken-def"))
     code, out, err = bench(env, tmp_path, "run", "--grid", "bad.toml", "--no-tracking")
-    assert code == 0 and err == [WARNING], err
-    assert "skip standard/broken-def/fgsm/base/0.05: runtime-time defense 'broken-def' is not registered" in out
-    assert "2 already done, 2 unavailable" in out
+    assert code == 2 and len(err) == 2 and err[0] == WARNING, err
+    assert "unknown defense 'broken-def'" in err[1], err
+    assert "cells run" not in out
