@@ -61,6 +61,20 @@ def _store_creation_lock(uri: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _logging_off(off: bool) -> Iterator[None]:
+    """No log record at all in the block when ``off``: ending the parent after an interrupt that landed
+    inside a query makes SQLAlchemy log "Error closing cursor" with a traceback."""
+    previous = logging.root.manager.disable
+    if off:
+        logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        if off:
+            logging.disable(previous)
+
+
 def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
@@ -161,13 +175,13 @@ class Tracker:
         if self._mlflow is None:
             return
         # Ctrl-C and SIGTERM (raised as KeyboardInterrupt by the CLI) mark the parent KILLED.
-        status = ("FINISHED" if exc_type is None else
-                  "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        status = "FINISHED" if exc_type is None else "KILLED" if interrupted else "FAILED"
         try:
-            with self._quiet():
+            with self._quiet(), _logging_off(interrupted):
                 self._end_parent(status)
         except Exception as exc:  # the server is down: the parent stays RUNNING there, nothing else is lost
-            if self.degraded is None:
+            if self.degraded is None and not interrupted:  # interrupted: the CLI's summary is the one line
                 self.warn(f"warning: could not mark the MLflow parent run {status} ({_first_line(exc)})")
         self._mlflow = None
 
