@@ -69,7 +69,19 @@ def _log_leaderboard(spec, path: Path, tracking_uri: str | None) -> None:
                    + ")", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Interrupted(Exception):
+    """A Ctrl-C or SIGTERM (``args[0]``) out of a command, past click (which would print a blank line)."""
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted(exc) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="advbench")
 def cli() -> None:
     """Adversarial-robustness benchmark: every defense against every attack, tracked in MLflow."""
@@ -206,13 +218,15 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
         tqdm.write(line, file=out)
 
     # Ctrl-C reaches every worker itself; SIGTERM reaches this process, which stops the workers.
-    with _sigterm_as_interrupt():
+    with _signals_as_interrupt():
         try:
             with Workers(commands, relay, env=child_env(ctx)) as workers:
-                summary = _run_interruptible(runner, executor, len(plan.todo))
+                summary = runner.run(executor)
                 codes = workers.wait()
-        except KeyboardInterrupt as exc:  # while waiting for the workers
-            _stopped(exc, "every cell the workers finished is saved")
+        except KeyboardInterrupt as exc:  # the workers have stopped: count what every process saved
+            runner.store.reload()
+            saved = sum(runner.store.finished(c.cell_id) for c in plan.todo)
+            _stopped(exc, f"{saved} of {len(plan.todo)} cells finished and saved")
     workers.cells[0] = summary.ran
     click.echo("cells by process: " + ", ".join(f"{rank}: {n}" for rank, n in enumerate(workers.cells)))
     runner.recount(plan)  # every process's cells, from the results file
@@ -253,30 +267,76 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process is, so it unwinds like Ctrl-C (parent MLflow run KILLED)."""
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM raises Terminated (a KeyboardInterrupt) in the block, so it unwinds like Ctrl-C."""
+#: The signal that is stopping this process (0: none yet) and whether its summary line is out.
+_STOP = {"signum": 0, "said": False}
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: mute the process and raise where it is; once the summary line is out, nothing."""
     import signal
 
-    def on_term(signum, frame):
-        raise Terminated()
+    if _STOP["said"]:
+        return
+    _STOP["signum"] = signum
+    _mute_after_interrupt()
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+
+def _swallowed(unraisable: object) -> None:
+    """An interrupt raised inside a weakref callback or a __del__ is swallowed there (seen: SQLAlchemy's
+    _collection_gced; the run went on and exited 0): send the signal again a moment later, from a
+    thread, so that it lands in the main flow and not in this hook."""
+    import threading
+
+    if issubclass(getattr(unraisable, "exc_type", type(None)), KeyboardInterrupt) and not _STOP["said"]:
+        again = threading.Timer(0.05, os.kill, (os.getpid(), _STOP["signum"] or 2))
+        again.daemon = True
+        again.start()
+
+
+def _mute_after_interrupt() -> None:
+    """The process is ending after Ctrl-C or SIGTERM, and its one summary line is all it may print:
+    nothing from loggers (SQLAlchemy logs "Error closing cursor" and a 27-line traceback when the
+    signal lands inside an MLflow query) or warnings, from exceptions in __del__, weakref and atexit
+    callbacks (``_swallowed``), or from threads."""
+    import logging
+    import threading
+    import warnings
+
+    logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    sys.unraisablehook = _swallowed
+    threading.excepthook = lambda args: None
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt():
+    """In the block SIGTERM raises Terminated and Ctrl-C KeyboardInterrupt (``_on_signal``), so either
+    unwinds like Ctrl-C and ends in one line."""
+    import signal
+
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_signal)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the shell ignores Ctrl-C
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _on_signal)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def _stopped(exc: KeyboardInterrupt, saved: str) -> None:
+def _stopped(exc: BaseException, saved: str) -> None:
+    """The one line of an interrupted command, then exit code 130."""
+    _STOP["said"] = True
     what = "terminated" if isinstance(exc, Terminated) else "interrupted"
     click.echo(f"{what}: {saved}; rerun the same command to resume", err=True)
+    _mute_after_interrupt()
     sys.exit(130)
 
 
 def _run_interruptible(runner, executor, todo: int):
     """``runner.run`` with Ctrl-C and SIGTERM turned into one line and exit code 130."""
-    with _sigterm_as_interrupt():
+    with _signals_as_interrupt():
         try:
             return runner.run(executor)
         except KeyboardInterrupt as exc:
@@ -625,22 +685,25 @@ def _crash_report(exc: BaseException) -> str:
 
 def main() -> None:
     """Entry point, never a traceback on the console: bad input is one line on stderr and exit code 2;
-    a crash (a bug) one line naming the file with its traceback and 3. Exit code 1 is the commands'
-    own: some cell failed."""
+    Ctrl-C and SIGTERM one line and 130; a crash (a bug) one line naming the file with its traceback
+    and 3. Exit code 1 is the commands' own: some cell failed."""
+    _STOP.update(signum=0, said=False)
     try:
-        cli.main(standalone_mode=False)
+        with _signals_as_interrupt():
+            cli.main(standalone_mode=False)
     except BenchError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except _Interrupted as exc:  # landed outside a run, which says how many cells it saved
+        _stopped(exc.args[0], "finished cells are saved")
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("interrupted; finished cells are saved, rerun to resume", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _stopped(exc, "finished cells are saved")
     except OSError as exc:  # an I/O failure no specific check named: still one line, never a traceback
         where = f" ({exc.filename})" if exc.filename else ""
         click.echo(f"error: {exc.strerror or exc}{where}; finished cells are saved, rerun to resume", err=True)

@@ -13,6 +13,7 @@ runner keeps in the outbox (bench.track.outbox) for ``bench track``. MLflow's co
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -21,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,36 @@ def _store_creation_lock(uri: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _logging_off(off: bool) -> Iterator[None]:
+    """No log record at all in the block when ``off``: ending the parent after an interrupt that landed
+    inside a query makes SQLAlchemy log "Error closing cursor" with a traceback."""
+    previous = logging.root.manager.disable
+    if off:
+        logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        if off:
+            logging.disable(previous)
+
+
+@contextlib.contextmanager
+def _mlflow_run(mlflow: Any, **kwargs: Any) -> Iterator[None]:
+    """``mlflow.start_run(**kwargs)`` ended FINISHED, or FAILED on an error; an interrupt leaves it on
+    the stack for Tracker.__exit__ (KILLED). Not MLflow's own ``with start_run()``: its end during the
+    unwinding met the SQLite lock the interrupted write still held, and the "database is locked" it
+    raised replaced the interrupt, which mirror() then retried away (seen: the run went on, exit 0)."""
+    mlflow.start_run(**kwargs)
+    try:
+        yield
+    except Exception:
+        with contextlib.suppress(Exception):
+            mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run()
+
+
 def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
@@ -93,7 +125,7 @@ def log_leaderboard(grid: str, files: list[Path], uri: str | None = None) -> Non
         logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri(uri))
     mlflow.set_experiment(grid)
-    with mlflow.start_run(run_name=f"{grid} leaderboard", tags={"kind": "leaderboard"}):
+    with _mlflow_run(mlflow, run_name=f"{grid} leaderboard", tags={"kind": "leaderboard"}):
         for f in files:
             mlflow.log_artifact(str(f), artifact_path="leaderboard")
 
@@ -161,13 +193,18 @@ class Tracker:
         if self._mlflow is None:
             return
         # Ctrl-C and SIGTERM (raised as KeyboardInterrupt by the CLI) mark the parent KILLED.
-        status = ("FINISHED" if exc_type is None else
-                  "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        status = "FINISHED" if exc_type is None else "KILLED" if interrupted else "FAILED"
+        if interrupted:
+            # The interrupted write's connection, which the traceback's frames still hold, keeps SQLite
+            # locked (ending the parent met "database is locked"): let it go back to the pool first.
+            traceback.clear_frames(tb)
+            gc.collect()
         try:
-            with self._quiet():
+            with self._quiet(), _logging_off(interrupted):
                 self._end_parent(status)
         except Exception as exc:  # the server is down: the parent stays RUNNING there, nothing else is lost
-            if self.degraded is None:
+            if self.degraded is None and not interrupted:  # interrupted: the CLI's summary is the one line
                 self.warn(f"warning: could not mark the MLflow parent run {status} ({_first_line(exc)})")
         self._mlflow = None
 
@@ -253,7 +290,7 @@ class Tracker:
         tags["torch_version"] = torch.__version__
         flat = {k: str(v)[:500] for k, v in params.items()}
         self.drop_cell_runs(record["cell_id"])
-        with mlflow.start_run(run_name=record["key"], nested=True, tags=tags):
+        with _mlflow_run(mlflow, run_name=record["key"], nested=True, tags=tags):
             mlflow.log_params(flat)
             mlflow.log_metrics(metrics)
             if png is not None or sample is not None:
@@ -286,7 +323,7 @@ class Tracker:
             return
         mlflow = self._mlflow
         try:
-            with self._quiet(), mlflow.start_run(run_name=f"train {name}", nested=True, tags={"kind": "training"}):
+            with self._quiet(), _mlflow_run(mlflow, run_name=f"train {name}", nested=True, tags={"kind": "training"}):
                 mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
                 for row in history:
                     step = int(row["epoch"])
