@@ -32,6 +32,7 @@ from bench.core.contracts.attack import (
     AttackResult,
     Model,
     StreamOutcome,
+    Traced,
     budget_limit,
     project_l2,
     project_linf,
@@ -53,7 +54,7 @@ from bench.core.stream import attack_mask, stream_order
 
 __all__ = [
     "EOT_SAMPLES", "NORMS", "Attack", "AttackResult", "Defense", "EpochCallback", "Model", "NeighbourScorer",
-    "PredictionObserver", "Purifier", "RuntimeDefense", "StatefulDefense", "StreamOutcome", "TrainDefense",
+    "PredictionObserver", "Purifier", "RuntimeDefense", "StatefulDefense", "StreamOutcome", "Traced", "TrainDefense",
     "attack_mask", "batched_logits", "budget_limit", "project_l2", "project_linf", "random_wrong_class", "stream_order",
     "uniform_like",
 ]

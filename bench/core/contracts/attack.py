@@ -67,6 +67,31 @@ class AttackResult:
         return s if s is not None and s.seed == int(seed) and len(s.pred) == int(n) else None
 
 
+@dataclass
+class Traced:
+    """What ``perturb`` may return for one batch instead of a bare tensor: the examples plus the
+    optimisation's trace (Pintor et al., "Indicators of attack failure", NeurIPS 2022, read these).
+
+    ``loss_trace[t, i]`` is example i's attack loss at step t, *lower is closer to adversarial*
+    (untargeted: -CE(f(x), y) or a negative margin; targeted: CE(f(x), target)), measured on the
+    iterate the step's gradient was taken at. ``first_success[i]`` is the first step whose iterate
+    was adversarial, -1 if none was. ``x_adv`` must be the best adversarial point found along the
+    path (the first or smallest one), never a later non-adversarial iterate."""
+
+    x_adv: torch.Tensor
+    loss_trace: torch.Tensor | None = None  #: (steps, b)
+    first_success: torch.Tensor | None = None  #: (b,) long
+
+
+def _cat_traces(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """Per-batch (steps, b) traces side by side; shorter ones (early stops) padded with their last row."""
+    if not parts or any(p is None for p in parts):
+        return None
+    steps = max(p.shape[0] for p in parts)
+    padded = [torch.cat([p, p[-1:].expand(steps - p.shape[0], -1)]) if p.shape[0] < steps else p for p in parts]
+    return torch.cat([p.detach().float().cpu() for p in padded], dim=1)
+
+
 class Attack:
     """Base class. Subclasses implement ``perturb(model, x, y, target, gen)`` on one batch.
 
@@ -156,16 +181,26 @@ class Attack:
             with torch.no_grad():
                 num_classes = model(x[:1]).shape[1]
             target = random_wrong_class(y, num_classes, gen)
-        out = []
+        out, traces, firsts = [], [], []
         for start in range(0, len(x), self.batch_size):
             sl = slice(start, start + self.batch_size)
             tb = None if target is None else target[sl].to(x.device)
             adv = self.perturb(model, x[sl], y[sl].to(x.device), tb, gen)
+            if isinstance(adv, Traced):
+                traces.append(adv.loss_trace)
+                firsts.append(None if adv.first_success is None else adv.first_success.detach().long().cpu())
+                adv = adv.x_adv
+            else:
+                traces.append(None)
+                firsts.append(None)
             out.append(adv.detach())
-        return AttackResult(torch.cat(out) if out else x.clone(), target=target)
+        if not out:
+            return AttackResult(x.clone(), target=target)
+        first = None if any(f is None for f in firsts) else torch.cat(firsts)
+        return AttackResult(torch.cat(out), target=target, loss_trace=_cat_traces(traces), first_success=first)
 
     def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                gen: torch.Generator) -> torch.Tensor:  # pragma: no cover - abstract
+                gen: torch.Generator) -> torch.Tensor | Traced:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
@@ -193,6 +228,13 @@ class Attack:
             loss = -F.cross_entropy(logits, target, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x_adv)
         return grad, logits.detach()
+
+    def attack_loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Per-example loss the trace records, lower is closer to adversarial: -CE(f(x), y)
+        untargeted, CE(f(x), target) targeted (the objective ``loss_grad`` follows)."""
+        if target is None:
+            return -F.cross_entropy(logits.detach(), y, reduction="none")
+        return F.cross_entropy(logits.detach(), target, reduction="none")
 
     def is_success(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         pred = logits.argmax(1)
