@@ -405,50 +405,66 @@ def estimate(grid_name: str, data_dir: Path | None, device: str, workers: int, l
 
 @cli.command("list")
 @click.argument("what", type=click.Choice(LISTABLE))
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of {name, description, origin, ...} objects.")
 @_plugin_option
-def list_(what: str, plugins: tuple[Path, ...]) -> None:
+def list_(what: str, as_json: bool, plugins: tuple[Path, ...]) -> None:
     """List registered attacks, defenses, datasets, architectures or grids (plugins marked)."""
     _load_plugins(plugins)
+    rows = _list_rows(what)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for row in rows:
+        origin = "" if row["origin"] == "builtin" else f"  [{row['origin']}]"
+        if what == "defenses":
+            click.echo(f"{row['name']:20s} {row['kind']:8s} {row['description']}{origin}")
+        elif what == "grids":
+            count = f"{row['cells']:4d} cells" if row["cells"] is not None else f"   ? cells ({row['cells_error']})"
+            click.echo(f"{row['name']:28s} {row['dataset']:14s} {count}  {row['description']}")
+        else:
+            click.echo(f"{row['name']:20s} {row['description']}{origin}")
+
+
+def _list_rows(what: str) -> list[dict]:
+    """``bench list``'s entries as dicts: name, description (the docstring's first paragraph, see
+    bench.core.registry.describe), origin, and per kind: a defense's kind, a grid's dataset and cells."""
+    from bench.core.registry import describe
+
+    if what == "grids":
+        from bench.spec import grid as grids
+
+        rows = []
+        for name in grids.GRIDS.list_names():
+            spec = grids.load(name)
+            row = {"name": name, "description": spec.description, "origin": grids.GRIDS.origin(name),
+                   "dataset": spec.dataset, "cells": None, "cells_error": None}
+            try:
+                row["cells"] = len(spec.cells())
+            except BenchError as exc:  # e.g. a checkpoint under $BENCH_WEIGHTS_DIR, which is not set
+                row["cells_error"] = str(exc)
+            rows.append(row)
+        return rows
     if what == "attacks":
         import attacks
 
-        for name, cls in attacks.ATTACKS.items():
-            click.echo(f"{name:20s} {_summary(cls)}{_origin(attacks.ATTACKS, name)}")
+        registry = attacks.ATTACKS
     elif what == "defenses":
         import defenses
 
-        for name, cls in defenses.DEFENSES.items():
-            click.echo(f"{name:20s} {cls.kind:8s} {_summary(cls)}{_origin(defenses.DEFENSES, name)}")
+        registry = defenses.DEFENSES
     elif what == "datasets":
-        from bench.core.data import DATASETS
-
-        for name, fn in DATASETS.items():
-            click.echo(f"{name:20s} {_summary(fn)}{_origin(DATASETS, name)}")
-    elif what == "archs":
-        from bench.core.models import ARCHS
-
-        for name, fn in ARCHS.items():
-            click.echo(f"{name:20s} {_summary(fn)}{_origin(ARCHS, name)}")
+        from bench.core.data import DATASETS as registry
     else:
-        from bench.spec import grid as grids
-
-        for name in grids.GRIDS.list_names():
-            spec = grids.load(name)
-            try:
-                count = f"{len(spec.cells()):4d} cells"
-            except BenchError as exc:  # e.g. a checkpoint this machine lacks
-                count = f"   ? cells ({exc})"
-            click.echo(f"{name:28s} {spec.dataset:14s} {count}  {spec.description}")
-
-
-def _origin(registry, name: str) -> str:
-    origin = registry.origin(name)
-    return "" if origin == "builtin" else f"  [{origin}]"
-
-
-def _summary(obj: object) -> str:
-    doc = (getattr(obj, "__doc__", None) or "").strip()
-    return doc.splitlines()[0] if doc else ""
+        from bench.core.models import ARCHS as registry
+    rows = []
+    for name, obj in registry.items():
+        row = {"name": name, "description": describe(obj), "origin": registry.origin(name)}
+        if what == "defenses":
+            row["kind"] = obj.kind
+        rows.append(row)
+    return rows
 
 
 @cli.command("leaderboard")

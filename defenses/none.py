@@ -10,7 +10,7 @@ from bench.core.methods import register_defense as register
 
 @register("none")
 class NoDefense(RuntimeDefense):
-    """predict(x) = model(x)."""
+    """No runtime defense: predict(x) = model(x), the undefended baseline of every row."""
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return batched_logits(self.model, x)

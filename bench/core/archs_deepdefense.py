@@ -57,8 +57,10 @@ def _cifar_normalize(in_channels: int) -> Normalize:
 
 @ARCHS.register("dd-convnet")
 class DeepDefenseConvNet(Classifier):
-    """CIFAR-10 ConvNet of Table 4: Conv-5-32, MaxPool-2, ReLU, Conv-5-32, ReLU, AvgPool-2, Conv-5-64,
-    ReLU, AvgPool-2, Conv-4-64, ReLU, Conv-1-10 (32 -> 16 -> 8 -> 4 -> 1)."""
+    """CIFAR-10 ConvNet of Deep Defense's Table 4 (Caffe's cifar10_quick): three conv stages, two conv heads.
+
+    Conv-5-32, MaxPool-2, ReLU, Conv-5-32, ReLU, AvgPool-2, Conv-5-64, ReLU, AvgPool-2, Conv-4-64, ReLU,
+    Conv-1-10 (32 -> 16 -> 8 -> 4 -> 1)."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()

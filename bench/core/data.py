@@ -178,13 +178,15 @@ def _mnist_like(name: str, tv_class: str, split: str, root: Path, download: bool
 
 @register_dataset("mnist", shape=(1, 28, 28), num_classes=10)
 def _mnist(split: str, root: Path, download: bool = False) -> Dataset:
+    """MNIST handwritten digits (LeCun et al. 1998), 28x28 grey, 60,000 / 10,000, from the IDX files."""
     return _mnist_like("mnist", "MNIST", split, root, download)
 
 
 @register_dataset("mnist-split", family="mnist")
 def _mnist_split(split: str, root: Path, download: bool = False) -> Dataset:
-    """MNIST's 10,000 test images in two fixed, disjoint halves, for machines that hold only the
-    t10k files: 'train' is the first 5,000, 'test' the last 5,000 (MNIST's own ordering)."""
+    """MNIST's 10,000 test images cut in two fixed halves, for when only the t10k files are at hand.
+
+    'train' is the first 5,000, 'test' the last 5,000 (MNIST's own ordering), disjoint."""
     full = _mnist_like("mnist", "MNIST", "test", root, download)
     sel = slice(0, MNIST_SPLIT) if split == "train" else slice(MNIST_SPLIT, None)
     return Dataset("mnist-split", split, full.x[sel], full.y[sel], 10)
@@ -195,6 +197,7 @@ MNIST_SPLIT = 5000
 
 @register_dataset("fashion-mnist", family="mnist", shape=(1, 28, 28), num_classes=10)
 def _fashion(split: str, root: Path, download: bool = False) -> Dataset:
+    """Fashion-MNIST (Xiao et al. 2017): Zalando's 28x28 grey clothing images, 60,000 / 10,000, IDX files."""
     return _mnist_like("fashion-mnist", "FashionMNIST", split, root, download)
 
 

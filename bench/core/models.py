@@ -53,8 +53,9 @@ class SmallCNN(Classifier):
 
 @ARCHS.register("tiny-cnn")
 class TinyCNN(SmallCNN):
-    """small-cnn at a quarter width (8 and 16 channels; 97% on the digits test split): a training step
-    costs a fifth of small-cnn's on a CPU core. For the embedded default grid on 8x8 digits, where
+    """small-cnn at a quarter width (8 and 16 channels; 97% on digits): the default grid's network.
+
+    A training step costs a fifth of small-cnn's on a CPU core, which matters on 8x8 digits, where
     every RMC point retrains the network."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
@@ -158,7 +159,7 @@ def _register_resnet(depth: int) -> None:
     def factory(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
         return CifarResNet(depth, num_classes, in_channels)
 
-    factory.__doc__ = f"CIFAR ResNet-{depth} (option A)."
+    factory.__doc__ = f"CIFAR ResNet-{depth} (He et al. 2016; option A shortcuts), akamaster's checkpoints load."
     ARCHS.register(f"resnet{depth}")(factory)
 
 

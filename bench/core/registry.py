@@ -34,6 +34,13 @@ def base_name(name: str) -> str:
     return base if at and variant and base else name  # "rmc@" names nothing
 
 
+def describe(obj: object) -> str:
+    """One line describing a registered entry: the first paragraph of its docstring, whitespace
+    collapsed (what ``bench list`` prints; a docstring's first paragraph is its summary)."""
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 class Registry(Generic[T]):
     """A named collection of factories: ``@reg.register("pgd")``, ``reg.create("pgd", **kw)``.
     Lookups accept ``name@variant`` for ``name`` (see ``base_name``)."""
