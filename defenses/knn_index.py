@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from bench.core.optional import require_faiss
+
 
 def faiss_module():
-    import faiss
-
-    return faiss
+    """faiss (faiss-cpu or faiss-gpu, the ``cpu`` or ``gpu`` extra), or one line naming both extras."""
+    return require_faiss()
 
 
 class KnnIndex:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench.benchmarks.common import write_figures
+from bench.core.optional import require_faiss
 from defenses import shards as sh
 
 GEN_CHUNK = 65_536
@@ -112,7 +113,7 @@ class PeakRss:
 
 def run_build(folder: str, keys: list[str], nlist: int, m: int, queries: np.ndarray, truth: np.ndarray, k: int,
               nprobes: list[int], refines: list[int], train: int, single: int, threads: int) -> dict[str, Any]:
-    import faiss
+    faiss = require_faiss()
     import torch
 
     from defenses.index import IvfPqIndex

@@ -23,7 +23,10 @@ def import_robustbench() -> ModuleType:
     try:
         return importlib.import_module("robustbench")
     except ImportError as exc:
-        raise BenchError(f"robustbench cannot be imported ({exc}); run: pip install -e .") from None
+        if getattr(exc, "name", None) == "robustbench":  # absent, not broken: it is an extra
+            raise BenchError("robustbench:<Name> models need robustbench, which is not installed: "
+                             "pip install -e '.[robustbench]'") from None
+        raise BenchError(f"robustbench cannot be imported ({exc}); run: pip install -e '.[robustbench]'") from None
 
 
 def import_autoattack() -> ModuleType:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.optional import require
+
 #: Record fields written by ``deep_defense_metrics`` and the leaderboard column each one becomes.
 from bench.spec.metric_columns import COLUMNS  # noqa: E402,F401  (record field -> leaderboard column)
 
@@ -113,7 +115,7 @@ def pass_score(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """PASS per image: SSIM (scikit-image, Gaussian 11x11 window as in Wang et al. 2004; a smaller
     uniform window on images under 11 pixels) between x and x_adv aligned onto x by an ECC
     homography (OpenCV); unaligned where ECC does not converge."""
-    import cv2
+    cv2 = require("cv2", "pass", "the PASS metric (metrics = [\"deep-defense\"])", "opencv-python-headless")
     from skimage.metrics import structural_similarity
 
     out = []
