@@ -83,3 +83,16 @@ def test_every_bench_variable_is_documented():
     assert len(used) >= 10
     missing = sorted(v for v in used if v not in documented)
     assert not missing, f"undocumented environment variables: {missing}"
+
+
+def test_glossary_names_every_builtin_method():
+    import attacks
+    import defenses
+
+    text = README.read_text()
+    glossary = text[text.index("## Glossary"):text.index("## Where things live")]
+    names = [n for reg in (attacks.ATTACKS, defenses.DEFENSES) for n, _ in reg.items() if reg.origin(n) == "builtin"]
+    missing = [n for n in names if f"`{n}`" not in glossary]
+    assert len(names) > 30 and not missing, f"README's glossary lacks {missing}"
+    for term in ("RMC", "RIDE", "D'", "**K**", "**N'**", "GMSA", "FPA", "BPDA", "EOT"):
+        assert term in glossary, term
