@@ -1,4 +1,4 @@
-"""Bad input everywhere gets one clear line and a non-zero exit (README's bad-input table).
+"""Bad input everywhere gets one clear line and a non-zero exit (docs/reliability.md's bad-input table).
 
 tests/test_cli.py covers unknown grids, missing grid files, --limit, unknown devices, malformed TOML,
 missing data and an unreachable tracking server; this file covers the rest.

@@ -148,7 +148,7 @@ def test_stale_cluster_record_does_not_stop_a_local_run(private_ray_tmp, tmp_pat
 
 @pytest.fixture(scope="class")
 def token_cluster():
-    """README's recipe (Ray 2.60 turns token authentication on): a head and a second node started with
+    """docs/scale-and-index.md's recipe (Ray 2.60 turns token authentication on): a head and a second node started with
     `ray start`, here on one machine, so each node also gets its own ports and the nodes their own HOME
     (where Ray keeps ~/.ray/auth_token): the second node and the driver get the token through RAY_AUTH_TOKEN."""
     root = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
