@@ -490,8 +490,9 @@ def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int
               help="Published boards: records.jsonl, hand-written notes and extra figures.")
 @click.option("--limit", type=int, default=None, help="The --limit the grid was run with, if any.")
 @click.option("--seed", type=int, default=None, help="The --seed the grid was run with, if any.")
+@click.option("--figures/--no-figures", default=True, show_default=True, help="Draw the pictures into the pages.")
 def site(out: Path, grid_names: tuple[str, ...], all_grids: bool, results_dir: Path, leaderboards_dir: Path,
-         limit: int | None, seed: int | None) -> None:
+         limit: int | None, seed: int | None, figures: bool) -> None:
     """Write a static leaderboard site: one self-contained HTML page per board plus index.html."""
     from bench.report.leaderboard import notes_path
     from bench.report.site import BoardInput, records_source, write_site
@@ -520,7 +521,7 @@ def site(out: Path, grid_names: tuple[str, ...], all_grids: bool, results_dir: P
     if not boards:
         raise BenchError(f"no grid has records in {results_dir}/ or {leaderboards_dir}/<grid>/records.jsonl; "
                          "run `bench run` first")
-    written = write_site(boards, out)
+    written = write_site(boards, out, figures)
     click.echo(f"{len(boards)} board(s) written; open {written[0]}")
 
 

@@ -501,9 +501,10 @@ def page_name(grid: str) -> str:
     return f"{_slug(grid)}.html"
 
 
-def write_site(boards: list[BoardInput], out: Path) -> list[Path]:
+def write_site(boards: list[BoardInput], out: Path, figures: bool = True) -> list[Path]:
     """Write ``<out>/<grid>.html`` per board, ``<out>/index.html`` and ``<out>/boards.json`` (the data
-    model, for scripts); the written paths, index first."""
+    model, for scripts); the written paths, index first. ``figures=False`` leaves the pictures out
+    (drawing them is most of the time)."""
     from bench.core.cache import atomic_write_text
 
     out = Path(out)
@@ -512,7 +513,7 @@ def write_site(boards: list[BoardInput], out: Path) -> list[Path]:
     for board in boards:
         model = board_model(board)
         path = out / page_name(board.spec.name)
-        atomic_write_text(path, render_board(model, board_figures(board, model)))
+        atomic_write_text(path, render_board(model, board_figures(board, model) if figures else []))
         models.append(model)
         written.append(path)
     index = out / INDEX
