@@ -70,7 +70,9 @@ def parse_cell(text: str) -> dict[str, Any]:
     text = str(text)
     cell: dict[str, Any] = {"text": text, "value": None}
     m = _CELL.match(text.strip())
-    if m is None:
+    if m is None:  # a form this parser does not know (a new marker): shown as printed, sorted by its number
+        if lead := re.match(r"^-?\d+(?:\.\d+)?", text.strip()):
+            cell["value"] = float(lead.group(0))
         return cell
     v = m.group("v")
     cell["value"] = float("inf") if v == "∞" else float(v)
@@ -127,6 +129,9 @@ def _split(df: Any, ok: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.append({"id": "metrics", "label": METRICS, "budget": None, "columns": rest})
     for g in groups:
         g["table"] = _table(df[[*key_cols, *g.pop("columns")]])
+        if g["budget"] is not None:  # the section names the budget: headers drop it (narrower tables)
+            suffix = f" {g['label']}"
+            g["table"]["headers"] = [c.removesuffix(suffix) for c in g["table"]["columns"]]
     return groups
 
 
@@ -175,8 +180,16 @@ def board_model(board: BoardInput) -> dict[str, Any]:
                    for r in records if r.get("status") != "ok"],
         "notes": board.notes or "",
         "source": board.source,
-        "reproduce": f"bench run --grid {spec.name} && bench site --grid {spec.name}",
+        "reproduce": _reproduce(records, spec),
     }
+
+
+def _reproduce(records: list[dict[str, Any]], spec: GridSpec) -> str:
+    """The Markdown board's own "Reproduce:" line (bench.report.leaderboard.render), so the two agree."""
+    from bench.report.leaderboard import render
+
+    line = next((ln for ln in render(records, spec).splitlines() if ln.startswith("Reproduce:")), "")
+    return line.removeprefix("Reproduce:").strip()
 
 
 def board_figures(board: BoardInput, model: dict[str, Any]) -> list[tuple[str, str]]:
@@ -324,7 +337,8 @@ def _table_html(table: dict[str, Any], table_id: str) -> str:
     cols = table["columns"]
     text = [c in TEXT_COLUMNS for c in cols]
     head = "".join(f"<th class=\"sortable{' text' if t else ''}\" data-type=\"{'text' if t else 'num'}\" "
-                   f"tabindex=\"0\" scope=\"col\">{_e(c)}</th>" for c, t in zip(cols, text))
+                   f"data-col=\"{_e(c)}\" title=\"{_e(c)}\" tabindex=\"0\" scope=\"col\">{_e(h)}</th>"
+                   for c, h, t in zip(cols, table.get("headers", cols), text))
     body = "\n".join("<tr>" + "".join(_cell_html(cell, t) for cell, t in zip(row, text)) + "</tr>"
                      for row in table["rows"])
     return (f"<div class=\"scroll\"><table id=\"{_e(table_id)}\" class=\"board\">\n<thead><tr>{head}</tr></thead>\n"
@@ -464,7 +478,7 @@ def render_board(model: dict[str, Any], figures: list[tuple[str, str]]) -> str:
                  "</ul>"]
     if model["notes"].strip():
         body.append(f"<div class=\"notes\">{markdown_html(model['notes'])}</div>")
-    body.append(f"<footer><p>Reproduce: <code>{_e(model['reproduce'])}</code>"
+    body.append(f"<footer><p>Reproduce: {inline(model['reproduce'].rstrip('.'))}"
                 + (f"; records from <code>{_e(model['source'])}</code>" if model["source"] else "")
                 + ".</p></footer>")
     return _page(f"Leaderboard: {name}", "\n".join(body))
@@ -497,6 +511,17 @@ def render_index(models: list[dict[str, Any]]) -> str:
     return _page("Adversarial-robustness leaderboards", body)
 
 
+def _finite(obj: Any) -> Any:
+    """JSON has no infinity (an unbounded minimal-norm median): written as the string "inf"."""
+    if isinstance(obj, float) and obj != obj or obj in (float("inf"), float("-inf")):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def page_name(grid: str) -> str:
     return f"{_slug(grid)}.html"
 
@@ -518,5 +543,5 @@ def write_site(boards: list[BoardInput], out: Path, figures: bool = True) -> lis
         written.append(path)
     index = out / INDEX
     atomic_write_text(index, render_index(models))
-    atomic_write_text(out / "boards.json", json.dumps(models, indent=1, default=str) + "\n")
+    atomic_write_text(out / "boards.json", json.dumps(_finite(models), indent=1, default=str) + "\n")
     return [index, *written]
