@@ -514,7 +514,15 @@ def site(out: Path, grid_names: tuple[str, ...], all_grids: bool, results_dir: P
         records = load_records(source)
         if source.parent == Path(results_dir):  # a results file holds every run of the grid: keep this one's cells
             wanted = {c.cell_id for c in spec.cells(limit=limit, seed=seed)}
-            records = [r for r in records if r.get("cell_id") in wanted]
+            mine = [r for r in records if r.get("cell_id") in wanted]
+            if records and not mine:
+                why = (f"no record in {source} matches the cells of grid {spec.name} at this --limit and --seed; "
+                       "pass the --limit and --seed the grid was run with")
+                if not all_grids:
+                    raise BenchError(why)
+                click.echo(f"skipped: {why}", err=True)
+                continue
+            records = mine
         notes = notes_path(Path(leaderboards_dir) / f"{spec.name}.md")
         boards.append(BoardInput(spec, records, notes.read_text(encoding="utf-8") if notes.is_file() else None,
                                  Path(leaderboards_dir) / spec.name, str(source)))

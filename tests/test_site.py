@@ -264,6 +264,10 @@ def test_site_without_records_is_one_line(tmp_path, monkeypatch):
     assert isinstance(result.exception, BenchError)  # bench's main() prints it as one line, exit code 2
     msg = str(result.exception)
     assert "no records for grid ci" in msg and "bench run --grid ci" in msg and "\n" not in msg
+    # Records of another --limit: said, not an empty board.
+    write_results(tmp_path / "results", [{**r, "cell_id": "x" + r["cell_id"]} for r in ci_records()])
+    result = CliRunner().invoke(cli, ["site", "--grid", "ci"])
+    assert isinstance(result.exception, BenchError) and "pass the --limit and --seed" in str(result.exception)
     assert not (tmp_path / "site").exists()
 
 
