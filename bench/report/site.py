@@ -234,6 +234,7 @@ th.sortable::after { content: " \\2195"; color: #9aa3b2; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; color: var(--fg); }
 th[aria-sort="descending"]::after { content: " \\25BC"; color: var(--fg); }
 td.text, th.text { text-align: left; }
+td.wrap { white-space: normal; min-width: 14em; max-width: 30em; }
 tbody tr:hover { background: #f6f8fb; }
 .ci { color: var(--muted); font-size: 0.85em; }
 .paper { color: #6a4c93; font-size: 0.85em; }
@@ -495,7 +496,7 @@ def render_index(models: list[dict[str, Any]]) -> str:
     for m in models:
         top = f"{m['top']['row']}: {m['top']['worst']}" if m["top"] else "-"
         rows.append(
-            f"<tr><td class=\"text\"><a href=\"{_e(page_name(m['name']))}\">{_e(m['name'])}</a>{_wiring(m)}"
+            f"<tr><td class=\"text wrap\"><a href=\"{_e(page_name(m['name']))}\">{_e(m['name'])}</a>{_wiring(m)}"
             f"<br><span class=\"note\">{_e(m['description'])}</span></td>"
             f"<td class=\"text\">{_e(m['dataset'])}</td><td class=\"text\">{_e(m['main_budget'] or '-')}</td>"
             f"<td class=\"text\">{_e(top)}</td><td data-v=\"{m['n']}\">{m['n']}</td>"
