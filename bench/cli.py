@@ -494,6 +494,61 @@ def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int
     click.echo(f"written to {path}", err=True)
 
 
+@cli.command("site")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("site"), show_default=True,
+              help="Folder for the pages (index.html and one <grid>.html per board).")
+@click.option("--grid", "grid_names", multiple=True,
+              help="Built-in grid name or .toml path (repeatable). Default: default.")
+@click.option("--all", "all_grids", is_flag=True, help="Every built-in grid with records.")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Local records (<grid>.jsonl), read before the published leaderboards/<grid>/records.jsonl.")
+@click.option("--leaderboards-dir", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True,
+              help="Published boards: records.jsonl, hand-written notes and extra figures.")
+@click.option("--limit", type=int, default=None, help="The --limit the grid was run with, if any.")
+@click.option("--seed", type=int, default=None, help="The --seed the grid was run with, if any.")
+@click.option("--figures/--no-figures", default=True, show_default=True, help="Draw the pictures into the pages.")
+def site(out: Path, grid_names: tuple[str, ...], all_grids: bool, results_dir: Path, leaderboards_dir: Path,
+         limit: int | None, seed: int | None, figures: bool) -> None:
+    """Write a static leaderboard site: one self-contained HTML page per board plus index.html."""
+    from bench.report.leaderboard import notes_path
+    from bench.report.site import BoardInput, records_source, write_site
+    from bench.spec import grid as grids
+    from bench.track.results import load_records
+
+    if all_grids and grid_names:
+        raise BenchError("give --grid or --all, not both")
+    specs = ([grids.load(n) for n in grids.GRIDS.list_names()] if all_grids
+             else [grids.load(n) for n in (grid_names or ("default",))])
+    boards = []
+    for spec in specs:
+        source = records_source(spec.name, results_dir, leaderboards_dir)
+        if source is None:
+            if all_grids:
+                continue
+            raise BenchError(f"no records for grid {spec.name} in {results_dir}/{spec.name}.jsonl or "
+                             f"{leaderboards_dir}/{spec.name}/records.jsonl; run `bench run --grid {spec.name}` first")
+        records = load_records(source)
+        if source.parent == Path(results_dir):  # a results file holds every run of the grid: keep this one's cells
+            wanted = {c.cell_id for c in spec.cells(limit=limit, seed=seed)}
+            mine = [r for r in records if r.get("cell_id") in wanted]
+            if records and not mine:
+                why = (f"no record in {source} matches the cells of grid {spec.name} at this --limit and --seed; "
+                       "pass the --limit and --seed the grid was run with")
+                if not all_grids:
+                    raise BenchError(why)
+                click.echo(f"skipped: {why}", err=True)
+                continue
+            records = mine
+        notes = notes_path(Path(leaderboards_dir) / f"{spec.name}.md")
+        boards.append(BoardInput(spec, records, notes.read_text(encoding="utf-8") if notes.is_file() else None,
+                                 Path(leaderboards_dir) / spec.name, str(source)))
+    if not boards:
+        raise BenchError(f"no grid has records in {results_dir}/ or {leaderboards_dir}/<grid>/records.jsonl; "
+                         "run `bench run` first")
+    written = write_site(boards, out, figures)
+    click.echo(f"{len(boards)} board(s) written; open {written[0]}")
+
+
 @cli.command("plot")
 @click.option("--grid", "grid_name", required=True)
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
