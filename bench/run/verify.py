@@ -297,7 +297,8 @@ def run_cell(store: ArtifactStore, cell: Cell, settings: Settings, attack_overri
     attack = create_attack(cell.attack, **params)
     eps = settings.eps if attack.minimal_norm else attack.eps  # a ball attack is tested at its own eps
     defense_name = cell.train_defense if cell.runtime_defense == "none" else cell.runtime_defense
-    out = Outcome(defense=defense_name, attack=cell.attack_label, threat=cell.threat, norm=attack.norm, eps=eps)
+    label = cell.attack_label if cell.attack_label == cell.attack else f"{cell.attack_label} ({cell.attack})"
+    out = Outcome(defense=defense_name, attack=label, threat=cell.threat, norm=attack.norm, eps=eps)
     out.refused = refusal(cell.runtime_defense, cell.threat, attack.norm, attack.minimal_norm, eps)
     if out.refused:
         return out
