@@ -629,7 +629,13 @@ def verify(grid_name: str, defense: str, attack: str, threat: str | None, eps: f
                         repeats=repeats, eps=eps, seed=seed)
     store = ArtifactStore(spec, RunOptions(data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(),
                                            synthetic=synthetic, tracking=False), limit=None)
-    outcomes = [run_cell(store, cell, settings, _attack_override(overrides)) for cell in cells]
+    from tqdm.auto import tqdm
+
+    outcomes = []
+    for cell in cells:
+        with tqdm(total=n, desc=f"{cell.key}", unit="point", leave=False, disable=as_json) as bar:
+            outcomes.append(run_cell(store, cell, settings, _attack_override(overrides),
+                                     progress=lambda done, total: bar.update(done - bar.n)))
     if all(o.refused for o in outcomes):
         raise BenchError(f"the binarization test does not apply: {outcomes[0].refused}")
     if as_json:

@@ -118,3 +118,17 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     proc = bench("verify", *args, cwd=tmp_path)
     assert proc.returncode == 2, proc
     assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_cli_runs_every_matching_cell_of_the_grid(tmp_path):
+    """End to end on the default grid (trains its standard tiny-cnn into a fresh cache): the base PGD
+    cells at three eps, each on its own binarized copy of the one model, pass; exit 0; JSON out."""
+    import json
+
+    proc = bench("verify", "--grid", "default", "--defense", "standard", "--attack", "pgd", "--threat", "base",
+                 "--n", "4", "--inner", "99", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["eps"] for r in rows] == [0.1, 0.05, 0.2]
+    assert all(r["tested"] + r["discarded"] == 4 and r["passed"] for r in rows)

@@ -306,7 +306,7 @@ def run_cell(store: ArtifactStore, cell: Cell, settings: Settings, attack_overri
     model, model_key = store.model(cell.arch, cell.train_defense, cell.train_params, cell.seed)
     x_all = store.test.x[: settings.n].to(store.device)
     twin, readout = binarize(model, x_all)
-    defense = store.runtime(cell, twin, model_key + ":binarized")
+    defense = store.runtime(cell, twin, f"{model_key}:binarized:{id(twin)}")  # prepared on this twin
     check_points(out, attack, defense, twin, readout, x_all, settings, cell.threat, cell.seed, progress)
     out.seconds = round(time.perf_counter() - start, 3)
     return out
