@@ -632,10 +632,12 @@ def verify(grid_name: str, defense: str, attack: str, threat: str | None, eps: f
     from tqdm.auto import tqdm
 
     outcomes = []
-    for cell in cells:
-        with tqdm(total=n, desc=f"{cell.key}", unit="point", leave=False, disable=as_json) as bar:
-            outcomes.append(run_cell(store, cell, settings, _attack_override(overrides),
-                                     progress=lambda done, total: bar.update(done - bar.n)))
+    # what runs writes (a model's training line) goes to stderr, so stdout is the table or the JSON alone
+    with contextlib.redirect_stdout(sys.stderr):
+        for cell in cells:
+            with tqdm(total=n, desc=f"{cell.key}", unit="point", leave=False, disable=as_json) as bar:
+                outcomes.append(run_cell(store, cell, settings, _attack_override(overrides),
+                                         progress=lambda done, total: bar.update(done - bar.n)))
     if all(o.refused for o in outcomes):
         raise BenchError(f"the binarization test does not apply: {outcomes[0].refused}")
     if as_json:
