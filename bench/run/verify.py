@@ -153,6 +153,8 @@ def last_layer(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module]:
         raise BenchError(f"model {what} has no layers to replace; the binarization test needs a network whose "
                          "last layer is linear")
     name, module, inp, out = calls[-1]
+    if not name:
+        raise BenchError(f"model {what} is a single layer; the binarization test needs features before its last layer")
     if not (isinstance(out, torch.Tensor) and out.flatten(1).shape == logits.shape
             and torch.equal(out.flatten(1), logits)):
         raise BenchError(f"model {what}: its logits are not the output of its last layer ({name or what}); the "
