@@ -632,12 +632,20 @@ def verify(grid_name: str, defense: str, attack: str, threat: str | None, eps: f
     from tqdm.auto import tqdm
 
     outcomes = []
+    bars: dict[str, tqdm] = {}
+
+    def progress(key: str, done: int, total: int) -> None:  # a bar once a point is tested: refusals stay one line
+        if key not in bars:
+            bars[key] = tqdm(total=total, desc=key, unit="point", leave=False, disable=as_json)
+        bars[key].update(done - bars[key].n)
+
     # what runs writes (a model's training line) goes to stderr, so stdout is the table or the JSON alone
     with contextlib.redirect_stdout(sys.stderr):
         for cell in cells:
-            with tqdm(total=n, desc=f"{cell.key}", unit="point", leave=False, disable=as_json) as bar:
-                outcomes.append(run_cell(store, cell, settings, _attack_override(overrides),
-                                         progress=lambda done, total: bar.update(done - bar.n)))
+            outcomes.append(run_cell(store, cell, settings, _attack_override(overrides),
+                                     progress=lambda done, total, key=cell.key: progress(key, done, total)))
+            if cell.key in bars:
+                bars.pop(cell.key).close()
     if all(o.refused for o in outcomes):
         raise BenchError(f"the binarization test does not apply: {outcomes[0].refused}")
     if as_json:
