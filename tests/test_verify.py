@@ -63,6 +63,11 @@ def test_readout_separates_or_refuses():
     # every inner point class 0; the boundary moved next to the most confident boundary point
     assert bool((s[labels == 0] < 0).all()) and float(s[labels == 1].max()) > 0
     assert float(s.max() - s.min()) == pytest.approx(1.0, abs=1e-5)  # "fixed" logit rescaling
+    # two draws of each point (a random defense): the chosen boundary point is class 1 in both
+    z2 = torch.cat([z, z + 0.05 * torch.randn(z.shape, generator=gen)])
+    w2, b2 = V.fit_readout(z2, labels.repeat(2), closeness=0.9, repeats=2)
+    s2 = (z2 @ w2 + b2).view(2, -1)
+    assert bool((s2[:, labels == 0] < 0).all()) and bool((s2[:, labels == 1] > 0).all(0).any())
     # class 1 on both sides of class 0 along one feature: no linear readout separates them
     z1 = torch.tensor([[-2.0], [-1.0], [0.0], [0.1], [1.0], [2.0]])
     assert V.fit_readout(z1, torch.tensor([1, 1, 0, 0, 1, 1]), 0.9) is None

@@ -237,11 +237,15 @@ def sample_boundary(x: torch.Tensor, n: int, norm: str, eps: float, gen: torch.G
 
 
 # -- the readout -----------------------------------------------------------------------------------
-def fit_readout(z: torch.Tensor, labels: torch.Tensor, closeness: float) -> tuple[torch.Tensor, float] | None:
+def fit_readout(z: torch.Tensor, labels: torch.Tensor, closeness: float,
+                repeats: int = 1) -> tuple[torch.Tensor, float] | None:
     """An unregularised logistic regression separating ``labels`` exactly on features ``z`` (as the
     authors fit it, with scikit-learn), its boundary then moved ``closeness`` of the way towards the
     most confident boundary point and its logits rescaled to a range of 1 ("fixed" rescaling, so a
-    cross-entropy attack is not starved by saturated logits); None when it does not separate them."""
+    cross-entropy attack is not starved by saturated logits); None when it does not separate them.
+    ``repeats`` > 1: rows are that many draws of the same points, one after the other (a random
+    defense), and a point's confidence is that of its least confident draw, so the point stays class
+    1 under every draw the readout was fitted on."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
@@ -258,7 +262,8 @@ def fit_readout(z: torch.Tensor, labels: torch.Tensor, closeness: float) -> tupl
     s = zn @ w + b
     if not (np.all(s[y == 1] > 0) and np.all(s[y == 0] < 0)):
         return None
-    b -= closeness * float(s[y == 1].max())
+    per_point = s.reshape(repeats, -1).min(0)  # every draw of a point
+    b -= closeness * float(per_point[y.reshape(repeats, -1)[0] == 1].max())
     s = zn @ w + b
     if not (np.any(s[y == 1] > 0) and np.all(s[y == 0] < 0)):
         return None
@@ -331,7 +336,7 @@ def check_points(out: Outcome, attack: Any, defense: Any, twin: nn.Module, reado
         points = torch.cat([inner, bound]).to(x_all.device)
         labels = torch.cat([torch.zeros(len(inner)), torch.ones(len(bound))]).long()
         z = features(defense, readout, points, repeats)
-        fit = fit_readout(z, labels.repeat(repeats), settings.closeness)
+        fit = fit_readout(z, labels.repeat(repeats), settings.closeness, repeats)
         if fit is None:
             _discard(out, "no linear readout separates them exactly")
             continue
