@@ -572,7 +572,7 @@ def _attack_override(values: tuple[str, ...]) -> dict[str, object]:
 @click.option("--n", "n", type=int, default=50, show_default=True, help="Test points (the first N of the split).")
 @click.option("--inner", type=int, default=999, show_default=True, help="Inner points per test point, x included.")
 @click.option("--boundary", type=int, default=10, show_default=True,
-              help="Boundary points per test point (the authors used 1; see docs/verify.md).")
+              help="Boundary points per test point (the authors used 1; the README says why 10).")
 @click.option("--random", "random_draws", type=int, default=100, show_default=True,
               help="Uniform draws in the ball per test point for the random baseline.")
 @click.option("--closeness", type=float, default=0.999, show_default=True,

@@ -120,6 +120,7 @@ def test_a_defense_the_test_cannot_apply_to_is_one_line_exit_2(tmp_path, defense
     (["--defense", "standard", "--attack", "deepfool"], "give the ball with --eps"),
     (["--defense", "standard", "--attack", "pgd", "--n", "0"], "--n must be at least 1"),
     (["--defense", "standard", "--attack", "pgd", "--set", "steps"], "--set takes KEY=VALUE"),
+    (["--defense", "standard", "--attack", "pgd", "--set", "nosuch=1"], "bad parameters for attack 'pgd'"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     proc = bench("verify", *args, cwd=tmp_path)
