@@ -615,6 +615,117 @@ def check(grid_name: str, baseline: Path, tolerance: float, results_dir: Path, w
     click.echo(f"check passed: {len(records)} cells within {tolerance:g} points of {baseline}")
 
 
+def _attack_override(values: tuple[str, ...]) -> dict[str, object]:
+    """``--set KEY=VALUE`` pairs as attack parameters (VALUE read as a TOML value, else a string)."""
+    import tomllib
+
+    out: dict[str, object] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"--set takes KEY=VALUE (an attack parameter, e.g. steps=1), got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+@cli.command()
+@click.option("--grid", "grid_name", default="default", show_default=True, help="The grid whose settings are tested.")
+@click.option("--defense", required=True,
+              help="A train-time defense (met with no runtime defense) or a runtime defense of the grid.")
+@click.option("--attack", required=True, help="An attack of the grid, by name or label (pgd, bpda, eot, ...).")
+@click.option("--threat", type=click.Choice(["base", "adaptive", "transfer"]), default=None,
+              help="Only the grid's cells of this threat model (default: every one of the attack).")
+@click.option("--eps", type=float, default=None,
+              help="Only the cells at this eps; for a minimal-norm attack (deepfool, cw-l2) the ball to test in.")
+@click.option("--n", "n", type=int, default=50, show_default=True, help="Test points (the first N of the split).")
+@click.option("--inner", type=int, default=999, show_default=True, help="Inner points per test point, x included.")
+@click.option("--boundary", type=int, default=10, show_default=True,
+              help="Boundary points per test point (the authors used 1; the README says why 10).")
+@click.option("--random", "random_draws", type=int, default=100, show_default=True,
+              help="Uniform draws in the ball per test point for the random baseline.")
+@click.option("--closeness", type=float, default=0.999, show_default=True,
+              help="How far the readout's decision boundary moves towards the boundary points, in [0, 1).")
+@click.option("--repeats", type=int, default=None,
+              help="Feature draws per point of a random defense (default 2; 1 for deterministic ones).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change an attack parameter for this test (repeatable), e.g. --set steps=1.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampled points.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where trained models are cached (default: $BENCH_CACHE_DIR or .bench-cache, as bench run).")
+@click.option("--synthetic", is_flag=True, help="Seeded stand-ins for splits whose files are missing.")
+@_plugin_option
+def verify(grid_name: str, defense: str, attack: str, threat: str | None, eps: float | None, n: int, inner: int,
+           boundary: int, random_draws: int, closeness: float, repeats: int | None, overrides: tuple[str, ...],
+           seed: int, as_json: bool, data_dir: Path | None, cache_dir: Path | None, synthetic: bool,
+           plugins: tuple[Path, ...]) -> None:
+    """Binarization test (Zimmermann et al., NeurIPS 2022): does the attack find an adversarial example
+    where one provably exists?
+
+    Per test point, a linear two-class readout on the defended model's penultimate features (after a
+    purifier, for median / tvm / ride) separates points near x from points on the eps ball's surface,
+    and replaces the model's last layer; the attack, configured and run as the grid runs it, must
+    reach the readout's class 1 inside the ball. Prints success with its 95% Wilson interval, the
+    random-sampling baseline and the discarded points (no exact separation). A pass is >= 95%.
+
+    Exit 0: every tested configuration passes; 1: one fails; 2: bad input, or the test does not apply
+    (kNN defenses and RMC, transfer attacks, L0 attacks), said in one line.
+
+    Example: bench verify --grid default --defense standard --attack pgd --eps 0.1 --n 50
+    """
+    import json
+
+    from bench.core.cache import default_cache_dir
+    from bench.run.artifacts import ArtifactStore
+    from bench.run.options import RunOptions
+    from bench.run.verify import Settings, render, run_cell, select_cells
+    from bench.spec import grid as grids
+
+    for name, value, least in (("--n", n, 1), ("--inner", inner, 1), ("--boundary", boundary, 1),
+                               ("--random", random_draws, 1), ("--repeats", repeats, 1)):
+        if value is not None and value < least:
+            raise BenchError(f"{name} must be at least {least}, got {value}")
+    if not 0 <= closeness < 1:
+        raise BenchError(f"--closeness must lie in [0, 1), got {closeness}")
+    if eps is not None and eps <= 0:
+        raise BenchError(f"--eps must be positive, got {eps}")
+    spec = grids.load(grid_name)
+    _load_plugins(plugins, spec)
+    cells = select_cells(spec, defense, attack, threat, eps)
+    settings = Settings(n=n, inner=inner, boundary=boundary, random=random_draws, closeness=closeness,
+                        repeats=repeats, eps=eps, seed=seed)
+    store = ArtifactStore(spec, RunOptions(data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(),
+                                           synthetic=synthetic, tracking=False), limit=None)
+    from tqdm.auto import tqdm
+
+    outcomes = []
+    bars: dict[str, tqdm] = {}
+
+    def progress(key: str, done: int, total: int) -> None:  # a bar once a point is tested: refusals stay one line
+        if key not in bars:
+            bars[key] = tqdm(total=total, desc=key, unit="point", leave=False, disable=as_json)
+        bars[key].update(done - bars[key].n)
+
+    # what runs writes (a model's training line) goes to stderr, so stdout is the table or the JSON alone
+    with contextlib.redirect_stdout(sys.stderr):
+        for cell in cells:
+            outcomes.append(run_cell(store, cell, settings, _attack_override(overrides),
+                                     progress=lambda done, total, key=cell.key: progress(key, done, total)))
+            if cell.key in bars:
+                bars.pop(cell.key).close()
+    if all(o.refused for o in outcomes):
+        raise BenchError(f"the binarization test does not apply: {outcomes[0].refused}")
+    if as_json:
+        click.echo(json.dumps([o.as_dict() for o in outcomes], indent=2))
+    else:
+        click.echo(render(outcomes))
+    sys.exit(0 if all(o.passed for o in outcomes if not o.refused) else 1)
+
+
 @cli.group("cache")
 def cache_() -> None:
     """Inspect and clean the artifact cache (models, D', adversarial examples)."""
