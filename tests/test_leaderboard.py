@@ -142,7 +142,8 @@ def test_pictures_and_index_from_bench_leaderboard_all(tmp_path, monkeypatch):
                                                       "Code version 0.0.9; device cuda; seed 0.\n")
     result = CliRunner().invoke(cli, ["leaderboard", "--all"])  # a local board: results/leaderboards/
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "results" / "leaderboards" / "ci.md").is_file() and not (tmp_path / "leaderboards" / "ci.md").exists()
+    assert (tmp_path / "results" / "leaderboards" / "ci.md").is_file()
+    assert not (tmp_path / "leaderboards" / "ci.md").exists()
     result = CliRunner().invoke(cli, ["leaderboard", "--all", "--publish"])
     assert result.exit_code == 0, result.output
     md = (tmp_path / "leaderboards" / "ci.md").read_text()
