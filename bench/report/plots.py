@@ -72,23 +72,29 @@ def clean_vs_robust(records: list[dict[str, Any]], spec: GridSpec | None, budget
     base = baseline_row(records, spec)
     drops = clean_drops(records, spec)
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5.5))
-    for h in pts:
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colors = plt.get_cmap("tab20").colors
+    markers = "osD^v<>ph*"
+    lows_x, highs_y = [], []
+    for i, h in enumerate(pts):
         c, w = h["clean"], h["worst"]
         cx, wy = 100 * c["value"], 100 * w["value"]
         xerr = [[cx - 100 * c["ci"][0]], [100 * c["ci"][1] - cx]] if c.get("ci") else None
         yerr = [[wy - 100 * w["ci"][0]], [100 * w["ci"][1] - wy]]
+        lows_x.append(100 * c["ci"][0] if c.get("ci") else cx)
+        highs_y.append(100 * w["ci"][1])
         row = (h["train-time"], h["runtime"])
-        hollow = row == base
-        ax.errorbar([cx], [wy], xerr=xerr, yerr=yerr, fmt="o", capsize=2, elinewidth=0.8, alpha=0.85,
-                    markerfacecolor="white" if hollow else None, color="#b03030" if row in drops else None)
-        ax.annotate(f"{h['train-time']}/{h['runtime']}", (cx, wy), textcoords="offset points", xytext=(4, 3),
-                    fontsize=7)
+        color = colors[i % len(colors)]
+        note = " (undefended)" if row == base else " (clean -%.0f)" % (100 * drops[row]) if row in drops else ""
+        ax.errorbar([cx], [wy], xerr=xerr, yerr=yerr, fmt=markers[i % len(markers)], capsize=2, elinewidth=0.8,
+                    color=color, markerfacecolor="white" if row == base else color, markersize=6,
+                    label=f"{h['rank']}. {h['train-time']}/{h['runtime']}{note}")
+        ax.annotate(str(h["rank"]), (cx, wy), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel(f"worst-case robust accuracy under {budget_label(budget)} (%)")
-    ax.set_xlim(0, 100)
-    ax.set_ylim(0, 100)
-    ax.plot([0, 100], [0, 100], color="grey", lw=0.6, ls=":")  # robust accuracy never exceeds clean by much
+    ax.set_xlim(max(0.0, min(lows_x) - 5), 100)  # zoomed on the rows, as RobustBench's plots are
+    ax.set_ylim(0, min(100.0, max(highs_y) + 5))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="rank. row", title_fontsize=7)
     ax.set_title(f"Clean versus worst-case accuracy, {budget_label(budget)} (95% Wilson intervals)", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
