@@ -88,7 +88,7 @@ def test_a_row_that_lost_clean_accuracy_is_never_ranked_above_the_undefended_mod
     text = render(records, spec)
     assert "| 3 | standard | median | 60.0 [50–70] ▼ | 70.0 [60–79] |" in text
     assert "| 2 | standard | none | 95.0 [88–98] | 40.0 [30–50] | 1 | above by the clean-accuracy rule" in text
-    assert "standard/median (-35.0), standard/ride (-90.0) points" in text
+    assert "standard/median (35.0 points lower), standard/ride (90.0 points lower)" in text
     # without the undefended row there is nothing to compare with: plain ranking by the worst case
     assert [h["runtime"] for h in headline_rows(records[1:], spec, ("Linf", 0.1))] == ["median", "tvm", "ride"]
 
@@ -135,8 +135,11 @@ def test_mixed_code_versions_are_explained_row_by_row():
                rec("d", "pgd", "1100", runtime="median")]
     spec = grid.parse({"dataset": "digits", "arch": "small-cnn", "runtime": {"none": {}, "median": {}}}, "g")
     text = render(records, spec)
-    assert "- `0.1.0+abc1234` (3 cells): rows standard/none; cells standard/median pgd Linf 0.1" in text
-    assert "- `0.1.0+def5678` (1 cells): cells standard/median fgsm Linf 0.1" in text
+    assert "- `0.1.0+def5678` (1 cells): cells standard/median fgsm Linf 0.1\n- `0.1.0+abc1234` (3 cells): every " \
+        "other cell" in text
+    records[0]["code_version"] = records[1]["code_version"] = "0.1.0+def5678"  # a whole row and one cell
+    assert "- `0.1.0+abc1234` (1 cells): cells standard/median pgd Linf 0.1\n" in render(records, spec)
+    assert "- `0.1.0+def5678` (3 cells): every other cell" in render(records, spec)
     assert "with the current code: this board mixes code versions" in text and "git checkout" not in text
 
 

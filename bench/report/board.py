@@ -366,28 +366,25 @@ def metrics_table(records: list[dict[str, Any]], spec: GridSpec | None) -> dict[
 # -- provenance ---------------------------------------------------------------------------------------
 
 def versions_note(records: list[dict[str, Any]]) -> list[str]:
-    """Which rows (or, where a row mixes them, which of its cells) each code version produced; empty
-    when one version made the whole board."""
+    """Which rows (or, where a row mixes them, which of its cells) each code version produced, the
+    version of most cells last as "every other cell"; empty when one version made the whole board."""
     ok = ok_records(records)
-    versions = sorted({r.get("code_version") or "-" for r in ok})
-    if len(versions) < 2:
+    version = [r.get("code_version") or "-" for r in ok]
+    counts = Counter(version)
+    if len(counts) < 2:
         return []
-    rows: OrderedDict[tuple[str, str], list[dict[str, Any]]] = OrderedDict()
-    for r in ok:
-        rows.setdefault((r["train_defense"], r["runtime_defense"]), []).append(r)
+    rows: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+    for r, v in zip(ok, version):
+        rows.setdefault((r["train_defense"], r["runtime_defense"]), []).append(v)
+    ordered = sorted(counts, key=lambda v: (counts[v], v))
     lines = []
-    for v in versions:
-        whole = [f"{t}/{rt}" for (t, rt), recs in rows.items() if {r.get("code_version") or "-" for r in recs} == {v}]
-        cells = [f"{t}/{rt} {column_label(r)}" for (t, rt), recs in rows.items()
-                 if len({x.get("code_version") or "-" for x in recs}) > 1
-                 for r in recs if (r.get("code_version") or "-") == v]
-        n = sum((r.get("code_version") or "-") == v for r in ok)
-        parts = []
-        if whole:
-            parts.append(f"rows {', '.join(whole)}")
-        if cells:
-            parts.append(f"cells {', '.join(cells)}")
-        lines.append(f"`{v}` ({n} cells): {'; '.join(parts)}")
+    for v in ordered[:-1]:
+        whole = [f"{t}/{rt}" for (t, rt), vs in rows.items() if set(vs) == {v}]
+        cells = [f"{r['train_defense']}/{r['runtime_defense']} {column_label(r)}" for r, rv in zip(ok, version)
+                 if rv == v and len(set(rows[(r["train_defense"], r["runtime_defense"])])) > 1]
+        parts = ([f"rows {', '.join(whole)}"] if whole else []) + ([f"cells {', '.join(cells)}"] if cells else [])
+        lines.append(f"`{v}` ({counts[v]} cells): {'; '.join(parts)}")
+    lines.append(f"`{ordered[-1]}` ({counts[ordered[-1]]} cells): every other cell")
     return lines
 
 

@@ -233,9 +233,9 @@ def notes_under_tables(model: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if model["clean_drops"]:
         t, rt = model["baseline"]
-        dropped = ", ".join(f"{row} (-{100 * d:.1f})" for row, d in model["clean_drops"].items())
+        dropped = ", ".join(f"{row} ({100 * d:.1f} points lower)" for row, d in model["clean_drops"].items())
         lines += ["", f"{DROP.strip()} Clean accuracy more than {100 * CLEAN_DROP:.0f} points below the undefended "
-                  f"model ({t}/{rt}): {dropped} points. Such a row is never ranked above the undefended one: a "
+                  f"model ({t}/{rt}): {dropped}. Such a row is never ranked above the undefended one: a "
                   "defense that misclassifies clean inputs can look robust."]
     if model["flags"]:
         lines += ["", f"{FLAG.strip()} Evaluation looks unreliable (AutoAttack-style checks), the number may "
