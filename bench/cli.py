@@ -25,18 +25,53 @@ def _spec_records(grid: str, results_dir: Path, limit: int | None, seed: int | N
     return spec, [r for r in records if r.get("cell_id") in wanted]
 
 
-def _write_leaderboard(spec, records, out: Path | None) -> Path:
+#: Where published boards live (tracked); a local run's board goes to <results-dir>/leaderboards/.
+PUBLISHED = Path("leaderboards")
+
+
+def _board_dir(results_dir: Path, publish: bool) -> Path:
+    return PUBLISHED if publish else Path(results_dir) / "leaderboards"
+
+
+def _write_leaderboard(spec, records, out: Path | None, results_dir: Path = Path("results"), publish: bool = False,
+                       limit: int | None = None, data_dir: Path | None = None) -> Path:
+    """The grid's board: a local run's under <results-dir>/leaderboards/ (not tracked), a published
+    one (``publish``) under leaderboards/ with a copy of its records, so that it can be regenerated
+    and compared with without rerunning."""
     from bench.core.cache import atomic_write_text
     from bench.report.leaderboard import notes_path, render
 
-    path = Path(out) if out else inside("leaderboards", f"{spec.name}.md")
-    # Hand-written notes live in <name>.notes.md beside the file and are kept on every regeneration.
-    notes = notes_path(path)
+    path = Path(out) if out else inside(_board_dir(results_dir, publish), f"{spec.name}.md")
+    # Hand-written notes live in <name>.notes.md beside the published file and are kept on every
+    # regeneration; they speak about the published numbers, so a local board goes without them.
+    notes = notes_path(path if out or publish else inside(PUBLISHED, f"{spec.name}.md"))
     # Pictures go to a folder named after the Markdown file, beside it, and are linked relatively.
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = render(records, spec, figures_dir=path.parent / path.stem, link_prefix=path.stem,
-                  notes=notes.read_text(encoding="utf-8") if notes.is_file() else None)
+                  notes=notes.read_text(encoding="utf-8") if notes.is_file() and (out or publish) else None,
+                  limit=limit, data_dir=data_dir)
     atomic_write_text(path, text)
+    if publish:
+        import json
+
+        atomic_write_text(inside(path.parent / path.stem, "records.jsonl"),
+                          "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     return path
+
+
+def _compare_line(spec, records) -> str:
+    """How a local run compares with the published board of its grid (bench.report.compare)."""
+    from bench.report.compare import compare_with_published
+    from bench.track.results import load_records
+
+    published = PUBLISHED / spec.name / "records.jsonl"
+    try:
+        theirs = load_records(published) if published.is_file() else None
+        return compare_with_published(records, spec, PUBLISHED, theirs)
+    except BenchError:
+        raise
+    except Exception as exc:  # the run's records are saved; the comparison is a courtesy
+        return f"not compared with {PUBLISHED / (spec.name + '.md')}: {type(exc).__name__}: {exc}"[:300]
 
 
 _plugin_option = click.option(
@@ -103,7 +138,8 @@ def cli() -> None:
 @click.option("--seed", type=int, default=None, help="Override the grid's seed.")
 @click.option("--dry-run", is_flag=True, help="List the cells and what would run, then exit.")
 @click.option("--leaderboard/--no-leaderboard", default=True, show_default=True,
-              help="Write leaderboards/<grid>.md when the run ends.")
+              help="Write <results-dir>/leaderboards/<grid>.md when the run ends and compare it with the "
+                   "published leaderboards/<grid>.md.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Run cells in this process or as Ray tasks (pip install -e '.[ray]').")
 @click.option("--ray-address", default=None,
@@ -143,7 +179,7 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         spec, leaderboard = smoke_spec(spec), False  # smoke numbers never reach a leaderboard
         limit = None if limit is None else min(limit, LIMIT)
     runner_executor = create_executor(executor, ray_address)
-    if not dry_run and _finished_already(spec, results_dir, limit, seed, leaderboard):
+    if not dry_run and _finished_already(spec, results_dir, limit, seed, leaderboard, data_dir):
         return  # answered from the results file alone: no torch, no registries
     _load_plugins(plugins, spec)
     from bench.run.runner import Runner, RunOptions
@@ -188,8 +224,9 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
                    "when the MLflow server is back")
     if leaderboard:
         _, records = _spec_records(grid_name, results_dir, limit, seed)
-        path = _write_leaderboard(spec, records, None)
+        path = _write_leaderboard(spec, records, None, results_dir, limit=limit, data_dir=data_dir)
         click.echo(f"leaderboard written to {path}")
+        click.echo(_compare_line(spec, records))
         if not no_tracking:
             _log_leaderboard(spec, path, tracking_uri)
     if summary.failed:
@@ -344,7 +381,8 @@ def _run_interruptible(runner, executor, todo: int):
             _stopped(exc, f"{summary.ran if summary is not None else 0} of {todo} cells finished and saved")
 
 
-def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | None, leaderboard: bool) -> bool:
+def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | None, leaderboard: bool,
+                      data_dir: Path | None = None) -> bool:
     """Every cell of the grid already has an ok record: say so (and refresh the leaderboard)
     without importing torch, loading data or models, or opening MLflow."""
     from bench.report.flags import cell_flags
@@ -361,7 +399,9 @@ def _finished_already(spec, results_dir: Path, limit: int | None, seed: int | No
     if leaderboard:
         wanted = {c.cell_id for c in cells}
         records = [r for r in store.records.values() if r.get("cell_id") in wanted]
-        click.echo(f"leaderboard written to {_write_leaderboard(spec, records, None)}")
+        path = _write_leaderboard(spec, records, None, results_dir, limit=limit, data_dir=data_dir)
+        click.echo(f"leaderboard written to {path}")
+        click.echo(_compare_line(spec, records))
     return True
 
 
@@ -468,30 +508,44 @@ def _list_rows(what: str) -> list[dict]:
 
 
 @cli.command("leaderboard")
-@click.option("--grid", "grid_name", default="default", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: leaderboards/<grid>.md")
+@click.option("--grid", "grid_name", default="default", show_default=True, help="Grid name or .toml path.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Default: <results-dir>/leaderboards/<grid>.md, or leaderboards/<grid>.md with --publish.")
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--limit", type=int, default=None, help="The --limit the grid was run with, if any.")
 @click.option("--seed", type=int, default=None, help="The --seed the grid was run with, if any.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="The --data-dir the grid was run with, if any (repeated in the Reproduce line).")
+@click.option("--publish", is_flag=True,
+              help="Write the tracked leaderboards/<grid>.md, its pictures, a copy of its records "
+                   "(leaderboards/<grid>/records.jsonl) and the index leaderboards/README.md.")
 @click.option("--all", "all_grids", is_flag=True,
-              help="Every built-in grid with results, then the index leaderboards/README.md.")
+              help="Every built-in grid with results, then the index of the folder written to.")
 def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int | None, seed: int | None,
-                 all_grids: bool) -> None:
-    """Render results/<grid>.jsonl as a Markdown table (printed and written to a file)."""
+                 data_dir: Path | None, publish: bool, all_grids: bool) -> None:
+    """Render results/<grid>.jsonl as a Markdown leaderboard (printed and written to a file)."""
+    from bench.report.board_index import write_index
+
     if all_grids:
-        from bench.report.board_index import write_index
         from bench.spec import grid as grids
 
         for name in grids.GRIDS.list_names():
             if (Path(results_dir) / f"{name}.jsonl").is_file():
                 spec, records = _spec_records(name, results_dir, None, None)
-                click.echo(f"written {_write_leaderboard(spec, records, None)}")
-        click.echo(f"written {write_index(Path('leaderboards'))}")
+                click.echo(f"written {_write_leaderboard(spec, records, None, results_dir, publish)}")
+        folder = _board_dir(results_dir, publish)
+        folder.mkdir(parents=True, exist_ok=True)
+        click.echo(f"written {write_index(folder)}")
         return
     spec, records = _spec_records(grid_name, results_dir, limit, seed)
-    path = _write_leaderboard(spec, records, out)
+    if publish and not records:
+        raise BenchError(f"no finished cells of grid {spec.name} in {Path(results_dir) / (spec.name + '.jsonl')}; "
+                         "run it first (bench run --grid ...), then publish")
+    path = _write_leaderboard(spec, records, out, results_dir, publish, limit, data_dir)
     click.echo(path.read_text())
     click.echo(f"written to {path}", err=True)
+    if publish and out is None:
+        click.echo(f"written {write_index(path.parent)}", err=True)
 
 
 @cli.command("site")

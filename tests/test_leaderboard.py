@@ -140,14 +140,21 @@ def test_pictures_and_index_from_bench_leaderboard_all(tmp_path, monkeypatch):
     (tmp_path / "leaderboards").mkdir()
     (tmp_path / "leaderboards" / "old.md").write_text("# old\n\nDataset `x` (7 test examples)\n"
                                                       "Code version 0.0.9; device cuda; seed 0.\n")
-    result = CliRunner().invoke(cli, ["leaderboard", "--all"])
+    result = CliRunner().invoke(cli, ["leaderboard", "--all"])  # a local board: results/leaderboards/
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "results" / "leaderboards" / "ci.md").is_file()
+    assert not (tmp_path / "leaderboards" / "ci.md").exists()
+    result = CliRunner().invoke(cli, ["leaderboard", "--all", "--publish"])
     assert result.exit_code == 0, result.output
     md = (tmp_path / "leaderboards" / "ci.md").read_text()
-    for png in ("worst_case.png", "robust_vs_eps.png"):
+    for png in ("clean_vs_robust.png", "robust_vs_eps.png"):
         assert f"](ci/{png})" in md
         assert (tmp_path / "leaderboards" / "ci" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the published records regenerate the same board without rerunning
+    published = (tmp_path / "leaderboards" / "ci" / "records.jsonl").read_text().splitlines()
+    assert sorted(published) == sorted(json.dumps(json.loads(line), sort_keys=True) for line in lines)
     index = (tmp_path / "leaderboards" / "README.md").read_text()
-    assert "| [ci](ci.md) | `ci` | 2026-11-29 | 0.1.0+abc | 100 | cpu |" in index
+    assert "| [ci](ci.md) ([records](ci/records.jsonl)) | `ci` | 2026-11-29 | 0.1.0+abc | 100 | cpu |" in index
     assert "| [old](old.md) (older format: no intervals or per-budget worst case) | `old` | - | 0.0.9 | 7 | cuda |" \
         in index
 

@@ -131,11 +131,16 @@ def test_regenerating_a_leaderboard_keeps_its_hand_written_notes(tmp_path, monke
     (lb / "g.notes.md").write_text(notes)
     runner = CliRunner()
     for _ in range(2):  # the second run regenerates the file that already holds the notes
-        result = runner.invoke(cli, ["leaderboard", "--grid", str(path)])
+        result = runner.invoke(cli, ["leaderboard", "--grid", str(path), "--publish"])
         assert result.exit_code == 0, result.output
         md = (lb / "g.md").read_text()
         assert md.count(notes) == 1 and md.endswith(notes)
-        assert "fgsm Linf 0.1" in md  # the generated part is still there
+        assert "### Linf 0.1: white-box and transfer attacks" in md and "| fgsm |" in md  # the generated part
+    # a local board (no --publish) is about the local numbers: the published notes stay out of it
+    result = runner.invoke(cli, ["leaderboard", "--grid", str(path)])
+    assert result.exit_code == 0, result.output
+    local = (tmp_path / "results" / "leaderboards" / "g.md").read_text()
+    assert notes not in local and "| fgsm |" in local
     from bench.report.board_index import write_index
 
     index = write_index(lb).read_text()

@@ -86,6 +86,7 @@ def test_smoke_records_never_reach_real_results_or_leaderboards(tmp_path, capsys
     assert code == 0, err
     assert (tmp_path / "results" / "small.smoke.jsonl").is_file()
     assert not (tmp_path / "results" / "small.jsonl").exists() and not (tmp_path / "leaderboards").exists()
+    assert not (tmp_path / "results" / "leaderboards").exists()
     assert "peak memory (CPU RSS): largest cell" in out
     from bench.track.results import load_records
 

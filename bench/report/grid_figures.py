@@ -57,7 +57,8 @@ def param_value(r: dict[str, Any], param: str) -> Any:
 
 
 def figure_series(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[dict[str, Any]]:
-    """The lines of a figure: [{"label", "x", "y"}]; what ``draw`` plots, nothing else."""
+    """The lines of a figure: [{"label", "x", "y"}] and, for an accuracy, "n" (the examples behind
+    each y, for its interval band); what ``draw`` plots, nothing else."""
     from bench.core import stream_records as perpoint
 
     kind, metric = fig["kind"], fig["metric"]
@@ -67,26 +68,41 @@ def figure_series(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[di
         for r in recs:
             xs, ys = perpoint.series(r, metric, fig.get("window"))
             if xs:
-                out.append({"label": _label(r), "x": xs, "y": ys})
+                line: dict[str, Any] = {"label": _label(r), "x": xs, "y": ys}
+                if metric == "robust_acc":  # the accuracy over this many points: its interval's n
+                    line["n"] = [min(x, fig["window"]) if fig.get("window") else x for x in xs]
+                out.append(line)
     elif kind == "vs-param":
         lines: dict[str, list[tuple[Any, float]]] = {}
         for r in recs:
             v = param_value(r, fig["param"])
             if v is not None and r.get(metric) is not None:
-                lines.setdefault(_label(r, with_row=False), []).append((v, 100 * float(r[metric])))
+                lines.setdefault(_label(r, with_row=False), []).append(
+                    (v, 100 * float(r[metric]), int(r.get("n") or 0)))
         for label, pts in lines.items():
             pts.sort(key=lambda p: p[0])
-            out.append({"label": label, "x": [p[0] for p in pts], "y": [p[1] for p in pts]})
+            out.append({"label": label, "x": [p[0] for p in pts], "y": [p[1] for p in pts], "n": [p[2] for p in pts]})
     elif kind == "vs-eps":
         lines2: dict[str, list[tuple[float, float]]] = {}
         for r in recs:
             if r.get("eps") is not None:
                 lines2.setdefault(f"{_label(r)} {r.get('norm', '')}".strip(), []).append(
-                    (float(r["eps"]), 100 * float(r["robust_acc"])))
+                    (float(r["eps"]), 100 * float(r["robust_acc"]), int(r.get("n") or 0)))
         for label, pts in lines2.items():
             pts.sort()
-            out.append({"label": label, "x": [p[0] for p in pts], "y": [p[1] for p in pts]})
+            out.append({"label": label, "x": [p[0] for p in pts], "y": [p[1] for p in pts], "n": [p[2] for p in pts]})
     return out
+
+
+def interval_band(line: dict[str, Any]) -> tuple[list[float], list[float]] | None:
+    """Lower and upper 95% Wilson bounds (in %) of an accuracy line with its "n" per point."""
+    from bench.core.stats import wilson_interval
+
+    ns = line.get("n")
+    if not ns or len(ns) != len(line["y"]) or not all(ns):
+        return None
+    bounds = [wilson_interval(round(y * k / 100), k) for y, k in zip(line["y"], ns)]
+    return [100 * lo for lo, _ in bounds], [100 * hi for _, hi in bounds]
 
 
 _YLABEL = {"robust_acc": "robust accuracy (%)", "clean_acc": "clean accuracy (%)"}
@@ -111,7 +127,10 @@ def draw(series: list[dict[str, Any]], fig: dict[str, Any], path: Path, n: int |
         ax.set_ylabel("share of the K nearest neighbours (%)")
     else:
         for s in series:
-            ax.plot(s["x"], s["y"], marker="o" if len(s["x"]) < 20 else None, label=s["label"])
+            (line,) = ax.plot(s["x"], s["y"], marker="o" if len(s["x"]) < 20 else None, label=s["label"])
+            band = interval_band(s) if metric in ("robust_acc", "clean_acc") else None
+            if band:
+                ax.fill_between(s["x"], band[0], band[1], color=line.get_color(), alpha=0.15, linewidth=0)
         if kind == "vs-points":
             ax.set_xlabel("test points seen")
             ax.set_ylabel(perpoint.VS_POINTS_METRICS[metric] if not fig.get("window") or metric != "robust_acc"
@@ -122,6 +141,8 @@ def draw(series: list[dict[str, Any]], fig: dict[str, Any], path: Path, n: int |
         if metric in ("robust_acc", "clean_acc"):
             ax.set_ylim(0, 100)
     title = fig.get("title") or fig["name"]
+    if metric in ("robust_acc", "clean_acc") and kind != "neighbour-labels":
+        title += " (band: 95% Wilson interval)"
     ax.set_title(title + (f" (n = {n})" if n else ""), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")

@@ -1,47 +1,50 @@
-"""Markdown leaderboards in the RMC paper's Table-1 layout (pandas + tabulate).
+"""Markdown leaderboards that fit a screen, rendered from the plain-data board of bench.report.board.
 
-Rows are grouped by train-time defense, one row per runtime defense; columns are clean accuracy,
-robust accuracy per attack (every header names its budget: ``pgd Linf 0.1``), the median
-perturbation norm and Deep Defense's rho_2 for minimal-norm attacks, then one worst case per threat
-model (norm, eps): the share of examples that survive every attack of that budget in the row,
-white-box, adaptive and transfer alike (never an average over attacks, never across budgets).
+Layout: the headline per threat model (norm, eps): rows ranked by the worst case, the share of
+examples that survive every attack of that budget in the row, white-box, adaptive and transfer alike
+(never an average over attacks, never across budgets), with an exact McNemar test between
+neighbours and a row whose clean accuracy dropped more than 10 points below the undefended model's
+never ranked above it; then one table per threat model (at most ``MAX_COLUMNS`` columns), a table
+for the minimal-norm attacks with their norms, per-model metrics, and the flags and findings.
 
 Every accuracy carries its 95% Wilson interval (bench.core.stats). Where the grid spec carries a seed
 paper's number for a cell, it is shown in parentheses beside ours, never in place of ours, and
-marked when it lies outside our interval. A headline table ranks the rows by the worst case under
-the grid's main threat model, with an exact McNemar test between neighbours on the same examples.
+marked when it lies outside our interval. ``build_table`` keeps the wide one-table view of every
+cell (the RMC paper's Table-1 layout) as a DataFrame, for scripts and tests.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.core.stats import interval_of, mcnemar, wilson_interval
+from bench.core.stats import interval_of, wilson_interval
+from bench.report.board import (  # noqa: F401
+    ALPHA,
+    CLEAN_DROP,
+    DROP,
+    FLAG,
+    MAX_COLUMNS,
+    OUTSIDE,
+    ROW_COLUMNS,
+    VS_NEXT,
+    fmt_cell,
+    headline_rows,
+    main_budget,
+)
 from bench.report.rows import budgets_in, row_worst, table_rows, worst_case, worst_outcomes  # noqa: F401  (re-exported)
 from bench.spec.grid import GridSpec
 from bench.spec.labels import Budget, attack_label, budget_label, budget_of, column_label, fmt_eps
 
 WORST = "worst"
-FLAG = " †"
-OUTSIDE = "‡"  # a paper number outside our 95% interval
-ALPHA = 0.05  # McNemar significance level for "better than" claims in the headline
 
 
 def worst_label(budget: Budget) -> str:
     return f"{WORST} {budget_label(budget)}"
-
-
-def main_budget(records: list[dict[str, Any]], spec: GridSpec | None = None) -> Budget | None:
-    """The grid's main threat model: the budget most attack cells share (ties: the smallest eps)."""
-    counts = Counter(b for r in records if r.get("status") == "ok" and (b := budget_of(r)) is not None)
-    if not counts:
-        return None
-    return min(counts, key=lambda b: (-counts[b], b[1], b[0]))
 
 
 def _ci(rec: dict[str, Any], which: str) -> tuple[float, float] | None:
@@ -163,37 +166,18 @@ def _reference(ref: dict[str, float], train: str, runtime: str, r: dict[str, Any
     return None
 
 
-def headline(records: list[dict[str, Any]], spec: GridSpec | None = None) -> tuple[pd.DataFrame, Budget | None]:
-    """Rows ranked by the worst case under the main threat model, each compared with the next one
-    down by an exact McNemar test on the same examples."""
+def headline(records: list[dict[str, Any]], spec: GridSpec | None = None,
+             budget: Budget | None = None) -> tuple[pd.DataFrame, Budget | None]:
+    """Rows ranked by the worst case under ``budget`` (default: the main threat model), each compared
+    with the next one down by an exact McNemar test on the same examples (bench.report.board)."""
     ok = [r for r in records if r.get("status") == "ok"]
-    budget = main_budget(ok, spec)
+    budget = budget or main_budget(ok, spec)
     if budget is None:
         return pd.DataFrame(), None
-    entries = []
-    for (train, runtime), recs in table_rows(ok, spec).items():
-        joint = row_worst(recs, budget)
-        if joint:
-            n_att = sum(budget_of(r) == budget for r in recs)
-            entries.append((train, runtime, joint, n_att, recs[0]))
-    entries.sort(key=lambda e: -e[2].count("1") / len(e[2]))
-    table = []
-    for i, (train, runtime, joint, n_att, first) in enumerate(entries):
-        verdict = "-"
-        if i + 1 < len(entries):
-            # A row with its own, smaller limit evaluated a prefix of the other rows' test points:
-            # pair the two rows on the points both saw.
-            other = entries[i + 1][2]
-            m = min(len(joint), len(other))
-            a, b, p = mcnemar(joint[:m], other[:m])
-            on = "" if len(joint) == len(other) else f"; first {m} examples"
-            verdict = (f"better (p = {p:.2g}; {a} vs {b} discordant{on})" if p < ALPHA and a > b
-                       else f"not distinguishable (p = {p:.2g}{on})")
-        table.append({"rank": i + 1, "train-time": train, "runtime": runtime,
-                      "clean": _fmt_acc(first["clean_acc"], _ci(first, "clean")),
-                      worst_label(budget): _fmt_acc(joint.count("1") / len(joint), interval_of(joint)),
-                      "attacks": n_att, "vs next row (McNemar)": verdict})
-    return pd.DataFrame(table), budget
+    rows = [{"rank": h["rank"], "train-time": h["train-time"], "runtime": h["runtime"], "clean": fmt_cell(h["clean"]),
+             worst_label(budget): fmt_cell(h["worst"]), "attacks": h["attacks"], VS_NEXT: h[VS_NEXT]}
+            for h in headline_rows(ok, spec, budget)]
+    return pd.DataFrame(rows), budget
 
 
 def footer(ok: list[dict[str, Any]], spec: GridSpec) -> str:
@@ -217,75 +201,137 @@ def notes_path(leaderboard: Path) -> Path:
     return leaderboard.parent / f"{leaderboard.stem}.notes.md"
 
 
-def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | None = None,
-           figures_dir: Path | None = None, link_prefix: str = "", notes: str | None = None) -> str:
-    """The leaderboard Markdown; with ``figures_dir`` also its PNG pictures (bench.report.plots), linked
-    as ``link_prefix/<name>.png``. ``notes`` (hand-written Markdown, see ``notes_path``) is appended
-    verbatim, so regenerating the file keeps it."""
-    from bench.report.flags import cell_flags
+def markdown_table(table: dict[str, Any], blank_repeats: bool = True) -> str:
+    """A board table (bench.report.board) as a Markdown pipe table; a train-time defense repeated on
+    consecutive rows is printed once."""
+    cols = table["columns"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(":---" for _ in cols) + "|"]
+    last = None
+    for row in table["rows"]:
+        cells = []
+        for c in cols:
+            text = fmt_cell(row.get(c, "-"))
+            if c == "train-time" and blank_repeats:
+                text, last = ("" if text == last else text), text
+            cells.append(text.replace("|", "\\|"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
-    flags = cell_flags(records)
-    df = build_table(records, spec, flags)
+
+def title_of(spec: GridSpec) -> str:
+    return f"Leaderboard: {spec.name}" + (" (wiring check, not a measurement)" if spec.wiring_check else "")
+
+
+WIRING_TEXT = ("**Wiring check, not a measurement.** This grid runs every cell end to end on a model that was "
+               "never trained (or at settings far below the paper's), so its numbers say nothing about the "
+               "defenses: robust accuracy near 0% is expected by construction.")
+
+
+def notes_under_tables(model: dict[str, Any]) -> list[str]:
+    """The Markdown under the tables: the clean-accuracy rule, reliability flags, which code version
+    produced what, failed cells. Further notes (indicators) are appended after these lines."""
+    lines: list[str] = []
+    if model["clean_drops"]:
+        t, rt = model["baseline"]
+        dropped = ", ".join(f"{row} ({100 * d:.1f} points lower)" for row, d in model["clean_drops"].items())
+        lines += ["", f"{DROP.strip()} Clean accuracy more than {100 * CLEAN_DROP:.0f} points below the undefended "
+                  f"model ({t}/{rt}): {dropped}. Such a row is never ranked above the undefended one: a "
+                  "defense that misclassifies clean inputs can look robust."]
+    if model["flags"]:
+        lines += ["", f"{FLAG.strip()} Evaluation looks unreliable (AutoAttack-style checks), the number may "
+                  "overstate robustness:"]
+        lines += [f"- {f['cell']}: {'; '.join(f['reasons'])}" for f in model["flags"]]
+    if model["versions_note"]:
+        lines += ["", "Code versions: the cells of this board come from more than one version of the code "
+                  "(cells of a finished grid are kept when the code changes; rerun a cell to refresh it):"]
+        lines += [f"- {line}" for line in model["versions_note"]]
+    if model["failed"]:
+        lines += ["", f"{len(model['failed'])} cell(s) failed and are not shown:"]
+        lines += [f"- {f['cell']}: {f['error']}" for f in model["failed"]]
+    return lines
+
+
+def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | None = None,
+           figures_dir: Path | None = None, link_prefix: str = "", notes: str | None = None,
+           limit: int | None = None, data_dir: str | Path | None = None, smoke: bool = False) -> str:
+    """The leaderboard Markdown: the headline per threat model, one table per threat model, the
+    minimal-norm attacks, then flags and findings; with ``figures_dir`` also its PNG pictures
+    (bench.report.plots), linked as ``link_prefix/<name>.png``. ``notes`` (hand-written Markdown, see
+    ``notes_path``) is appended verbatim, so regenerating the file keeps it. ``limit``, ``data_dir``
+    and ``smoke`` are the run's options, repeated in the Reproduce line."""
+    from bench.report.board import board
+
+    model = board(records, spec, limit=limit, data_dir=data_dir, smoke=smoke)
     ok = [r for r in records if r.get("status") == "ok"]
-    failed = [r for r in records if r.get("status") != "ok"]
-    n = max((r["n"] for r in ok), default=0)
-    fewer = sorted({(r["runtime_defense"], int(r["n"])) for r in ok if r["n"] < n})
+    n = model["n"]
     n_text = f"{n} test examples" + (
-        f"; fewer for the rows of {', '.join(f'{rt} ({k})' for rt, k in fewer)}: the first of the same points"
-        if fewer else "")
-    versions = sorted({r.get("code_version", "") for r in ok})
-    devices = sorted({r.get("device", "") for r in ok})
-    date = max((r.get("finished_at", "") for r in ok), default="")[:10]
-    lines = [f"<!-- advbench grid={spec.name} date={date or '-'} code={','.join(versions) or '-'} n={n} "
-             f"device={','.join(devices) or '-'} -->", f"# Leaderboard: {spec.name}", ""]
+        f"; fewer for the rows of {', '.join(f'{rt} ({k})' for rt, k in model['fewer'])}: the first of the same points"
+        if model["fewer"] else "")
+    versions, devices = model["versions"], model["devices"]
+    meta = (f"<!-- advbench grid={spec.name} date={model['date'] or '-'} code={','.join(versions) or '-'} n={n} "
+            f"device={','.join(devices) or '-'}" + (" wiring_check=1" if spec.wiring_check else "") + " -->")
+    lines = [meta, f"# {title_of(spec)}", ""]
     if spec.description:
         lines += [spec.description, ""]
-    head, budget = headline(records, spec)
-    if budget is not None and len(head):
-        lines += [f"## Headline: worst case under {budget_label(budget)}", "",
-                  f"Rows ranked by the share of examples that survive every attack with budget "
-                  f"{budget_label(budget)} (the grid's main threat model: the budget most cells share), "
-                  "white-box, adaptive and transfer alike. `attacks`: how many attacks that is; a row met by "
-                  "fewer attacks may look stronger than it is. A row is called better than the next only when "
-                  f"an exact McNemar test on the same examples gives p < {ALPHA}.", "",
-                  head.to_markdown(index=False, tablefmt="pipe", disable_numparse=True), "",
-                  footer([r for r in ok if budget_of(r) == budget], spec), ""]
-    lines += ["## All cells", "",
-              f"Dataset `{spec.dataset}` ({n_text}), architecture `{spec.arch}`. Accuracy in %. "
-              "Columns: clean accuracy, robust accuracy per attack (threat model in parentheses when not `base`, "
-              "then the budget: norm and eps), for the minimal-norm attacks the median perturbation norm over "
-              "the examples they flip (`med L2`, `med L0`) and Deep Defense's rho_2 (mean ||delta||_2 / ||x||_2 "
-              "over those examples)" + (
-                  ", their robust accuracy when only perturbations within the grid's threshold count "
-                  "(`cw-l2 L2 ≤ 1.5`, the RMC paper's Table 1 convention)" if _thresholds(spec) else "") +
-              ", and per threat model the worst case: the share of examples that survive every attack of that "
-              "budget in the row (never mixing budgets or norms).", ""]
+    if spec.wiring_check:
+        lines += [f"> {WIRING_TEXT}", ""]
+    tms = model["threat_models"]
+    if tms:
+        lines += ["## Headline" + (" (wiring check: not a ranking of the defenses)" if spec.wiring_check else ""), "",
+                  "Per threat model (norm, eps), rows ranked by the worst case: the share of examples that survive "
+                  "every attack with that budget in the row, white-box, adaptive and transfer alike. `attacks`: how "
+                  "many attacks that is; a row met by fewer attacks may look stronger than it is. A row is called "
+                  "better than the next only when an exact McNemar test on the same examples gives "
+                  f"p < {ALPHA}." + (f" {DROP.strip()}: clean accuracy more than {100 * CLEAN_DROP:.0f} points "
+                                     "below the undefended model's; such a row is never ranked above it."
+                                     if model["clean_drops"] else ""), ""]
+        for tm in tms:
+            head = {"columns": ["rank", *ROW_COLUMNS, "clean", f"worst {tm['label']}", "attacks", VS_NEXT],
+                    "rows": [{**h, f"worst {tm['label']}": h["worst"]} for h in tm["headline"]]}
+            main = " (main threat model: the budget most cells share)" if tm["main"] else ""
+            lines += [f"### {tm['label']}{main}", "", markdown_table(head, blank_repeats=False), ""]
+        lines += [f"n = {n_text} of `{spec.dataset}`, seed {', '.join(map(str, model['seeds']))}; threat models: "
+                  f"{model['threats_text']}. Brackets: 95% Wilson interval in accuracy points, rounded outward.", ""]
+    lines += ["## Robust accuracy per threat model", "",
+              f"Dataset `{spec.dataset}` ({n_text}), architecture `{spec.arch}`. Accuracy in %, one column per "
+              "attack (threat model in parentheses when not `base`), the last column the row's worst case.", ""]
     if spec.reference:
         lines += [f"Numbers in parentheses are the seed paper's ({spec.reference_source or 'reference'}), "
                   f"shown beside ours, not in place of ours; {OUTSIDE} marks one outside our 95% interval.", ""]
-    lines.append(df.to_markdown(index=False, tablefmt="pipe", disable_numparse=True) if len(df)
-                 else "(no finished cells)")
-    if ok:
-        lines += ["", footer(ok, spec)]
-    if flags:
-        by_id = {r.get("cell_id"): r for r in ok}
-        lines += ["", f"{FLAG.strip()} Evaluation looks unreliable (AutoAttack-style checks), the number may "
-                  "overstate robustness:"]
-        lines += [f"- {by_id[cid]['key']}: {'; '.join(why)}" for cid, why in flags.items() if cid in by_id]
+    if not ok:
+        lines += ["(no finished cells)", ""]
+    for tm in tms:
+        for table in tm["tables"]:
+            lines += [f"### {table['title']}", "", markdown_table(table), ""]
+    if model["minimal_norm"]:
+        lines += ["## Minimal-norm attacks", "",
+                  "Attacks without a budget: robust accuracy is the share they fail to flip; `med L2` / `med L0`: "
+                  "the median perturbation norm over the examples they flip; ρ2: Deep Defense's rho_2, mean "
+                  "||delta||_2 / ||x||_2 over those examples" + (
+                      "; `L2 ≤ t`: robust accuracy when only perturbations within the grid's threshold count (the "
+                      "RMC paper's Table 1 convention)" if _thresholds(spec) else "") + ".", ""]
+        for table in model["minimal_norm"]:
+            lines += [markdown_table(table), ""]
+    if model["metrics"]:
+        lines += ["## Per-model metrics", "", markdown_table(model["metrics"]), ""]
+    under = notes_under_tables(model)
+    if under:
+        lines += ["## Flags and findings", *under, ""]
     if figures_dir is not None and ok:
         from bench.report.plots import write_figures
 
-        pictures = write_figures(ok, spec, Path(figures_dir), budget)
+        main = tuple(tms[0]["budget"]) if tms else None
+        pictures = write_figures(ok, spec, Path(figures_dir), main)  # type: ignore[arg-type]
         if pictures:
-            lines += ["", "## Pictures", ""]
+            lines += ["## Pictures", ""]
             prefix = f"{link_prefix.rstrip('/')}/" if link_prefix else ""
             lines += [f"![{title}]({prefix}{p.name})" for title, p in pictures]
-    lines += ["", f"Reproduce: `bench run --grid {spec.name}` then `bench leaderboard --grid {spec.name}`."]
+            lines.append("")
+    lines.append(f"Reproduce: `{model['reproduce']}`" + (
+        " (with the current code: this board mixes code versions, see above)." if len(versions) > 1 else "."))
     if ok:
-        lines.append(f"Code version {', '.join(versions)}; device {', '.join(devices)}; seed {ok[0].get('seed')}.")
-    if failed:
-        lines += ["", f"{len(failed)} cell(s) failed and are not shown:"]
-        lines += [f"- {r['key']}: {r.get('error', '')}" for r in failed]
+        lines.append(f"Code version {', '.join(versions) or '-'}; device {', '.join(devices) or '-'}; "
+                     f"seed {ok[0].get('seed')}.")
     if notes and notes.strip():
         lines += ["", notes.strip("\n")]
     return "\n".join(lines) + "\n"

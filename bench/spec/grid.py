@@ -123,6 +123,9 @@ class GridSpec:
     #: ("train" or "runtime", name) of the tables marked ``optional = true``: skipped when no
     #: registry knows the name (a plugin's method that may be absent), instead of refused.
     optional: frozenset[tuple[str, str]] = frozenset()
+    #: ``wiring_check = true``: the grid only exercises every cell (an untrained model, settings far
+    #: below a paper's); its leaderboard says so in its title, headline and the index.
+    wiring_check: bool = False
 
     def limit_for(self, runtime: str, limit: int | None) -> int | None:
         own = self.runtime_limits.get(runtime)
@@ -350,7 +353,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     where = path or default_name
     known = {"name", "description", "dataset", "arch", "train", "runtime", "attacks", "layout",
              "base_model", "limit", "train_limit", "seed", "reference", "reference_source", "plugins",
-             "train_split", "train_offset", "metrics", "figures"}
+             "train_split", "train_offset", "metrics", "figures", "wiring_check"}
     unknown = set(raw) - known
     if unknown:
         raise BenchError(f"{where}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
@@ -444,6 +447,9 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
                 raise BenchError(f"{where}: [runtime.{name}] limit must be a positive integer (test points "
                                  f"for this defense's cells), got {v!r}")
             runtime_limits[name] = v
+    wiring_check = raw.get("wiring_check", False)
+    if not isinstance(wiring_check, bool):
+        raise BenchError(f"{where}: wiring_check must be true or false, got {wiring_check!r}"[:300])
     ref = raw.get("reference", {})
     metrics = raw.get("metrics", [])
     if not isinstance(metrics, list) or not set(metrics) <= set(METRICS):
@@ -459,6 +465,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         reference_source=raw.get("reference_source", ""), path=path, metrics=tuple(metrics),
         plugins=tuple(str(_resolve_file(p, path)) for p in plugins),
         figures=check_figures(raw.get("figures", []), where), optional=frozenset(optional),
+        wiring_check=wiring_check,
     )
     if layout == "star" and spec.base_model not in spec.train:
         raise BenchError(f"{where}: base_model {spec.base_model!r} must be one of the [train] defenses")

@@ -1,0 +1,472 @@
+"""A leaderboard as plain Python data (dicts, lists, numbers, strings): what the Markdown renderer
+(bench.report.leaderboard) and the static site print, kept apart from either format.
+
+``board(records, spec)`` returns the whole board: per threat model (norm, eps) a ranked headline and
+the robust accuracy of every attack with that budget (tables of at most ``MAX_COLUMNS`` columns),
+the minimal-norm attacks with their norms (median L2 / L0, Deep Defense's rho_2), per-model metrics,
+and the notes that go under the tables (flags, rows whose clean accuracy dropped, code versions).
+
+A table is ``{"title", "columns", "rows"}``; a row maps column -> cell; a cell is a string, an int,
+or a dict: ``{"kind": "acc", "value", "ci", "ref", "outside", "flag"}`` (accuracy in [0, 1], its 95%
+Wilson interval, the seed paper's number in %) or ``{"kind": "norm", "value", "norm"}``.
+``fmt_cell`` prints a cell the way the Markdown board does.
+
+The headline ranks rows by the worst case (the share of examples that survive every attack of the
+budget; RobustBench's "AutoAttack robust accuracy" generalised to a set of attacks) and never ranks
+a row whose clean accuracy is more than ``CLEAN_DROP`` below the undefended model's above it: a
+defense that answers wrongly on clean inputs can look robust (RobustBench ranks clean and robust
+accuracy together for the same reason; Croce et al., NeurIPS 2021 Datasets and Benchmarks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, OrderedDict
+from pathlib import Path
+from typing import Any
+
+from bench.core.stats import interval_of, mcnemar, wilson_interval
+from bench.report.rows import budgets_in, row_worst, table_rows
+from bench.spec.grid import GridSpec
+from bench.spec.labels import Budget, attack_label, budget_label, budget_of, column_label, fmt_eps
+
+#: The widest table (columns, row labels included).
+MAX_COLUMNS = 12
+#: A row whose clean accuracy is more than this below the undefended model's is marked and ranked
+#: no higher than it.
+CLEAN_DROP = 0.10
+ALPHA = 0.05  # McNemar significance level for "better than" claims in the headline
+OUTSIDE = "‡"  # a paper number outside our 95% interval
+FLAG = " †"  # a cell with a reliability flag (bench.report.flags)
+DROP = " ▼"  # a row whose clean accuracy fell more than CLEAN_DROP below the undefended model's
+ROW_COLUMNS = ("train-time", "runtime")
+VS_NEXT = "vs next row (McNemar)"
+
+
+# -- cells ------------------------------------------------------------------------------------------
+
+def acc_cell(value: float | None, ci: tuple[float, float] | None = None, ref: float | None = None,
+             flag: bool = False) -> dict[str, Any] | str:
+    """An accuracy cell ('-' when there is no value); ``ref`` is a paper number in %."""
+    if value is None:
+        return "-"
+    outside = ref is not None and ci is not None and not (100 * ci[0] <= ref <= 100 * ci[1])
+    return {"kind": "acc", "value": float(value), "ci": list(ci) if ci is not None else None, "ref": ref,
+            "outside": outside, "flag": flag}
+
+
+def outcomes_cell(outcomes: str, flag: bool = False) -> dict[str, Any] | str:
+    """The accuracy of per-example outcomes ('1' robust) with its Wilson interval."""
+    if not outcomes:
+        return "-"
+    return acc_cell(outcomes.count("1") / len(outcomes), interval_of(outcomes), flag=flag)
+
+
+def fmt_cell(cell: Any) -> str:
+    """A cell as the Markdown board prints it: ``67.0 [57–76] (70)`` (interval rounded outward)."""
+    if isinstance(cell, dict) and cell.get("kind") == "acc":
+        text = f"{100 * cell['value']:.1f}"
+        if cell.get("ci") is not None:
+            text += f" [{math.floor(100 * cell['ci'][0]):d}–{math.ceil(100 * cell['ci'][1]):d}]"
+        if cell.get("ref") is not None:
+            text += f" ({cell['ref']:g}{OUTSIDE if cell.get('outside') else ''})"
+        return text + (FLAG if cell.get("flag") else "") + (DROP if cell.get("drop") else "")
+    if isinstance(cell, dict) and cell.get("kind") == "norm":
+        v = cell["value"]
+        if v is None:
+            return "-"
+        if isinstance(v, float) and math.isinf(v):
+            return "∞"
+        return f"{v:.0f}" if cell.get("norm") == "L0" else f"{v:.3f}"
+    return "-" if cell is None else str(cell)
+
+
+def sort_value(cell: Any) -> float | str | None:
+    """What a column sorts by: the accuracy or norm of a cell, else its text."""
+    if isinstance(cell, dict):
+        return cell.get("value")
+    return cell
+
+
+def record_ci(rec: dict[str, Any], which: str) -> tuple[float, float] | None:
+    """The record's stored interval, else one computed from its outcomes (older records)."""
+    stored = rec.get(f"{which}_ci")
+    if stored:
+        return float(stored[0]), float(stored[1])
+    if which == "robust" and rec.get("per_example"):
+        return interval_of(rec["per_example"])
+    n = int(rec.get("n") or 0)
+    acc = rec.get(f"{which}_acc")
+    if n <= 0 or acc is None:
+        return None
+    return wilson_interval(round(float(acc) * n), n)
+
+
+def reference(ref: dict[str, float], train: str, runtime: str, r: dict[str, Any]) -> float | None:
+    """A paper number keyed by the full column label, or by the bare attack label (older specs)."""
+    for key in (column_label(r), attack_label(r)):
+        if f"{train}/{runtime}/{key}" in ref:
+            return ref[f"{train}/{runtime}/{key}"]
+    return None
+
+
+# -- rows, the baseline and the clean-accuracy rule --------------------------------------------------
+
+def ok_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status") == "ok"]
+
+
+def main_budget(records: list[dict[str, Any]], spec: GridSpec | None = None) -> Budget | None:
+    """The grid's main threat model: the budget most attack cells share (ties: the smallest eps)."""
+    counts = Counter(b for r in records if r.get("status") == "ok" and (b := budget_of(r)) is not None)
+    if not counts:
+        return None
+    return min(counts, key=lambda b: (-counts[b], b[1], b[0]))
+
+
+def threat_models(records: list[dict[str, Any]], spec: GridSpec | None = None) -> list[Budget]:
+    """Every budget of the records, the main one first."""
+    main = main_budget(records, spec)
+    rest = [b for b in budgets_in(records) if b != main]
+    return ([main] if main is not None else []) + rest
+
+
+def baseline_row(records: list[dict[str, Any]], spec: GridSpec | None) -> tuple[str, str] | None:
+    """The undefended model: the grid's base model (``standard``) without a runtime defense, when the
+    grid has that row with a clean accuracy."""
+    base = (spec.base_model if spec is not None else "standard", "none")
+    rows = table_rows(ok_records(records), spec)
+    return base if rows.get(base) else None
+
+
+def clean_of(recs: list[dict[str, Any]]) -> float | None:
+    return float(recs[0]["clean_acc"]) if recs and recs[0].get("clean_acc") is not None else None
+
+
+def clean_drops(records: list[dict[str, Any]], spec: GridSpec | None) -> dict[tuple[str, str], float]:
+    """Rows whose clean accuracy is more than CLEAN_DROP below the undefended model's: row -> drop."""
+    base = baseline_row(records, spec)
+    if base is None:
+        return {}
+    rows = table_rows(ok_records(records), spec)
+    ref = clean_of(rows[base])
+    if ref is None:
+        return {}
+    out = {}
+    for row, recs in rows.items():
+        c = clean_of(recs)
+        if c is not None and row != base and ref - c > CLEAN_DROP + 1e-9:
+            out[row] = ref - c
+    return out
+
+
+def headline_rows(records: list[dict[str, Any]], spec: GridSpec | None, budget: Budget) -> list[dict[str, Any]]:
+    """Rows ranked by the worst case under ``budget``, a row with a clean-accuracy drop never above the
+    undefended one; each compared with the next one down by an exact McNemar test on the same
+    examples. Keys: rank, train-time, runtime, clean, worst, attacks, vs next row, clean_drop,
+    outcomes (the joint per-example string)."""
+    ok = ok_records(records)
+    drops = clean_drops(ok, spec)
+    base = baseline_row(ok, spec)
+    ref = spec.reference if spec is not None else {}
+    entries = []
+    for (train, runtime), recs in table_rows(ok, spec).items():
+        joint = row_worst(recs, budget)
+        if joint:
+            entries.append({"row": (train, runtime), "joint": joint, "acc": joint.count("1") / len(joint),
+                            "n_att": sum(budget_of(r) == budget for r in recs), "first": recs[0]})
+    base_acc = next((e["acc"] for e in entries if e["row"] == base), None)
+
+    def key(e: dict[str, Any]) -> tuple[float, int]:
+        if e["row"] in drops and base_acc is not None:
+            return -min(e["acc"], base_acc), 1  # at best just below the undefended row
+        return -e["acc"], 0
+
+    entries.sort(key=key)
+    out = []
+    for i, e in enumerate(entries):
+        verdict = "-"
+        if i + 1 < len(entries):
+            # A row with its own, smaller limit evaluated a prefix of the other rows' test points:
+            # pair the two rows on the points both saw.
+            joint, other = e["joint"], entries[i + 1]["joint"]
+            m = min(len(joint), len(other))
+            a, b, p = mcnemar(joint[:m], other[:m])
+            on = "" if len(joint) == len(other) else f"; first {m} examples"
+            if p < ALPHA and a > b:
+                verdict = f"better (p = {p:.2g}; {a} vs {b} discordant{on})"
+            elif p < ALPHA:  # the next row is more robust but lost clean accuracy (CLEAN_DROP)
+                verdict = f"above by the clean-accuracy rule (next row more robust: p = {p:.2g}; {a} vs {b}{on})"
+            else:
+                verdict = f"not distinguishable (p = {p:.2g}{on})"
+        train, runtime = e["row"]
+        first = e["first"]
+        clean = acc_cell(first.get("clean_acc"), record_ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"))
+        if isinstance(clean, dict) and e["row"] in drops:
+            clean["drop"] = True
+        out.append({"rank": i + 1, "train-time": train, "runtime": runtime, "clean": clean,
+                    "worst": outcomes_cell(e["joint"]), "attacks": e["n_att"], VS_NEXT: verdict,
+                    "clean_drop": e["row"] in drops, "outcomes": e["joint"]})
+    return out
+
+
+# -- tables -----------------------------------------------------------------------------------------
+
+def _chunks(labels: list[str], width: int) -> list[list[str]]:
+    """``labels`` in as few parts of at most ``width`` as possible, of nearly equal size."""
+    parts = max(1, math.ceil(len(labels) / width))
+    size = math.ceil(len(labels) / parts)
+    return [labels[i:i + size] for i in range(0, len(labels), size)] or [[]]
+
+
+def _row_cells(train: str, runtime: str, recs: list[dict[str, Any]], ref: dict[str, float],
+               drops: dict[tuple[str, str], float]) -> dict[str, Any]:
+    first = recs[0]
+    clean = acc_cell(first.get("clean_acc"), record_ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"))
+    if isinstance(clean, dict) and (train, runtime) in drops:
+        clean["drop"] = True
+    return {"train-time": train, "runtime": runtime, "clean": clean}
+
+
+def budget_tables(records: list[dict[str, Any]], spec: GridSpec | None, budget: Budget,
+                  flags: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """Robust accuracy of every attack with ``budget``, per row: white-box and transfer attacks in one
+    table, adaptive attacks in another (only the rows they ran on), each split so that no table is
+    wider than MAX_COLUMNS; the worst case closes every table of the budget."""
+    flags = flags or {}
+    ok = [r for r in ok_records(records) if budget_of(r) == budget]
+    ref = spec.reference if spec is not None else {}
+    drops = clean_drops(ok_records(records), spec)
+    rows = table_rows(ok_records(records), spec)
+    groups = [("white-box and transfer attacks", [r for r in ok if r.get("threat") != "adaptive"]),
+              ("adaptive attacks", [r for r in ok if r.get("threat") == "adaptive"])]
+    width = MAX_COLUMNS - len(ROW_COLUMNS) - 2  # clean and worst
+    tables = []
+    for what, recs in groups:
+        labels = list(OrderedDict.fromkeys(attack_label(r) for r in recs))
+        if not labels:
+            continue
+        parts = _chunks(labels, width)
+        for j, part in enumerate(parts):
+            title = f"{budget_label(budget)}: {what}" + (f" ({j + 1} of {len(parts)})" if len(parts) > 1 else "")
+            columns = [*ROW_COLUMNS, "clean", *part, f"worst {budget_label(budget)}"]
+            out_rows = []
+            for (train, runtime), row_recs in rows.items():
+                mine = {attack_label(r): r for r in row_recs if budget_of(r) == budget}
+                if not any(label in mine for label in part):
+                    continue
+                row = _row_cells(train, runtime, row_recs, ref, drops)
+                for label in part:
+                    r = mine.get(label)
+                    row[label] = "-" if r is None else acc_cell(
+                        r["robust_acc"], record_ci(r, "robust"), reference(ref, train, runtime, r),
+                        bool(flags.get(r.get("cell_id", ""))))
+                row[columns[-1]] = outcomes_cell(row_worst(row_recs, budget))
+                out_rows.append(row)
+            tables.append({"title": title, "columns": columns, "rows": out_rows})
+    return tables
+
+
+def thresholds(spec: GridSpec | None) -> dict[tuple[str, str, str], float]:
+    """(attack name, label, threat) -> the grid's norm threshold for a minimal-norm attack."""
+    if spec is None:
+        return {}
+    return {(a.name, a.label or a.name, a.threat): a.threshold for a in spec.attacks if a.threshold is not None}
+
+
+def threshold_label(rec: dict[str, Any], thr: float) -> str:
+    return f"{column_label(rec)} {rec.get('norm') or 'L2'} ≤ {thr:g}"
+
+
+def robust_at_threshold(rec: dict[str, Any], threshold: float) -> str:
+    """Per-example outcomes when a minimal-norm attack only counts if its perturbation is at most
+    ``threshold`` (the RMC paper's Table 1 convention): robust if the attack failed or needed more
+    ('' when the record has no per-example norms)."""
+    norms, outcomes = rec.get("per_example_norm"), rec.get("per_example", "")
+    if not norms or len(norms) != len(outcomes):
+        return ""
+    return "".join("1" if o == "1" or v > threshold else "0" for o, v in zip(outcomes, norms))
+
+
+def minimal_columns(rec: dict[str, Any], spec: GridSpec | None) -> list[str]:
+    """The columns of one minimal-norm attack: robust accuracy, median norm, rho_2 (and the accuracy
+    within the grid's threshold, when it sets one)."""
+    label, norm = column_label(rec), rec.get("norm") or "L2"
+    cols = [label, f"{label} med {norm}", f"{label} ρ2"]
+    thr = thresholds(spec).get((rec.get("attack_name", rec["attack"]), rec["attack"], rec["threat"]))
+    if thr is not None:
+        cols.append(threshold_label(rec, thr))
+    return cols
+
+
+def minimal_norm_tables(records: list[dict[str, Any]], spec: GridSpec | None,
+                        flags: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """Minimal-norm attacks (no eps): robust accuracy (the attack failed), the median perturbation
+    norm over the examples they flip, Deep Defense's rho_2 (mean ||delta||_2 / ||x||_2 over those)."""
+    flags = flags or {}
+    ok = [r for r in ok_records(records) if budget_of(r) is None]
+    if not ok:
+        return []
+    ref = spec.reference if spec is not None else {}
+    thr_of = thresholds(spec)
+    per_attack: OrderedDict[str, list[str]] = OrderedDict()
+    for r in ok:
+        per_attack.setdefault(column_label(r), minimal_columns(r, spec))
+    parts: list[list[str]] = [[]]
+    for label, cols in per_attack.items():  # never split one attack's columns over two tables
+        if parts[-1] and len(ROW_COLUMNS) + len(parts[-1]) + len(cols) > MAX_COLUMNS:
+            parts.append([])
+        parts[-1].append(label)
+    tables = []
+    for j, part in enumerate(parts):
+        columns = [*ROW_COLUMNS, *(c for label in part for c in per_attack[label])]
+        out_rows = []
+        for (train, runtime), row_recs in table_rows(ok_records(records), spec).items():
+            mine = {column_label(r): r for r in row_recs if budget_of(r) is None}
+            if not any(label in mine for label in part):
+                continue
+            row: dict[str, Any] = {"train-time": train, "runtime": runtime}
+            for label in part:
+                r = mine.get(label)
+                cols = per_attack[label]
+                if r is None:
+                    row.update({c: "-" for c in cols})
+                    continue
+                norm = r.get("norm") or "L2"
+                row[cols[0]] = acc_cell(r["robust_acc"], record_ci(r, "robust"), reference(ref, train, runtime, r),
+                                        bool(flags.get(r.get("cell_id", ""))))
+                row[cols[1]] = {"kind": "norm", "value": r.get("median_norm"), "norm": norm}
+                row[cols[2]] = {"kind": "norm", "value": r.get("mean_rho2_success", r.get("mean_rho2")), "norm": "L2"}
+                thr = thr_of.get((r.get("attack_name", r["attack"]), r["attack"], r["threat"]))
+                if thr is not None:
+                    row[cols[3]] = outcomes_cell(robust_at_threshold(r, thr))
+            out_rows.append(row)
+        title = "minimal-norm attacks" + (f" ({j + 1} of {len(parts)})" if len(parts) > 1 else "")
+        tables.append({"title": title, "columns": columns, "rows": out_rows})
+    return tables
+
+
+def metrics_table(records: list[dict[str, Any]], spec: GridSpec | None) -> dict[str, Any] | None:
+    """Per-model metrics (Deep Defense's Table 2), as measured, beside the paper's when given."""
+    from bench.spec.metric_columns import fmt as metric_fmt
+    from bench.spec.metric_columns import metric_values
+
+    ok = ok_records(records)
+    metrics = metric_values(ok)
+    cols = list(OrderedDict.fromkeys(c for m in metrics.values() for c in m))
+    if not cols:
+        return None
+    ref = spec.reference if spec is not None else {}
+    rows = [{"train-time": t, "runtime": rt, **{c: metric_fmt(metrics.get((t, rt), {}).get(c), ref.get(f"{t}/{rt}/{c}"))
+                                                for c in cols}}
+            for (t, rt), recs in table_rows(ok, spec).items() if recs and metrics.get((t, rt))]
+    return {"title": "per-model metrics", "columns": [*ROW_COLUMNS, *cols], "rows": rows}
+
+
+# -- provenance ---------------------------------------------------------------------------------------
+
+def versions_note(records: list[dict[str, Any]]) -> list[str]:
+    """Which rows (or, where a row mixes them, which of its cells) each code version produced, the
+    version of most cells last as "every other cell"; empty when one version made the whole board."""
+    ok = ok_records(records)
+    version = [r.get("code_version") or "-" for r in ok]
+    counts = Counter(version)
+    if len(counts) < 2:
+        return []
+    rows: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+    for r, v in zip(ok, version):
+        rows.setdefault((r["train_defense"], r["runtime_defense"]), []).append(v)
+    ordered = sorted(counts, key=lambda v: (counts[v], v))
+    lines = []
+    for v in ordered[:-1]:
+        whole = [f"{t}/{rt}" for (t, rt), vs in rows.items() if set(vs) == {v}]
+        cells = [f"{r['train_defense']}/{r['runtime_defense']} {column_label(r)}" for r, rv in zip(ok, version)
+                 if rv == v and len(set(rows[(r["train_defense"], r["runtime_defense"])])) > 1]
+        parts = ([f"rows {', '.join(whole)}"] if whole else []) + ([f"cells {', '.join(cells)}"] if cells else [])
+        lines.append(f"`{v}` ({counts[v]} cells): {'; '.join(parts)}")
+    lines.append(f"`{ordered[-1]}` ({counts[ordered[-1]]} cells): every other cell")
+    return lines
+
+
+def commit_of(version: str) -> str | None:
+    """The git commit of a code version (``0.1.0+60c2d68`` -> ``60c2d68``)."""
+    _, plus, sha = version.partition("+")
+    return sha if plus and sha and all(c in "0123456789abcdef" for c in sha.lower()) else None
+
+
+def _builtin(spec: GridSpec) -> bool:
+    from bench.spec import grid as grids
+
+    try:
+        return bool(spec.path) and Path(str(grids.GRIDS.get(spec.name))).resolve() == Path(spec.path).resolve()
+    except Exception:  # not a registered name
+        return False
+
+
+def reproduce(spec: GridSpec, versions: list[str] | None = None, limit: int | None = None,
+              data_dir: str | Path | None = None, smoke: bool = False) -> str:
+    """The exact commands that rerun the grid and render its board: the code version to check out,
+    then ``bench run`` with the grid (its file path unless it is a built-in) and the options used."""
+    grid = spec.name if _builtin(spec) or not spec.path else spec.path
+    opts = f" --grid {grid}"
+    extra = ""
+    if limit is not None:
+        extra += f" --limit {limit}"
+    run = f"bench run{opts}{extra}"
+    if data_dir:
+        run += f" --data-dir {data_dir}"
+    if smoke:
+        run += " --smoke"
+    commits = [c for v in versions or [] if (c := commit_of(v))]
+    steps = [f"git checkout {commits[-1]}"] if len(commits) == 1 else []
+    steps += [run, f"bench leaderboard{opts}{extra}"]
+    return " && ".join(steps)
+
+
+# -- the whole board ------------------------------------------------------------------------------------
+
+def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = None,
+          data_dir: str | Path | None = None, smoke: bool = False,
+          flags: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Everything a leaderboard shows, as plain data (see the module docstring)."""
+    from bench.report.flags import cell_flags
+
+    ok = ok_records(records)
+    flags = cell_flags(records) if flags is None else flags
+    n = max((int(r["n"]) for r in ok), default=0)
+    versions = sorted({r.get("code_version", "") for r in ok if r.get("code_version")})
+    base = baseline_row(ok, spec)
+    drops = clean_drops(ok, spec)
+    by_id = {r.get("cell_id"): r for r in ok}
+    budgets = threat_models(ok, spec)
+    return {
+        "grid": spec.name, "description": spec.description, "dataset": spec.dataset, "arch": spec.arch,
+        "wiring_check": bool(getattr(spec, "wiring_check", False)),
+        "n": n, "fewer": sorted({(r["runtime_defense"], int(r["n"])) for r in ok if int(r["n"]) < n}),
+        "seeds": sorted({r.get("seed") for r in ok}, key=str),
+        "date": max((r.get("finished_at", "") for r in ok), default="")[:10],
+        "versions": versions, "devices": sorted({r.get("device", "") for r in ok if r.get("device")}),
+        "baseline": list(base) if base else None,
+        "clean_drops": {f"{t}/{rt}": d for (t, rt), d in drops.items()},
+        "threat_models": [{"budget": list(b), "label": budget_label(b), "main": i == 0,
+                           "headline": headline_rows(ok, spec, b), "tables": budget_tables(ok, spec, b, flags)}
+                          for i, b in enumerate(budgets)],
+        "minimal_norm": minimal_norm_tables(ok, spec, flags),
+        "metrics": metrics_table(ok, spec),
+        "flags": [{"cell": by_id[cid]["key"], "reasons": why} for cid, why in flags.items() if cid in by_id],
+        "versions_note": versions_note(ok),
+        "failed": [{"cell": r["key"], "error": r.get("error", "")} for r in records if r.get("status") != "ok"],
+        "reproduce": reproduce(spec, versions, limit, data_dir, smoke),
+        "reference_source": spec.reference_source if spec.reference else "",
+        "threats_text": threats_text(ok),
+    }
+
+
+def threats_text(ok: list[dict[str, Any]]) -> str:
+    """``Linf eps 0.05, 0.1; L2 eps 1`` and the minimal-norm attacks."""
+    by_norm: dict[str, list[float]] = {}
+    for norm, eps in budgets_in(ok):
+        by_norm.setdefault(norm, []).append(eps)
+    text = "; ".join(f"{norm} eps {', '.join(fmt_eps(e) for e in eps)}" for norm, eps in by_norm.items()) or "none"
+    minimal = sorted({r["attack"] for r in ok if r.get("eps") is None})
+    return text + (f"; unbounded minimal-norm attacks: {', '.join(minimal)}" if minimal else "")
