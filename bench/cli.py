@@ -152,6 +152,10 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
                       tracking_uri=tracking_uri, tracking=not no_tracking, device=device, limit=limit, seed=seed,
                       download=download, synthetic=synthetic, budget="smoke" if smoke else "full",
                       verbose=verbose, worker=worker_of, stream_batch=streams)
+    if worker_of is not None:  # nest this worker's cells under the parent run of the `bench run` that started it
+        from bench.track.tracker import PARENT_RUN_ENV
+
+        opts.parent_run_id = os.environ.get(PARENT_RUN_ENV) or None
     n_jobs = resolve_jobs(jobs, device, executor) if worker_of is None else 1
     runner = Runner(spec, opts)
     plan = runner.plan()
@@ -203,10 +207,14 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
 
 def _run_with_workers(runner, executor, plan, n_jobs: int):
     """This process as worker 0 of ``n_jobs`` plus n_jobs - 1 worker processes (bench.run.workers); the
-    summary counts every worker's cells."""
+    summary counts every worker's cells. This process opens the one MLflow parent run of the command
+    and gives its id to the workers, which nest their cells under it."""
     from tqdm.auto import tqdm
 
-    from bench.run.workers import Workers, child_args, child_env
+    from bench.core.device import resolve as resolve_device
+    from bench.run.workers import CELL_LINE, Workers, child_args, child_env
+    from bench.track.outbox import Outbox, drain
+    from bench.track.tracker import PARENT_RUN_ENV
 
     ctx = click.get_current_context()
     click.echo(f"{len(plan.todo)} cells on {n_jobs} processes, one thread each (--jobs {n_jobs})")
@@ -216,13 +224,29 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
 
     def relay(line: str) -> None:
         tqdm.write(line, file=out)
+        bar = getattr(runner, "bar", None)
+        if bar is not None and CELL_LINE.match(line.split("] ", 1)[-1]):
+            bar.update(1)  # the main process's grid bar counts every worker's cells
 
+    tracker = runner.open_tracker(str(resolve_device(runner.opt.device)), executor.name, jobs=str(n_jobs))
     # Ctrl-C reaches every worker itself; SIGTERM reaches this process, which stops the workers.
     with _signals_as_interrupt():
         try:
-            with Workers(commands, relay, env=child_env(ctx)) as workers:
-                summary = runner.run(executor)
-                codes = workers.wait()
+            with tracker:
+                runner.opt.parent_run_id = tracker.parent_id
+                env = {**child_env(ctx), **({PARENT_RUN_ENV: tracker.parent_id} if tracker.parent_id else {})}
+                with Workers(commands, relay, env=env) as workers:
+                    summary = runner.run(executor)
+                    codes = workers.wait()
+                # What the workers could not mirror (a store busy with another worker's write), into
+                # this command's parent run: not a "sync" run of its own.
+                outbox = Outbox(runner.store.path.parent, runner.spec.name)
+                if tracker.active and tracker.degraded is None and len(outbox):
+                    done = drain(outbox, tracker)[0]
+                    if done:
+                        click.echo(f"replayed {done} cells the workers queued into MLflow")
+                summary.queued = len(outbox) if tracker.active else 0
+                tracker.failed = any(code not in (0, 1) for code in codes)
         except KeyboardInterrupt as exc:  # the workers have stopped: count what every process saved
             runner.store.reload()
             saved = sum(runner.store.finished(c.cell_id) for c in plan.todo)
@@ -230,26 +254,11 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
     workers.cells[0] = summary.ran
     click.echo("cells by process: " + ", ".join(f"{rank}: {n}" for rank, n in enumerate(workers.cells)))
     runner.recount(plan)  # every process's cells, from the results file
-    summary.queued = _replay_outbox(runner) if runner.opt.tracking else 0
     for rank, code in enumerate(codes, 1):
         if code not in (0, 1):  # 1: some cell failed, counted above
             click.echo(f"error: worker {rank} exited with code {code}; its lines above say why", err=True)
             summary.crashed_workers += 1  # not a cell: its unfinished cells rerun next time
     return summary
-
-
-def _replay_outbox(runner) -> int:
-    """Mirror into MLflow what the workers left in the outbox (a store busy with another worker's
-    write); returns the cells still waiting."""
-    from bench.track.outbox import replay_waiting
-
-    done, waiting, problem = replay_waiting(runner.store.path.parent, runner.spec.name, runner.opt.tracking_uri,
-                                            verbose=runner.opt.verbose)
-    if problem:
-        click.echo(f"warning: {problem}", err=True)
-    elif done:
-        click.echo(f"replayed {done} cells the workers queued into MLflow")
-    return waiting
 
 
 def _report_memory(runner) -> None:
