@@ -663,14 +663,19 @@ cli.add_command(track, "sync")
 @cli.command()
 @click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
 @click.option("--port", type=int, default=5000, show_default=True)
-def ui(tracking_uri: str | None, port: int) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server worker processes (one serves a person browsing).")
+@click.option("--verbose", is_flag=True, help="Show the server's own log lines and warnings.")
+def ui(tracking_uri: str | None, port: int, workers: int, verbose: bool) -> None:
     """Start the MLflow UI on 127.0.0.1 for the tracking store."""
     from bench.track.tracker import tracking_uri as resolve
+    from bench.track.ui import serve
 
     uri = resolve(tracking_uri)
     click.echo(f"MLflow UI for {mask_secrets(uri)} at http://127.0.0.1:{port} (Ctrl-C to stop)")
-    os.environ["MLFLOW_BACKEND_STORE_URI"] = uri  # not on the command line, which `ps` shows everyone
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port)])
+    code = serve(uri, port, workers, verbose, lambda line: click.echo(mask_secrets(line), err=True))
+    if code not in (0, -2, -15):  # not a stop by Ctrl-C or SIGTERM: the lines above say why
+        sys.exit(2)
 
 
 def _crash_report(exc: BaseException) -> str:
