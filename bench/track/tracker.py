@@ -112,6 +112,40 @@ def _mlflow_run(mlflow: Any, **kwargs: Any) -> Iterator[None]:
     mlflow.end_run()
 
 
+class _Masked(io.TextIOBase):
+    """A text stream that writes to ``out`` with every URI's password masked (``--verbose``: MLflow
+    prints "View run ... at: http://user:secret@host/#/...")."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+
+    def write(self, text: str) -> int:
+        self.out.write(mask_secrets(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+class MaskFilter(logging.Filter):
+    """Masks the passwords of URIs in a log record's message (its arguments merged in first)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def mask_log_handlers(*names: str) -> None:
+    """Every handler of these loggers (and the root's) masks passwords, once."""
+    handlers = [h for name in (*names, "") for h in logging.getLogger(name).handlers]
+    for handler in [*handlers, *([logging.lastResort] if logging.lastResort else [])]:  # no handler: lastResort
+        if not any(isinstance(f, MaskFilter) for f in handler.filters):
+            handler.addFilter(MaskFilter())
+
+
 def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
@@ -187,9 +221,11 @@ class Tracker:
 
     @contextlib.contextmanager
     def _quiet(self) -> Iterator[None]:
-        """MLflow prints "View run ... / View experiment ..." to stdout itself (not through logging)."""
+        """MLflow prints "View run ... / View experiment ..." to stdout itself (not through logging);
+        ``verbose`` shows it, with passwords masked."""
         if self.verbose:
-            yield
+            with contextlib.redirect_stdout(_Masked(sys.stdout)):
+                yield
             return
         with contextlib.redirect_stdout(io.StringIO()):
             yield
@@ -209,6 +245,8 @@ class Tracker:
         level = logging.INFO if self.verbose else logging.CRITICAL
         for name in ("mlflow", "alembic", "urllib3"):
             logging.getLogger(name).setLevel(level)
+        if self.verbose:
+            mask_log_handlers("mlflow", "alembic", "urllib3")
 
         try:
             with self._quiet(), _store_creation_lock(self.uri):
