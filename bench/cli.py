@@ -697,6 +697,18 @@ def _crash_report(exc: BaseException) -> str:
     return f"error: internal error ({what}); traceback saved to {path} (please attach it to a bug report)"
 
 
+def _after_signal() -> None:
+    """An error raised after Ctrl-C or SIGTERM arrived is the signal's doing, not a bug or bad input:
+    the interrupt can land inside a C extension's import (numpy's), which turns it into an ImportError
+    that a library's ``except ImportError`` swallows, and a later import then fails ("cannot load module
+    more than once per process", a RecursionError). End as the signal would: one line, exit 130."""
+    import signal
+
+    if _STOP["signum"]:
+        _stopped(Terminated() if _STOP["signum"] == signal.SIGTERM else KeyboardInterrupt(),
+                 "finished cells are saved")
+
+
 def main() -> None:
     """Entry point, never a traceback on the console: bad input is one line on stderr and exit code 2;
     Ctrl-C and SIGTERM one line and 130; a crash (a bug) one line naming the file with its traceback
@@ -706,6 +718,7 @@ def main() -> None:
         with _signals_as_interrupt():
             cli.main(standalone_mode=False)
     except BenchError as exc:
+        _after_signal()
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except _Interrupted as exc:  # landed outside a run, which says how many cells it saved
@@ -714,15 +727,18 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
+        _after_signal()
         exc.show()
         sys.exit(2)
     except KeyboardInterrupt as exc:
         _stopped(exc, "finished cells are saved")
     except OSError as exc:  # an I/O failure no specific check named: still one line, never a traceback
+        _after_signal()
         where = f" ({exc.filename})" if exc.filename else ""
         click.echo(f"error: {exc.strerror or exc}{where}; finished cells are saved, rerun to resume", err=True)
         sys.exit(2)
     except Exception as exc:
+        _after_signal()
         click.echo(_crash_report(exc), err=True)
         sys.exit(3)
 

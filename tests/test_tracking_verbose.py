@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
+import threading
+import warnings
 
 from bench.track.tracker import MaskFilter, Tracker, mask_log_handlers
 
@@ -36,3 +39,30 @@ def test_verbose_log_records_are_masked_and_others_untouched():
     finally:
         logger.removeHandler(handler)
     assert stream.getvalue().splitlines() == ["retrying postgresql://u:***@db/mlflow (3)", "plain message"]
+
+
+def test_an_error_after_sigterm_is_the_signals_one_line_and_exit_130(tmp_path, monkeypatch):
+    """SIGTERM inside numpy's import (a --jobs worker still starting) became an ImportError that a
+    library swallowed, and a later import crashed: exit 3 and a crash report instead of 130."""
+    import signal
+
+    from bench import cli
+    from bench.spec import grid
+    from tests.test_cli import bench
+
+    def load(name):
+        cli._STOP["signum"] = signal.SIGTERM  # as _on_signal records it
+        raise ImportError("cannot load module more than once per process")
+
+    monkeypatch.setattr(grid, "load", load)
+    # what the exit path mutes in a dying process, restored for the tests after this one
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    before = logging.root.manager.disable
+    try:
+        with warnings.catch_warnings():
+            proc = bench("run", "--no-tracking", cwd=tmp_path)
+    finally:
+        logging.disable(before)
+    assert proc.returncode == 130
+    assert proc.stderr.splitlines() == ["terminated: finished cells are saved; rerun the same command to resume"]
