@@ -58,12 +58,12 @@ def _load_plugins(files: tuple[Path, ...], spec=None) -> None:
         check_spec(spec)
 
 
-def _log_leaderboard(spec, path: Path, tracking_uri: str | None) -> None:
+def _log_leaderboard(spec, path: Path, tracking_uri: str | None, run_id: str | None = None) -> None:
     """The leaderboard and its pictures as MLflow artifacts; a failure is a warning, not an error."""
     from bench.track.tracker import log_leaderboard
 
     try:
-        log_leaderboard(spec.name, [path, *sorted((path.parent / path.stem).glob("*.png"))], tracking_uri)
+        log_leaderboard(spec.name, [path, *sorted((path.parent / path.stem).glob("*.png"))], tracking_uri, run_id)
     except Exception as exc:  # the Markdown is written; say why MLflow lacks it
         click.echo(mask_secrets(f"warning: MLflow logging of the leaderboard failed ({type(exc).__name__}: {exc}")[:300]
                    + ")", err=True)
@@ -195,7 +195,7 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         path = _write_leaderboard(spec, records, None)
         click.echo(f"leaderboard written to {path}")
         if not no_tracking:
-            _log_leaderboard(spec, path, tracking_uri)
+            _log_leaderboard(spec, path, tracking_uri, runner.parent_run_id)  # beside the cells, one run
     if summary.failed:
         click.echo(f"error: {summary.failed} cell(s) failed:", err=True)
         for line in summary.failures:

@@ -81,13 +81,13 @@ def test_two_jobs_are_one_parent_run_with_every_cell_nested(tmp_path):
 
     (tmp_path / "g.toml").write_text(GRID)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    common = ["--grid", str(tmp_path / "g.toml"), "--results-dir", str(tmp_path / "results"), "--no-leaderboard",
-              "--tracking-uri", uri]
+    common = ["--grid", str(tmp_path / "g.toml"), "--results-dir", str(tmp_path / "results"), "--tracking-uri", uri]
     # A worker alone, as `bench run --jobs 2` starts it: it nests under the parent it is given, ends nothing.
     client = mlflow.tracking.MlflowClient(uri)
     exp = client.create_experiment(experiment_name("onep"))
     given = client.create_run(exp, run_name="given").info.run_id
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", *common, "--worker", "1/2", "--jobs", "1"],
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", *common, "--worker", "1/2", "--jobs", "1",
+                           "--no-leaderboard"],
                           cwd=tmp_path, env=_env(tmp_path, **{PARENT_RUN_ENV: given}), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -96,7 +96,8 @@ def test_two_jobs_are_one_parent_run_with_every_cell_nested(tmp_path):
     assert client.get_run(given).info.status == "RUNNING"
     client.set_terminated(given)
 
-    # The whole command: one more parent run (named after the grid), and all of its cells under it.
+    # The whole command: one more parent run (named after the grid), all of its cells under it, and the
+    # leaderboard among its artifacts (not in a top-level run of its own).
     more = GRID.replace("eps = [0.05, 0.1]", "eps = [0.05, 0.1, 0.2, 0.3]")
     (tmp_path / "g.toml").write_text(more)
     out = bench("run", *common, "--jobs", "2", cwd=tmp_path)
@@ -111,3 +112,4 @@ def test_two_jobs_are_one_parent_run_with_every_cell_nested(tmp_path):
     new = [r for r in runs if "cell_id" in r.data.tags and r.data.tags[PARENT_TAG] != given]
     assert len(new) == 4 and {r.data.tags[PARENT_TAG] for r in new} == {parent.info.run_id}
     assert not [r for r in runs if r.info.run_name.endswith(" sync")]
+    assert "leaderboard/onep.md" in [a.path for a in client.list_artifacts(parent.info.run_id, "leaderboard")]

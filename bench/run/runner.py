@@ -124,6 +124,8 @@ class Runner:
         self.tracker: Tracker | None = None
         #: The grid's progress bar while cells run (bench.run.progress), else None.
         self.bar: Any = None
+        #: The MLflow parent run the cells went under (None: tracking off, or nothing ran).
+        self.parent_run_id: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -210,6 +212,7 @@ class Runner:
         outbox = Outbox(self.store.path.parent, self.spec.name)
         with self.open_tracker(executor.device_label(self), executor.name, self.opt.parent_run_id) as tracker:
             self.tracker = self.artifacts.tracker = tracker
+            self.parent_run_id = tracker.parent_id
             bar = self.bar = progress.grid_bar(self.spec.name, todo, self.opt.progress)
             try:
                 with progress.cell_bars(self.opt.progress):

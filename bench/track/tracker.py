@@ -170,12 +170,19 @@ def interval_metrics(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_leaderboard(grid: str, files: list[Path], uri: str | None = None) -> None:
-    """The published leaderboard (Markdown and pictures) as artifacts of a run in the grid's experiment."""
+def log_leaderboard(grid: str, files: list[Path], uri: str | None = None, run_id: str | None = None) -> None:
+    """The published leaderboard (Markdown and pictures) as artifacts of a run in the grid's experiment:
+    ``run_id``'s (the parent run of the ``bench run`` that wrote it, whose status stays as it is), else
+    a run of its own."""
     import mlflow
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if run_id is not None:
+        client = mlflow.tracking.MlflowClient(tracking_uri(uri))
+        for f in files:
+            client.log_artifact(run_id, str(f), artifact_path="leaderboard")
+        return
     mlflow.set_tracking_uri(tracking_uri(uri))
     mlflow.set_experiment(experiment_name(grid))
     with _mlflow_run(mlflow, run_name=f"{grid} leaderboard", tags={"kind": "leaderboard"}):
