@@ -93,12 +93,12 @@ def _load_plugins(files: tuple[Path, ...], spec=None) -> None:
         check_spec(spec)
 
 
-def _log_leaderboard(spec, path: Path, tracking_uri: str | None) -> None:
+def _log_leaderboard(spec, path: Path, tracking_uri: str | None, run_id: str | None = None) -> None:
     """The leaderboard and its pictures as MLflow artifacts; a failure is a warning, not an error."""
     from bench.track.tracker import log_leaderboard
 
     try:
-        log_leaderboard(spec.name, [path, *sorted((path.parent / path.stem).glob("*.png"))], tracking_uri)
+        log_leaderboard(spec.name, [path, *sorted((path.parent / path.stem).glob("*.png"))], tracking_uri, run_id)
     except Exception as exc:  # the Markdown is written; say why MLflow lacks it
         click.echo(mask_secrets(f"warning: MLflow logging of the leaderboard failed ({type(exc).__name__}: {exc}")[:300]
                    + ")", err=True)
@@ -188,6 +188,10 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
                       tracking_uri=tracking_uri, tracking=not no_tracking, device=device, limit=limit, seed=seed,
                       download=download, synthetic=synthetic, budget="smoke" if smoke else "full",
                       verbose=verbose, worker=worker_of, stream_batch=streams)
+    if worker_of is not None:  # nest this worker's cells under the parent run of the `bench run` that started it
+        from bench.track.tracker import PARENT_RUN_ENV
+
+        opts.parent_run_id = os.environ.get(PARENT_RUN_ENV) or None
     n_jobs = resolve_jobs(jobs, device, executor) if worker_of is None else 1
     runner = Runner(spec, opts)
     plan = runner.plan()
@@ -228,7 +232,7 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
         click.echo(f"leaderboard written to {path}")
         click.echo(_compare_line(spec, records))
         if not no_tracking:
-            _log_leaderboard(spec, path, tracking_uri)
+            _log_leaderboard(spec, path, tracking_uri, runner.parent_run_id)  # beside the cells, one run
     if summary.failed:
         click.echo(f"error: {summary.failed} cell(s) failed:", err=True)
         for line in summary.failures:
@@ -240,10 +244,14 @@ def run(grid_name: str, data_dir: Path | None, download: bool, cache_dir: Path |
 
 def _run_with_workers(runner, executor, plan, n_jobs: int):
     """This process as worker 0 of ``n_jobs`` plus n_jobs - 1 worker processes (bench.run.workers); the
-    summary counts every worker's cells."""
+    summary counts every worker's cells. This process opens the one MLflow parent run of the command
+    and gives its id to the workers, which nest their cells under it."""
     from tqdm.auto import tqdm
 
-    from bench.run.workers import Workers, child_args, child_env
+    from bench.core.device import resolve as resolve_device
+    from bench.run.workers import CELL_LINE, Workers, child_args, child_env
+    from bench.track.outbox import Outbox, drain
+    from bench.track.tracker import PARENT_RUN_ENV
 
     ctx = click.get_current_context()
     click.echo(f"{len(plan.todo)} cells on {n_jobs} processes, one thread each (--jobs {n_jobs})")
@@ -253,13 +261,29 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
 
     def relay(line: str) -> None:
         tqdm.write(line, file=out)
+        bar = getattr(runner, "bar", None)
+        if bar is not None and CELL_LINE.match(line.split("] ", 1)[-1]):
+            bar.update(1)  # the main process's grid bar counts every worker's cells
 
+    tracker = runner.open_tracker(str(resolve_device(runner.opt.device)), executor.name, jobs=str(n_jobs))
     # Ctrl-C reaches every worker itself; SIGTERM reaches this process, which stops the workers.
     with _signals_as_interrupt():
         try:
-            with Workers(commands, relay, env=child_env(ctx)) as workers:
-                summary = runner.run(executor)
-                codes = workers.wait()
+            with tracker:
+                runner.opt.parent_run_id = tracker.parent_id
+                env = {**child_env(ctx), **({PARENT_RUN_ENV: tracker.parent_id} if tracker.parent_id else {})}
+                with Workers(commands, relay, env=env) as workers:
+                    summary = runner.run(executor)
+                    codes = workers.wait()
+                # What the workers could not mirror (a store busy with another worker's write), into
+                # this command's parent run: not a "sync" run of its own.
+                outbox = Outbox(runner.store.path.parent, runner.spec.name)
+                if tracker.active and tracker.degraded is None and len(outbox):
+                    done = drain(outbox, tracker)[0]
+                    if done:
+                        click.echo(f"replayed {done} cells the workers queued into MLflow")
+                summary.queued = len(outbox) if tracker.active else 0
+                tracker.failed = any(code not in (0, 1) for code in codes)
         except KeyboardInterrupt as exc:  # the workers have stopped: count what every process saved
             runner.store.reload()
             saved = sum(runner.store.finished(c.cell_id) for c in plan.todo)
@@ -267,26 +291,11 @@ def _run_with_workers(runner, executor, plan, n_jobs: int):
     workers.cells[0] = summary.ran
     click.echo("cells by process: " + ", ".join(f"{rank}: {n}" for rank, n in enumerate(workers.cells)))
     runner.recount(plan)  # every process's cells, from the results file
-    summary.queued = _replay_outbox(runner) if runner.opt.tracking else 0
     for rank, code in enumerate(codes, 1):
         if code not in (0, 1):  # 1: some cell failed, counted above
             click.echo(f"error: worker {rank} exited with code {code}; its lines above say why", err=True)
             summary.crashed_workers += 1  # not a cell: its unfinished cells rerun next time
     return summary
-
-
-def _replay_outbox(runner) -> int:
-    """Mirror into MLflow what the workers left in the outbox (a store busy with another worker's
-    write); returns the cells still waiting."""
-    from bench.track.outbox import replay_waiting
-
-    done, waiting, problem = replay_waiting(runner.store.path.parent, runner.spec.name, runner.opt.tracking_uri,
-                                            verbose=runner.opt.verbose)
-    if problem:
-        click.echo(f"warning: {problem}", err=True)
-    elif done:
-        click.echo(f"replayed {done} cells the workers queued into MLflow")
-    return waiting
 
 
 def _report_memory(runner) -> None:
@@ -890,14 +899,19 @@ cli.add_command(track, "sync")
 @cli.command()
 @click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
 @click.option("--port", type=int, default=5000, show_default=True)
-def ui(tracking_uri: str | None, port: int) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server worker processes (one serves a person browsing).")
+@click.option("--verbose", is_flag=True, help="Show the server's own log lines and warnings.")
+def ui(tracking_uri: str | None, port: int, workers: int, verbose: bool) -> None:
     """Start the MLflow UI on 127.0.0.1 for the tracking store."""
     from bench.track.tracker import tracking_uri as resolve
+    from bench.track.ui import serve
 
     uri = resolve(tracking_uri)
     click.echo(f"MLflow UI for {mask_secrets(uri)} at http://127.0.0.1:{port} (Ctrl-C to stop)")
-    os.environ["MLFLOW_BACKEND_STORE_URI"] = uri  # not on the command line, which `ps` shows everyone
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port)])
+    code = serve(uri, port, workers, verbose, lambda line: click.echo(mask_secrets(line), err=True))
+    if code not in (0, -2, -15):  # not a stop by Ctrl-C or SIGTERM: the lines above say why
+        sys.exit(2)
 
 
 def _crash_report(exc: BaseException) -> str:
@@ -919,6 +933,18 @@ def _crash_report(exc: BaseException) -> str:
     return f"error: internal error ({what}); traceback saved to {path} (please attach it to a bug report)"
 
 
+def _after_signal() -> None:
+    """An error raised after Ctrl-C or SIGTERM arrived is the signal's doing, not a bug or bad input:
+    the interrupt can land inside a C extension's import (numpy's), which turns it into an ImportError
+    that a library's ``except ImportError`` swallows, and a later import then fails ("cannot load module
+    more than once per process", a RecursionError). End as the signal would: one line, exit 130."""
+    import signal
+
+    if _STOP["signum"]:
+        _stopped(Terminated() if _STOP["signum"] == signal.SIGTERM else KeyboardInterrupt(),
+                 "finished cells are saved")
+
+
 def main() -> None:
     """Entry point, never a traceback on the console: bad input is one line on stderr and exit code 2;
     Ctrl-C and SIGTERM one line and 130; a crash (a bug) one line naming the file with its traceback
@@ -928,6 +954,7 @@ def main() -> None:
         with _signals_as_interrupt():
             cli.main(standalone_mode=False)
     except BenchError as exc:
+        _after_signal()
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except _Interrupted as exc:  # landed outside a run, which says how many cells it saved
@@ -936,15 +963,18 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
+        _after_signal()
         exc.show()
         sys.exit(2)
     except KeyboardInterrupt as exc:
         _stopped(exc, "finished cells are saved")
     except OSError as exc:  # an I/O failure no specific check named: still one line, never a traceback
+        _after_signal()
         where = f" ({exc.filename})" if exc.filename else ""
         click.echo(f"error: {exc.strerror or exc}{where}; finished cells are saved, rerun to resume", err=True)
         sys.exit(2)
     except Exception as exc:
+        _after_signal()
         click.echo(_crash_report(exc), err=True)
         sys.exit(3)
 

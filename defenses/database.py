@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.core import progress
 from bench.core.cache import atomic_torch_save, config_hash, default_cache_dir, torch_load_or_none
 from bench.core.data import Dataset
 
@@ -89,7 +90,7 @@ def build_database(model: nn.Module, train_set: Dataset, copies: int = 1, attack
     BUILD_COUNTER["database"] += 1
     device = next(model.parameters()).device
     xs, ys, adv = [train_set.x], [train_set.y], [torch.zeros(len(train_set), dtype=torch.bool)]
-    for c in range(copies):
+    for c in progress.steps(range(copies), "D' build", unit="copy"):
         name = names[c % len(names)]
         atk = create_attack(name, **{**attack_params_for(name, params), "seed": seed * 1000 + c,
                                       "batch_size": batch_size})

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.core import progress
 from bench.core.cache import config_hash, default_cache_dir
 from bench.core.data import Dataset
 from defenses import shards as sh
@@ -122,8 +123,10 @@ def build_shards(folder: Path, model: nn.Module, train_set: Dataset, copies: int
     common = {"folder": str(folder), "model": model, "train_set": train_set, "attack_names": list(attack_names),
               "attack_params": dict(attack_params), "seed": seed, "layer": layer, "quantise_clean": quantise_clean}
     results = (map_fn or local_map)(run_task, [{"task": t, **common} for t in todo])
-    for key, entry in itertools.islice(results, stop_after):
-        sh.record_shard(folder, key, entry)
+    with progress.task("D' build", len(todo) if stop_after is None else min(stop_after, len(todo)), "shard") as bar:
+        for key, entry in itertools.islice(results, stop_after):
+            sh.record_shard(folder, key, entry)
+            bar.update(1)
     return sh.done_shards(folder)
 
 

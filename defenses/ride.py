@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from bench.core import progress
 from bench.core.contracts import Purifier
 from bench.core.errors import BenchError
 from bench.core.methods import register_defense as register
@@ -100,8 +101,12 @@ class RIDE(Purifier):
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         self._calls += 1  # fresh randomness per call (it is a random defense), reproducible per run
         seeds = [self.seed * 1_000_003 + self._calls * 10_007 + i for i in range(len(x))]
-        return torch.cat([self.purify(x[i : i + self.batch_size], seeds[i : i + self.batch_size])
-                          for i in range(0, len(x), self.batch_size)])
+        out = []
+        with progress.task("ride", len(x)) as bar:
+            for i in range(0, len(x), self.batch_size):
+                out.append(self.purify(x[i : i + self.batch_size], seeds[i : i + self.batch_size]))
+                bar.update(len(out[-1]))
+        return torch.cat(out)
 
     def purify(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """Algorithm 2 for a batch, image i driven by generator seed ``seeds[i]``."""

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core import progress
 from bench.core.contracts import StatefulDefense
 from bench.core.data import Dataset
 from bench.core.errors import BenchError
@@ -176,7 +177,7 @@ class RMC(NeighbourDefense, StatefulDefense):
         """Process the points of x in order, one at a time, adapting as the stream goes."""
         out, delays, stats = [], [], []
         timing = {"search_and_adapt": 0.0, "predict": 0.0, "calibrate": 0.0, "refresh": 0.0}
-        for i in range(len(x)):
+        for i in progress.steps(range(len(x)), f"{getattr(self, 'registry_name', 'rmc')} stream"):
             t0 = time.perf_counter()
             xi = x[i : i + 1].to(self.device)
             if not self.masking:  # the weights adapted to earlier points only

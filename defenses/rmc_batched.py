@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from bench.core import progress
 from bench.core.errors import BenchError
 from defenses.rmc import RMC
 
@@ -440,7 +441,7 @@ class BatchedRMC:
             raise BenchError(f"x holds {x.shape[0]} streams, this BatchedRMC runs {self.B}")
         out, stats, delays = [], [[] for _ in range(self.B)], []
         timing = {"search_and_adapt": 0.0, "predict": 0.0, "calibrate": 0.0}
-        for i in range(x.shape[1]):
+        for i in progress.steps(range(x.shape[1]), f"{getattr(rmc, 'registry_name', 'rmc')} stream x{self.B}"):
             t0 = time.perf_counter()
             xi = x[:, i]
             if not rmc.masking:

@@ -72,8 +72,7 @@ def test_workers_get_the_tracking_uri_in_their_environment_not_their_command_lin
 
 @pytest.mark.slow
 def test_a_jobs_run_shows_the_password_nowhere(tmp_path, monkeypatch, capsys):
-    """An unreachable password-protected server: the parent's and both workers' lines mask it, and ``ps``
-    would not show it on the worker's command line."""
+    """An unreachable password-protected server: the parent's line masks it."""
     import subprocess
 
     from bench.run import workers
@@ -98,5 +97,7 @@ def test_a_jobs_run_shows_the_password_nowhere(tmp_path, monkeypatch, capsys):
                              capsys=capsys)
     assert code == 2 and "bench:***@127.0.0.1" in err, err
     assert SECRET not in out + err
-    assert len(started) == 1 and SECRET not in " ".join(started[0][0])
-    assert started[0][1]["MLFLOW_TRACKING_URI"] == uri
+    # The parent opens the command's MLflow parent run before it starts a worker: an unusable store is
+    # its one line, and no worker starts (test_workers_get_the_tracking_uri_in_their_environment_not_...
+    # covers a worker's command line and environment).
+    assert started == []

@@ -72,7 +72,7 @@ def cell_runs(uri: str, experiment: str = "fz") -> dict[str, object]:
     import mlflow
 
     client = mlflow.tracking.MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
+    exp = client.get_experiment_by_name(f"advbench/{experiment}")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     cells = [r for r in runs if "cell_id" in r.data.tags]
     ids = [r.data.tags["cell_id"] for r in cells]
@@ -375,7 +375,7 @@ def test_a_signal_inside_a_cells_nested_run_still_marks_the_parent_killed(tmp_pa
         mlflow.start_run(run_name="cell", nested=True)  # never ended: the signal came first
         raise KeyboardInterrupt
     client = mlflow.tracking.MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("fz").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("advbench/fz").experiment_id])
     assert {r.info.run_name: r.info.status for r in runs} == {"parent": "KILLED", "cell": "KILLED"}
     assert mlflow.active_run() is None
 
@@ -403,7 +403,7 @@ def test_ctrl_c_and_sigterm_exit_130_and_mark_the_parent_run_killed(tmp_path, si
     import mlflow
 
     client = mlflow.tracking.MlflowClient(uri)
-    exp = client.get_experiment_by_name("fz")
+    exp = client.get_experiment_by_name("advbench/fz")
     parents = [r for r in client.search_runs([exp.experiment_id]) if "cell_id" not in r.data.tags
                and r.data.tags.get("kind") != "training"]
     assert [r.info.status for r in parents] == ["KILLED"]

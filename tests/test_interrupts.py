@@ -75,7 +75,7 @@ def parent_statuses(uri: str) -> list[str]:
     import mlflow
 
     client = mlflow.tracking.MlflowClient(uri)
-    exp = client.get_experiment_by_name("fz")
+    exp = client.get_experiment_by_name("advbench/fz")
     return [r.info.status for r in client.search_runs([exp.experiment_id])
             if "cell_id" not in r.data.tags and r.data.tags.get("kind") != "training"]
 

@@ -193,7 +193,7 @@ def test_leaderboard_files_become_mlflow_artifacts(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log_leaderboard("g", [md, png], uri)
     client = mlflow.tracking.MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("g").experiment_id], "tags.kind = 'leaderboard'")
+    runs = client.search_runs([client.get_experiment_by_name("advbench/g").experiment_id], "tags.kind = 'leaderboard'")
     assert len(runs) == 1
     names = {a.path for a in client.list_artifacts(runs[0].info.run_id, "leaderboard")}
     assert names == {"leaderboard/g.md", "leaderboard/worst_case.png"}

@@ -256,7 +256,7 @@ def test_ray_records_equal_local_records(local_cluster, tmp_path):
     import mlflow
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'ray' / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("rayg")
+    exp = client.get_experiment_by_name("advbench/rayg")
     runs = [r for r in client.search_runs([exp.experiment_id]) if "cell_id" in r.data.tags]
     assert sorted(r.data.tags["cell_id"] for r in runs) == sorted(on_ray)
     parent = [r for r in client.search_runs([exp.experiment_id]) if "executor" in r.data.tags]

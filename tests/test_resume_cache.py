@@ -68,7 +68,7 @@ def mlflow_cell_runs(folder: Path) -> list[str]:
     import mlflow
 
     client = mlflow.tracking.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("rz")
+    exp = client.get_experiment_by_name("advbench/rz")
     return [r.data.tags["cell_id"] for r in client.search_runs([exp.experiment_id]) if "cell_id" in r.data.tags]
 
 

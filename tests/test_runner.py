@@ -81,7 +81,7 @@ def test_mlflow_has_one_nested_run_per_cell(finished):
 
     tmp, spec, _ = finished
     client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("tiny")
+    exp = client.get_experiment_by_name("advbench/tiny")
     runs = client.search_runs([exp.experiment_id])
     cells = [r for r in runs if "cell_id" in r.data.tags]
     assert len(cells) == 3

@@ -207,6 +207,9 @@ class RayExecutor:
         spec, options = ray.put(runner.spec), ray.put(portable_options(runner.opt))
         pending = {task.remote(spec, options, cell): cell for cell in cells}
         while pending:
+            bar = getattr(runner, "bar", None)
+            if bar is not None:  # cells run side by side here: the grid bar says how many
+                bar.set_postfix_str(f"{len(pending)} cells queued or running on Ray", refresh=True)
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 cell = pending.pop(ref)

@@ -32,5 +32,8 @@ class RunOptions:
     verbose: bool = False
     #: (rank, count) when this process is one of ``bench run --jobs`` workers (bench.run.workers).
     worker: tuple[int, int] | None = None
+    #: The MLflow parent run this process nests its cells under, opened by another (``--jobs``'s
+    #: main process); None: this process opens and ends its own.
+    parent_run_id: str | None = None
     #: RMC streams run together per batch (bench.run.stream_batch); None: 16 on a GPU, 1 (off) on a CPU.
     stream_batch: int | None = None

@@ -26,7 +26,7 @@ from bench.core.paths import inside
 from bench.core.version import code_version
 from bench.core.zoo import is_zoo_name
 from bench.report.flags import cell_flags
-from bench.run import user_model
+from bench.run import progress, user_model
 from bench.run.artifacts import ArtifactStore, resolve_params
 from bench.run.claims import CellClaims
 from bench.run.evaluation import Evaluator, cell_fields, cell_threads, failure, fix_threads
@@ -65,16 +65,18 @@ class Summary:
     crashed_workers: int = 0  # --jobs worker processes that died (exit code other than 0 / 1)
 
 
+_KIND = {"train": "train-time", "runtime": "runtime"}
+
+
 def unavailable_reason(cell: Cell) -> str | None:
     """Why a cell cannot run with what is registered (None when it can)."""
     for name, kind in ((cell.train_defense, "train"), (cell.runtime_defense, "runtime")):
         if kind == "train" and (is_zoo_name(name) or sources.is_provided(cell.train_params)):
             continue
         if name not in defenses.DEFENSES:
-            what = "train-time" if kind == "train" else "runtime"
-            return f"{what} defense {name!r} is not registered (optional = true: skipped)"
+            return f"{_KIND[kind]} defense {name!r} is not registered (optional = true: skipped)"
         if defenses.kind_of(name) != kind:
-            return f"{name!r} is a {defenses.kind_of(name)}-time defense, listed as {kind}-time"
+            return f"{name!r} is a {_KIND[defenses.kind_of(name)]} defense, listed as a {_KIND[kind]} one"
     if cell.attack not in attacks.ATTACKS:
         return f"attack {cell.attack!r} is not registered (optional = true: skipped)"
     cls = attacks.ATTACKS.get(cell.attack)
@@ -120,6 +122,10 @@ class Runner:
         self.artifacts = self.artifact_store(spec, self.opt, limit)
         self.evaluation = self.evaluator(spec, self.artifacts)
         self.tracker: Tracker | None = None
+        #: The grid's progress bar while cells run (bench.run.progress), else None.
+        self.bar: Any = None
+        #: The MLflow parent run the cells went under (None: tracking off, or nothing ran).
+        self.parent_run_id: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -204,30 +210,37 @@ class Runner:
         from bench.track.outbox import Outbox, drain
 
         outbox = Outbox(self.store.path.parent, self.spec.name)
-        with Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
-                     tags={"device": executor.device_label(self), "executor": executor.name,
-                           "grid_path": self.spec.path, "budget": self.opt.budget,
-                           **({"worker": "{}/{}".format(*self.opt.worker)} if self.opt.worker else {})},
-                     verbose=self.opt.verbose, warn=tqdm.write) as tracker:
+        with self.open_tracker(executor.device_label(self), executor.name, self.opt.parent_run_id) as tracker:
             self.tracker = self.artifacts.tracker = tracker
-            bar = tqdm(executor.run(self, claims.take(order)), total=todo, desc=f"grid {self.spec.name}",
-                       unit="cell", disable=not self.opt.progress or None)
+            self.parent_run_id = tracker.parent_id
+            bar = self.bar = progress.grid_bar(self.spec.name, todo, self.opt.progress)
             try:
-                for i, (cell, record, sample) in enumerate(bar, 1):
-                    bar.set_postfix_str(cell.key)
-                    if record["status"] != "ok" and record["error"].startswith("DiskError: "):
-                        raise DiskError(record["error"][len("DiskError: "):])  # not the cell's fault: stop
-                    self._keep(cell, record, sample, tracker, outbox, summary)
-                    claims.release(cell.cell_id)  # after the mirror: a drain elsewhere leaves it alone
-                    self._report(i, todo, cell, record, summary)
+                with progress.cell_bars(self.opt.progress):
+                    for i, (cell, record, sample) in enumerate(executor.run(self, claims.take(order)), 1):
+                        bar.update(1)
+                        if record["status"] != "ok" and record["error"].startswith("DiskError: "):
+                            raise DiskError(record["error"][len("DiskError: "):])  # not the cell's fault: stop
+                        self._keep(cell, record, sample, tracker, outbox, summary)
+                        claims.release(cell.cell_id)  # after the mirror: a drain elsewhere leaves it alone
+                        self._report(i, todo, cell, record, summary)
             finally:
                 bar.close()
+                self.bar = None
             if tracker.active and tracker.degraded is None and len(outbox):
                 # Payloads left by an earlier outage or kill: the store works now, so catch up.
                 replayed = drain(outbox, tracker)[0]
                 if replayed:
                     tqdm.write(f"replayed {replayed} queued cells from {outbox.path} into MLflow")
             summary.queued = len(outbox) if tracker.active else 0
+
+    def open_tracker(self, device: str, executor: str, parent_run_id: str | None = None,
+                     **tags: str) -> Tracker:
+        """The run's Tracker: it opens the MLflow parent run, or (``parent_run_id``) nests this process's
+        cells under the one another process opened (bench.run.workers)."""
+        return Tracker(self.spec.name, self.opt.tracking_uri, self.opt.tracking,
+                       tags={"device": device, "executor": executor, "grid_path": self.spec.path,
+                             "budget": self.opt.budget, **tags},
+                       verbose=self.opt.verbose, warn=tqdm.write, parent_run_id=parent_run_id)
 
     def _keep(self, cell: Cell, record: dict[str, Any], sample: Any, tracker: Tracker, outbox: Any,
               summary: Summary) -> None:
@@ -268,6 +281,8 @@ class Runner:
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         """One cell's record (never raises for the cell's own faults)."""
+        if self.bar is not None:
+            progress.running(self.bar, cell.key)
         return self.evaluation.run_cell(cell)
 
     def sample(self, cell: Cell, record: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -155,15 +155,3 @@ def replay(results_dir: Path, grid: str, uri: str | None, retry_s: float | None 
                          f"replayed, {left} stay in {box.path}; run `bench track` again later")
     return done, dropped
 
-
-def replay_waiting(results_dir: Path, grid: str, uri: str | None, verbose: bool = False) -> tuple[int, int, str]:
-    """Replay whatever waits in the outbox, if anything: (replayed, still waiting, the one-line problem
-    or ''). Never raises for an unreachable store: the payloads simply stay for ``bench track``."""
-    box = Outbox(results_dir, grid)
-    if not len(box):
-        return 0, 0, ""
-    try:
-        done, _ = replay(results_dir, grid, uri, verbose=verbose)
-    except BenchError as exc:
-        return 0, len(box), str(exc)
-    return done, len(box), ""

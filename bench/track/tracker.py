@@ -1,4 +1,9 @@
-"""MLflow tracking: one experiment per grid, a parent run per invocation, a nested run per cell.
+"""MLflow tracking: one experiment per grid (``advbench/<grid>``), one parent run per ``bench run``
+(named after the grid and its start time), a nested run per cell.
+
+With ``--jobs N`` the main process opens the parent run and hands its id to the worker processes
+(``PARENT_RUN_ENV``); their Trackers attach to it (``parent_run_id``) and nest their cells under it
+without ever ending it, so one command is one parent run in the UI whatever N.
 
 The default store is the embedded ``sqlite:///mlflow.db`` in the working folder unless
 ``--tracking-uri`` / ``MLFLOW_TRACKING_URI`` names another.
@@ -33,6 +38,20 @@ from bench.core.errors import BenchError, mask_secrets
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_RETRY_S = 10.0
+#: The variable through which ``bench run --jobs N`` gives its workers the parent run's id.
+PARENT_RUN_ENV = "BENCH_MLFLOW_PARENT_RUN"
+#: The tag MLflow's UI nests a run under its parent by.
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def experiment_name(grid: str) -> str:
+    """The grid's MLflow experiment: prefixed, so that it cannot be taken for MLflow's own "Default"."""
+    return f"advbench/{grid}"
+
+
+def parent_run_name(grid: str, started: float | None = None) -> str:
+    """``"<grid> 2026-12-05 09:41:07"``: the grid and the local start time of the invocation."""
+    return f"{grid} {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}"
 
 
 def default_retry_s() -> float:
@@ -93,6 +112,40 @@ def _mlflow_run(mlflow: Any, **kwargs: Any) -> Iterator[None]:
     mlflow.end_run()
 
 
+class _Masked(io.TextIOBase):
+    """A text stream that writes to ``out`` with every URI's password masked (``--verbose``: MLflow
+    prints "View run ... at: http://user:secret@host/#/...")."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+
+    def write(self, text: str) -> int:
+        self.out.write(mask_secrets(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+class MaskFilter(logging.Filter):
+    """Masks the passwords of URIs in a log record's message (its arguments merged in first)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def mask_log_handlers(*names: str) -> None:
+    """Every handler of these loggers (and the root's) masks passwords, once."""
+    handlers = [h for name in (*names, "") for h in logging.getLogger(name).handlers]
+    for handler in [*handlers, *([logging.lastResort] if logging.lastResort else [])]:  # no handler: lastResort
+        if not any(isinstance(f, MaskFilter) for f in handler.filters):
+            handler.addFilter(MaskFilter())
+
+
 def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
@@ -117,36 +170,57 @@ def interval_metrics(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_leaderboard(grid: str, files: list[Path], uri: str | None = None) -> None:
-    """The published leaderboard (Markdown and pictures) as artifacts of a run in the grid's experiment."""
+def log_leaderboard(grid: str, files: list[Path], uri: str | None = None, run_id: str | None = None) -> None:
+    """The published leaderboard (Markdown and pictures) as artifacts of a run in the grid's experiment:
+    ``run_id``'s (the parent run of the ``bench run`` that wrote it, whose status stays as it is), else
+    a run of its own."""
     import mlflow
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if run_id is not None:
+        client = mlflow.tracking.MlflowClient(tracking_uri(uri))
+        for f in files:
+            client.log_artifact(run_id, str(f), artifact_path="leaderboard")
+        return
     mlflow.set_tracking_uri(tracking_uri(uri))
-    mlflow.set_experiment(grid)
+    mlflow.set_experiment(experiment_name(grid))
     with _mlflow_run(mlflow, run_name=f"{grid} leaderboard", tags={"kind": "leaderboard"}):
         for f in files:
             mlflow.log_artifact(str(f), artifact_path="leaderboard")
 
 
 class Tracker:
-    """Context manager around one invocation's MLflow parent run. ``enabled=False`` logs nothing."""
+    """Context manager around one invocation's MLflow parent run. ``enabled=False`` logs nothing.
+
+    ``parent_run_id``: attach to a parent run another process opened (a ``--jobs`` worker): cells
+    nest under it, and this Tracker neither starts nor ends it (its owner marks it FINISHED, FAILED
+    or KILLED)."""
 
     def __init__(self, grid: str, uri: str | None = None, enabled: bool = True,
                  tags: dict[str, str] | None = None, verbose: bool = False, retry_s: float | None = None,
-                 run_name: str | None = None, warn: Callable[[str], None] | None = None) -> None:
+                 run_name: str | None = None, warn: Callable[[str], None] | None = None,
+                 parent_run_id: str | None = None) -> None:
         self.grid, self.uri, self.enabled = grid, tracking_uri(uri), enabled
         self.tags = tags or {}
         self.verbose = verbose
         self.retry_s = default_retry_s() if retry_s is None else retry_s
-        self.run_name = run_name or f"{grid} invocation"
+        self.run_name = run_name or parent_run_name(grid)
+        self.owner = parent_run_id is None
+        #: FAILED at the end although no exception left the block (a --jobs worker crashed)
+        self.failed = False
         say = warn or (lambda line: print(line, file=sys.stderr, flush=True))
         self.warn = lambda line: say(mask_secrets(line))  # a URI's password never reaches the console
         #: Why tracking stopped mid-invocation (None while it works); later cells are not tried.
         self.degraded: str | None = None
         self._mlflow: Any = None
-        self._parent_id: str | None = None
+        self._parent_id: str | None = parent_run_id
+        self._experiment_id: str | None = None
+
+    @property
+    def parent_id(self) -> str | None:
+        """The parent run's id (None before ``__enter__`` of an owner, or when tracking is off)."""
+        return self._parent_id if self.enabled else None
 
     @property
     def active(self) -> bool:
@@ -154,9 +228,11 @@ class Tracker:
 
     @contextlib.contextmanager
     def _quiet(self) -> Iterator[None]:
-        """MLflow prints "View run ... / View experiment ..." to stdout itself (not through logging)."""
+        """MLflow prints "View run ... / View experiment ..." to stdout itself (not through logging);
+        ``verbose`` shows it, with passwords masked."""
         if self.verbose:
-            yield
+            with contextlib.redirect_stdout(_Masked(sys.stdout)):
+                yield
             return
         with contextlib.redirect_stdout(io.StringIO()):
             yield
@@ -176,17 +252,20 @@ class Tracker:
         level = logging.INFO if self.verbose else logging.CRITICAL
         for name in ("mlflow", "alembic", "urllib3"):
             logging.getLogger(name).setLevel(level)
+        if self.verbose:
+            mask_log_handlers("mlflow", "alembic", "urllib3")
 
         try:
             with self._quiet(), _store_creation_lock(self.uri):
                 mlflow.set_tracking_uri(self.uri)
-                mlflow.set_experiment(self.grid)
-                run = mlflow.start_run(run_name=self.run_name, tags={**self.base_tags(), **self.tags})
+                self._experiment_id = mlflow.set_experiment(experiment_name(self.grid)).experiment_id
+                if self.owner:
+                    run = mlflow.start_run(run_name=self.run_name, tags={**self.base_tags(), **self.tags})
+                    self._parent_id = run.info.run_id
         except Exception as exc:
             raise BenchError(f"MLflow tracking store {self.uri} is unusable ({_first_line(exc)}); start the "
                              "server, pass another --tracking-uri, or use --no-tracking") from None
         self._mlflow = mlflow
-        self._parent_id = run.info.run_id
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -194,7 +273,10 @@ class Tracker:
             return
         # Ctrl-C and SIGTERM (raised as KeyboardInterrupt by the CLI) mark the parent KILLED.
         interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
-        status = "FINISHED" if exc_type is None else "KILLED" if interrupted else "FAILED"
+        if exc_type is None:
+            status = "FAILED" if self.failed else "FINISHED"
+        else:
+            status = "KILLED" if interrupted else "FAILED"
         if interrupted:
             # The interrupted write's connection, which the traceback's frames still hold, keeps SQLite
             # locked (ending the parent met "database is locked"): let it go back to the pool first.
@@ -218,6 +300,8 @@ class Tracker:
             if run is None or run.info.run_id == self._parent_id:
                 break
             mlflow.end_run(status=status)
+        if not self.owner:  # a worker's: the process that opened the parent ends it
+            return
         run = mlflow.active_run()
         if run is not None and run.info.run_id == self._parent_id:
             mlflow.end_run(status=status)
@@ -290,7 +374,7 @@ class Tracker:
         tags["torch_version"] = torch.__version__
         flat = {k: str(v)[:500] for k, v in params.items()}
         self.drop_cell_runs(record["cell_id"])
-        with _mlflow_run(mlflow, run_name=record["key"], nested=True, tags=tags):
+        with _mlflow_run(mlflow, run_name=record["key"], nested=True, tags={**tags, PARENT_TAG: self._parent_id}):
             mlflow.log_params(flat)
             mlflow.log_metrics(metrics)
             if png is not None or sample is not None:
@@ -306,11 +390,10 @@ class Tracker:
         """Delete earlier runs of this cell in the experiment (a failed attempt, or one logged just
         before a kill, so never written to the results), so MLflow keeps one run per cell."""
         mlflow = self._mlflow
-        run = mlflow.active_run()
-        if run is None:
+        if self._experiment_id is None:
             return 0
         client = mlflow.tracking.MlflowClient()
-        old = client.search_runs([run.info.experiment_id], filter_string=f"tags.cell_id = '{cell_id}'",
+        old = client.search_runs([self._experiment_id], filter_string=f"tags.cell_id = '{cell_id}'",
                                  max_results=1000)
         for r in old:
             client.delete_run(r.info.run_id)
@@ -323,7 +406,8 @@ class Tracker:
             return
         mlflow = self._mlflow
         try:
-            with self._quiet(), _mlflow_run(mlflow, run_name=f"train {name}", nested=True, tags={"kind": "training"}):
+            with self._quiet(), _mlflow_run(mlflow, run_name=f"train {name}", nested=True,
+                                                 tags={"kind": "training", PARENT_TAG: self._parent_id}):
                 mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
                 for row in history:
                     step = int(row["epoch"])

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from bench.core import progress
 from bench.core.errors import BenchError
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -182,18 +183,20 @@ class Attack:
                 num_classes = model(x[:1]).shape[1]
             target = random_wrong_class(y, num_classes, gen)
         out, traces, firsts = [], [], []
-        for start in range(0, len(x), self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            tb = None if target is None else target[sl].to(x.device)
-            adv = self.perturb(model, x[sl], y[sl].to(x.device), tb, gen)
-            if isinstance(adv, Traced):
-                traces.append(adv.loss_trace)
-                firsts.append(None if adv.first_success is None else adv.first_success.detach().long().cpu())
-                adv = adv.x_adv
-            else:
-                traces.append(None)
-                firsts.append(None)
-            out.append(adv.detach())
+        with progress.task(f"craft {getattr(self, 'registry_name', type(self).__name__)}", len(x)) as bar:
+            for start in range(0, len(x), self.batch_size):
+                sl = slice(start, start + self.batch_size)
+                tb = None if target is None else target[sl].to(x.device)
+                adv = self.perturb(model, x[sl], y[sl].to(x.device), tb, gen)
+                if isinstance(adv, Traced):
+                    traces.append(adv.loss_trace)
+                    firsts.append(None if adv.first_success is None else adv.first_success.detach().long().cpu())
+                    adv = adv.x_adv
+                else:
+                    traces.append(None)
+                    firsts.append(None)
+                out.append(adv.detach())
+                bar.update(len(adv))
         if not out:
             return AttackResult(x.clone(), target=target)
         first = None if any(f is None for f in firsts) else torch.cat(firsts)
