@@ -223,6 +223,7 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
     as ``link_prefix/<name>.png``. ``notes`` (hand-written Markdown, see ``notes_path``) is appended
     verbatim, so regenerating the file keeps it."""
     from bench.report.flags import cell_flags
+    from bench.report.indicators import indicator_lines
 
     flags = cell_flags(records)
     df = build_table(records, spec, flags)
@@ -272,6 +273,7 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
         lines += ["", f"{FLAG.strip()} Evaluation looks unreliable (AutoAttack-style checks), the number may "
                   "overstate robustness:"]
         lines += [f"- {by_id[cid]['key']}: {'; '.join(why)}" for cid, why in flags.items() if cid in by_id]
+    lines += indicator_lines(records)
     if figures_dir is not None and ok:
         from bench.report.plots import write_figures
 
