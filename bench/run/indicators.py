@@ -25,6 +25,10 @@ Each indicator is ``{"fired": bool, "value": float, "n": points measured, "remed
    more than ``UNBOUNDED_MAX`` of them stay correct (a minimal-norm attack, unbounded already, is
    judged on the cell's own points at no extra cost).
 
+Silent success, transfer failure and a minimal-norm attack's unconstrained failure are judged on the
+first ``JUDGE_POINTS`` points (``n`` says how many counted): a random pipeline's forward pass costs
+as much as an attack step.
+
 The trace-based ones (3, 4) need the attack's trace, so they are absent for examples read from the
 disk cache of an earlier run; defense-aware attacks other than BPDA / EOT (PGD-NN) optimise a
 criterion of their own and get only (4).
@@ -41,9 +45,12 @@ import torch
 
 from bench.core.contracts import Attack, AttackResult, budget_limit, project_l2, project_linf
 
-GRAD_POINTS = 32
-NOISE_POINTS = 16
-NOISE_DRAWS = 8
+GRAD_POINTS = 16
+NOISE_POINTS = 8
+NOISE_DRAWS = 4
+#: points judged on the attacked model for silent success and transfer failure (a random pipeline such
+#: as RIDE's costs as much per forward pass as an attack step)
+JUDGE_POINTS = 32
 NOISE_RADIUS = 1 / 255
 UNSTABLE_MAX = 0.1
 SHARE_MAX = 0.05
@@ -152,7 +159,7 @@ def unconstrained_failure(attack: Any, model: Any, x: torch.Tensor, y: torch.Ten
     """Share of up to ``UNBOUNDED_POINTS`` points the attacked model classifies correctly that the
     attack with an unbounded budget leaves correct."""
     judge, attacked = attacked_pair(attack, model)
-    pool = torch.arange(min(len(x), 4 * UNBOUNDED_POINTS), device=x.device)
+    pool = torch.arange(min(len(x), 2 * UNBOUNDED_POINTS), device=x.device)
     ok = ~judge.is_success(_logits(attacked, x[pool], judge.batch_size), y[pool],
                            None if target is None else target[pool])
     idx = pool[ok][:UNBOUNDED_POINTS]
@@ -197,20 +204,23 @@ def compute(attack: Any, model: Any, x: torch.Tensor, y: torch.Tensor, x_adv: to
         if "fooled" not in memo:
             memo["unavailable_gradients"] = unavailable_gradients(judge, attacked, x, y, target)
             memo["unstable_predictions"] = unstable_predictions(judge, attacked, x, x_adv, y, target, gen)
-            memo["fooled"] = judge.is_success(_logits(attacked, x_adv, judge.batch_size), y, target)
+            k = JUDGE_POINTS
+            memo["fooled"] = judge.is_success(_logits(attacked, x_adv[:k], judge.batch_size), y[:k],
+                                              None if target is None else target[:k])
         fooled = memo["fooled"]
+        j = len(fooled)
         out["unavailable_gradients"] = memo["unavailable_gradients"]
         out["unstable_predictions"] = memo["unstable_predictions"]
         if first is not None:
-            silent = (first.to(dev) >= 0) & ~fooled
-            out["silent_success"] = _entry("silent_success", bool(silent.any()), float(silent.float().mean()), len(y))
+            silent = (first[:j].to(dev) >= 0) & ~fooled
+            out["silent_success"] = _entry("silent_success", bool(silent.any()), float(silent.float().mean()), j)
         if transfer:
-            pts = fooled & clean_ok
-            miss = pts & ~scored_fooled
+            pts = fooled & clean_ok[:j]
+            miss = pts & ~scored_fooled[:j]
             share = float(miss.sum()) / max(int(pts.sum()), 1)
             out["transfer_failure"] = _entry("transfer_failure", share > SHARE_MAX, share, int(pts.sum()))
         if attack.minimal_norm:
-            pts = clean_ok
+            pts = clean_ok[:j]
             share = float((pts & ~fooled).sum()) / max(int(pts.sum()), 1)
             out["unconstrained_failure"] = _entry("unconstrained_failure", share > UNBOUNDED_MAX, share, int(pts.sum()))
         else:
