@@ -34,6 +34,9 @@ class MIM(Attack):
             trace[t] = self.attack_loss(logits, y, target)
             hit = self.is_success(logits, y, target) & ~done
             found[hit], done, first[hit] = x_adv[hit], done | hit, t
+            if bool(done.all()):  # every example already returns an earlier iterate: the rest changes nothing
+                trace[t + 1 :] = trace[t]
+                break
             l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
             g = self.decay * g + grad / l1
             x_adv = project_linf(x_adv + self.step_size * g.sign(), x, self.eps)

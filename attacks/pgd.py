@@ -76,6 +76,9 @@ class PGD(Attack):
                 found[hit] = x_adv[hit]
                 done |= hit
                 hit_at[hit] = t
+            if bool(done.all()):  # every example already returns an earlier iterate: the rest changes nothing
+                trace[t + 1 :] = trace[t]
+                break
             x_adv = project_linf(x_adv + alpha * grad.sign(), x, eps)
         last = ~done
         found[last] = x_adv[last]

@@ -43,6 +43,9 @@ class PGDL2(Attack):
             trace[t] = self.attack_loss(logits, y, target)
             hit = self.is_success(logits, y, target) & ~done
             found[hit], done, first[hit] = x_adv[hit], done | hit, t
+            if bool(done.all()):  # every example already returns an earlier iterate: the rest changes nothing
+                trace[t + 1 :] = trace[t]
+                break
             x_adv = project_l2(x_adv + self.step_size * _unit(grad), x, self.eps)
         found[~done] = x_adv[~done]
         return Traced(found, trace, first)

@@ -21,7 +21,8 @@ Each indicator is ``{"fired": bool, "value": float, "n": points measured, "remed
    surrogate, BPDA / EOT's pipeline), not on the scored target; fires when more than ``SHARE_MAX`` of
    those points are.
 6. unconstrained attack failure: the same attack with the largest budget the norm admits (step sizes
-   unchanged) on up to ``UNBOUNDED_POINTS`` correctly classified points must fool them; fires when
+   scaled by the same factor, so an eps-relative step keeps its meaning) on up to
+   ``UNBOUNDED_POINTS`` correctly classified points must fool them; fires when
    more than ``UNBOUNDED_MAX`` of them stay correct (a minimal-norm attack, unbounded already, is
    judged on the cell's own points at no extra cost).
 
@@ -154,15 +155,11 @@ def incomplete_optimisation(trace: torch.Tensor, failed: torch.Tensor) -> dict[s
     return _entry("incomplete_optimisation", share > SHARE_MAX, share, len(idx))
 
 
-def unconstrained_failure(attack: Any, model: Any, x: torch.Tensor, y: torch.Tensor,
+def unconstrained_failure(attack: Any, model: Any, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor,
                           target: torch.Tensor | None) -> dict[str, Any]:
-    """Share of up to ``UNBOUNDED_POINTS`` points the attacked model classifies correctly that the
-    attack with an unbounded budget leaves correct."""
-    judge, attacked = attacked_pair(attack, model)
-    pool = torch.arange(min(len(x), 2 * UNBOUNDED_POINTS), device=x.device)
-    ok = ~judge.is_success(_logits(attacked, x[pool], judge.batch_size), y[pool],
-                           None if target is None else target[pool])
-    idx = pool[ok][:UNBOUNDED_POINTS]
+    """Share of up to ``UNBOUNDED_POINTS`` correctly classified points that the attack with an
+    unbounded budget (step sizes scaled with it) leaves correct on the model it attacks."""
+    idx = correct.nonzero().squeeze(1)[:UNBOUNDED_POINTS].to(x.device)
     if len(idx) == 0:
         return _entry("unconstrained_failure", False, 0.0, 0)
     free = copy.copy(attack)
@@ -170,12 +167,22 @@ def unconstrained_failure(attack: Any, model: Any, x: torch.Tensor, y: torch.Ten
     if isinstance(inner, Attack):
         free.inner = inner = copy.copy(inner)
     for a in (free, inner):
-        if isinstance(a, Attack) and a.eps is not None:
-            a.eps = budget_limit(a.norm, x.shape[1:])
+        if isinstance(a, Attack) and a.eps:
+            grow = budget_limit(a.norm, x.shape[1:]) / a.eps
+            a.eps *= grow
+            if a.step_size is not None:  # an eps-scaled step (PGD's 2.5 eps / steps) keeps its meaning
+                a.step_size *= grow
     t = None if target is None else target[idx]
     res = free.run(model, x[idx], y[idx], None if t is None else t.cpu())
-    left = ~judge.is_success(_logits(attacked, res.x_adv, judge.batch_size), y[idx], t)
-    share = float(left.float().mean())
+    judge, attacked = attacked_pair(attack, model)
+    fooled = torch.zeros(len(idx), dtype=torch.bool, device=x.device)
+    if res.first_success is not None:  # the attack's own verdict on the model it attacked
+        fooled |= res.first_success.to(x.device) >= 0
+    rest = (~fooled).nonzero().squeeze(1)
+    if len(rest):
+        fooled[rest] = judge.is_success(_logits(attacked, res.x_adv[rest], judge.batch_size), y[idx][rest],
+                                        None if t is None else t[rest])
+    share = float((~fooled).float().mean())
     return _entry("unconstrained_failure", share > UNBOUNDED_MAX, share, len(idx))
 
 
@@ -225,7 +232,7 @@ def compute(attack: Any, model: Any, x: torch.Tensor, y: torch.Tensor, x_adv: to
             out["unconstrained_failure"] = _entry("unconstrained_failure", share > UNBOUNDED_MAX, share, int(pts.sum()))
         else:
             if "unconstrained_failure" not in memo:
-                memo["unconstrained_failure"] = unconstrained_failure(attack, model, x, y, target)
+                memo["unconstrained_failure"] = unconstrained_failure(attack, model, x, y, clean_ok, target)
             out["unconstrained_failure"] = memo["unconstrained_failure"]
     if trace is not None:
         out["incomplete_optimisation"] = incomplete_optimisation(trace, (clean_ok & ~scored_fooled).cpu())
