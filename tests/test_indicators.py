@@ -11,6 +11,7 @@ import torch
 
 from attacks.pgd_skip import StreamPGD
 from bench.core.approx import EOT
+from bench.core.contracts import AttackResult
 from bench.core.methods import ATTACKS
 from bench.report.check import indicator_problems
 from bench.report.indicators import indicator_lines
@@ -61,6 +62,10 @@ def test_an_earlier_adversarial_iterate_is_returned_not_the_last(digits_model, p
     silent = was & ~_fooled(digits_model, last, y)
     assert int(silent.sum()) >= 1  # some paths left the adversarial region again
     assert bool(_fooled(digits_model, best.x_adv, y)[was].all())
+    order = torch.argsort((~silent).int(), stable=True)  # the indicator judges the first JUDGE_POINTS
+    x, y, last = x[order], y[order], last[order]
+    best = AttackResult(best.x_adv[order], loss_trace=best.loss_trace[:, order],
+                        first_success=best.first_success[order])
     clean_ok = ~_fooled(digits_model, x, y)
     pgd = ATTACKS.create("pgd", **kw)
     with torch.no_grad():

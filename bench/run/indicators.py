@@ -46,12 +46,12 @@ import torch
 
 from bench.core.contracts import Attack, AttackResult, budget_limit, project_l2, project_linf
 
-GRAD_POINTS = 16
+GRAD_POINTS = 8
 NOISE_POINTS = 8
-NOISE_DRAWS = 4
+NOISE_DRAWS = 3
 #: points judged on the attacked model for silent success and transfer failure (a random pipeline such
 #: as RIDE's costs as much per forward pass as an attack step)
-JUDGE_POINTS = 32
+JUDGE_POINTS = 16
 NOISE_RADIUS = 1 / 255
 UNSTABLE_MAX = 0.1
 SHARE_MAX = 0.05
