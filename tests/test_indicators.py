@@ -155,3 +155,11 @@ def test_leaderboard_lines_and_the_check_read_the_record_fields():
     assert indicator_problems(rec) == []
     assert indicator_problems({**rec, "indicators": {}}) and indicator_problems({"key": "k", "status": "ok"})
     assert indicator_problems({**rec, "per_point": {}}) == []  # stream cells carry none
+
+
+def test_mlflow_gets_each_indicator_as_two_metrics():
+    from bench.track.tracker import indicator_metrics
+
+    rec = {"indicators": {"silent_success": {"fired": True, "value": 0.5, "n": 4, "remedy": "r"}}}
+    assert indicator_metrics(rec) == {"indicator.silent_success.fired": 1.0, "indicator.silent_success.value": 0.5}
+    assert indicator_metrics({}) == {}
