@@ -30,9 +30,9 @@ Silent success, transfer failure and a minimal-norm attack's unconstrained failu
 first ``JUDGE_POINTS`` points (``n`` says how many counted): a random pipeline's forward pass costs
 as much as an attack step.
 
-The trace-based ones (3, 4) need the attack's trace, so they are absent for examples read from the
-disk cache of an earlier run; defense-aware attacks other than BPDA / EOT (PGD-NN) optimise a
-criterion of their own and get only (4).
+The trace-based ones (3, 4) need the attack's trace (kept beside cached examples, so cells of other
+workers and later runs read it), so they are absent only for examples cached without one.
+Defense-aware attacks other than BPDA / EOT (PGD-NN) optimise a criterion of their own and get only (4).
 """
 
 from __future__ import annotations
