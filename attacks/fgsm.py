@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.core.contracts import Attack, Model, project_linf
+from bench.core.contracts import Attack, Model, Traced, project_linf
 from bench.core.methods import register_attack as register
 
 
@@ -20,6 +20,12 @@ class FGSM(Attack):
         super().__init__(eps=eps, **kw)
 
     def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                gen: torch.Generator) -> torch.Tensor:
-        grad, _ = self.loss_grad(model, x, y, target)
-        return project_linf(x + self.eps * grad.sign(), x, self.eps)
+                gen: torch.Generator) -> Traced:
+        """The step's point, except where x itself is already adversarial (then x: the best point on
+        the one-step path); the trace is the loss at x."""
+        grad, logits = self.loss_grad(model, x, y, target)
+        x_adv = project_linf(x + self.eps * grad.sign(), x, self.eps)
+        hit = self.is_success(logits, y, target)
+        x_adv[hit] = x[hit]
+        first = torch.where(hit, 0, -1).long()
+        return Traced(x_adv, self.attack_loss(logits, y, target)[None], first)

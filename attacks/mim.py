@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.core.contracts import Attack, Model, project_linf
+from bench.core.contracts import Attack, Model, Traced, project_linf
 from bench.core.methods import register_attack as register
 
 
@@ -22,16 +22,23 @@ class MIM(Attack):
             self.step_size = self.eps / self.steps
 
     def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                gen: torch.Generator) -> torch.Tensor:
+                gen: torch.Generator) -> Traced:
+        """The first adversarial iterate per example (else the last one), with the loss trace."""
         x_adv, g = x.clone(), torch.zeros_like(x)
         found = x.clone()
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(self.steps):
+        trace = torch.empty(self.steps, len(x), device=x.device)
+        first = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        for t in range(self.steps):
             grad, logits = self.loss_grad(model, x_adv, y, target)
+            trace[t] = self.attack_loss(logits, y, target)
             hit = self.is_success(logits, y, target) & ~done
-            found[hit], done = x_adv[hit], done | hit
+            found[hit], done, first[hit] = x_adv[hit], done | hit, t
+            if bool(done.all()):  # every example already returns an earlier iterate: the rest changes nothing
+                trace[t + 1 :] = trace[t]
+                break
             l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
             g = self.decay * g + grad / l1
             x_adv = project_linf(x_adv + self.step_size * g.sign(), x, self.eps)
         found[~done] = x_adv[~done]
-        return found
+        return Traced(found, trace, first)

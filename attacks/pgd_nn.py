@@ -45,6 +45,7 @@ from bench.core.contracts import (
     Model,
     NeighbourScorer,
     StatefulDefense,
+    Traced,
     project_linf,
     uniform_like,
 )
@@ -115,13 +116,14 @@ class NeighbourPGD(Attack):
                 d.restore(state)
 
     def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                gen: torch.Generator) -> torch.Tensor:
+                gen: torch.Generator) -> Traced:
         db = self._db
         assert db is not None
         chunk = max(1, GATHER_BUDGET // (db.m * db.features.shape[1]))
         out = [self._run(x[i : i + chunk], y[i : i + chunk], None if target is None else target[i : i + chunk], gen)
                for i in range(0, len(x), chunk)]
-        return torch.cat(out)
+        return Traced(torch.cat([o.x_adv for o in out]), torch.cat([o.loss_trace for o in out], dim=1),
+                      torch.cat([o.first_success for o in out]))
 
     # -- the soft neighbourhood ------------------------------------------------------------------
     def _database(self, device: torch.device) -> _Database:
@@ -174,7 +176,9 @@ class NeighbourPGD(Attack):
         raise NotImplementedError
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-             gen: torch.Generator) -> torch.Tensor:
+             gen: torch.Generator) -> Traced:
+        """The lowest-margin iterate per example; the trace is the hard K-NN margin key of every
+        iterate (negative exactly when it fools the defense), the final one included."""
         eps, alpha = self.eps, self.step_size
         x_adv = x.clone()
         if self.random_start:
@@ -182,6 +186,8 @@ class NeighbourPGD(Attack):
         best = x_adv.clone()
         best_key = torch.full((len(x),), float("inf"), device=x.device)
         state: dict[str, torch.Tensor] | None = None
+        trace = torch.empty(self.steps + 1, len(x), device=x.device)
+        first = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
         for step in range(self.steps + 1):
             last = step == self.steps  # one more search scores the final iterate
             x_in = x_adv.detach().requires_grad_(not last)
@@ -189,6 +195,8 @@ class NeighbourPGD(Attack):
                 f, soft, top = self._neighbourhood(x_in)
                 with torch.no_grad():
                     key = self._margin_key(self._hard_scores(top), y, target)
+                trace[step] = key
+                first[(first < 0) & (key < 0)] = step
                 better = key < best_key
                 best[better], best_key[better] = x_adv[better], key[better]
                 if last:
@@ -198,7 +206,7 @@ class NeighbourPGD(Attack):
                 loss = self.loss(f, soft, y, target, state).sum()
             (grad,) = torch.autograd.grad(loss, x_in)
             x_adv = project_linf(x_adv + alpha * grad.sign(), x, eps)
-        return best
+        return Traced(best, trace, first)
 
 
 @register("pgd-nn")

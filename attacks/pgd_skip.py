@@ -159,7 +159,7 @@ class StreamAttack(Attack):
 
     def craft(self, net: Model, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """PGD (ours) against ``net``; every iterate is projected onto the eps ball and [0, 1]."""
-        return self.pgd.perturb(net, x, y, None, gen).detach()
+        return self.pgd.perturb(net, x, y, None, gen).x_adv.detach()
 
     def run_stream(self, model: Model, defense: StatefulDefense, x: torch.Tensor, y: torch.Tensor,
                    order: torch.Tensor, attacked: torch.Tensor,

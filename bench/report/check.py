@@ -20,6 +20,21 @@ def write_baseline(records: list[dict[str, Any]], path: Path) -> None:
     atomic_write_text(Path(path), json.dumps(baseline_from(records), indent=2) + "\n")
 
 
+def indicator_problems(rec: dict[str, Any]) -> list[str]:
+    """A gradient-attack cell (every cell but a stream's: RMC-style defenses and stream attacks) must
+    carry its indicators of attack failure (bench.run.indicators), each with a bool and a value."""
+    if "per_point" in rec or "attacked" in rec or "n_attacked" in rec:
+        return []
+    if rec.get("indicators_error"):
+        return [f"{rec['key']}: indicators of attack failure not computed ({rec['indicators_error']})"]
+    ind = rec.get("indicators")
+    if not isinstance(ind, dict) or not ind:
+        return [f"{rec['key']}: no indicators of attack failure in the record"]
+    bad = [k for k, v in ind.items() if not (isinstance(v, dict) and isinstance(v.get("fired"), bool)
+                                             and isinstance(v.get("value"), (int, float)) and v.get("remedy"))]
+    return [f"{rec['key']}: malformed indicator(s) {', '.join(bad)}"] if bad else []
+
+
 def compare(records: list[dict[str, Any]], baseline_path: Path, tolerance_pts: float) -> list[str]:
     """Problems found: failed cells, cells missing from the results, drift beyond tolerance (points)."""
     path = Path(baseline_path)
@@ -34,6 +49,8 @@ def compare(records: list[dict[str, Any]], baseline_path: Path, tolerance_pts: f
     for r in records:
         if r.get("status") != "ok":
             problems.append(f"{r['key']}: cell failed ({r.get('error', '')})")
+        else:
+            problems += indicator_problems(r)
     for key, ref in base.items():
         rec = by_key.get(key)
         if rec is None:

@@ -314,7 +314,9 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
             lines += [markdown_table(table), ""]
     if model["metrics"]:
         lines += ["## Per-model metrics", "", markdown_table(model["metrics"]), ""]
-    under = notes_under_tables(model)
+    from bench.report.indicators import indicator_lines
+
+    under = notes_under_tables(model) + indicator_lines(records)
     if under:
         lines += ["## Flags and findings", *under, ""]
     if figures_dir is not None and ok:

@@ -20,6 +20,7 @@ from bench.core.errors import AuditError, BenchError
 from bench.core.stream import stream_order
 from bench.core.version import code_version
 from bench.run import audit
+from bench.run import indicators as failure_indicators
 from bench.run.artifacts import ArtifactStore
 from bench.run.diagnostics import zero_grad_fraction
 from bench.run.stream_batch import StreamBatcher
@@ -105,6 +106,10 @@ class Evaluator:
         self.spec, self.artifacts = spec, artifacts
         self._clean: dict[tuple[str, str], torch.Tensor] = {}
         self._zero_grad: dict[str, float] = {}  # per base model
+        #: per adversarial-examples key: the attack's result (its trace) and the indicators that depend
+        #: on the attack alone, for later cells scoring the same examples
+        self._traces: dict[str, AttackResult] = {}
+        self._indicator_memo: dict[str, dict[str, Any]] = {}
         #: RMC streams of several cells run together (bench.run.stream_batch); off until the runner sizes it
         self.batcher = StreamBatcher()
 
@@ -221,7 +226,44 @@ class Evaluator:
         if isinstance(defense, StatefulDefense):  # per-point stream records (position, correct, delay, stats)
             stream_ok = adv_pred == y
             rec.update(perpoint.stream_record(stream_ok, cell.seed, delays, stats))
+        elif attacked is None:  # a stream attack's or stateful defense's gradients are neither cheap nor stable
+            rec.update(self.indicators(cell, attack, model, defense, x, y, x_adv, adv_pred, clean_pred, result))
         return rec
+
+    def indicators(self, cell: Cell, attack: Any, model: torch.nn.Module, defense: Any, x: torch.Tensor,
+                   y: torch.Tensor, x_adv: torch.Tensor, adv_pred: torch.Tensor, clean_pred: torch.Tensor,
+                   result: AttackResult | None) -> dict[str, Any]:
+        """Indicators of attack failure (bench.run.indicators; Pintor et al., NeurIPS 2022) of the cell;
+        a fault in them is recorded, never fails the cell's number."""
+        key = self.artifacts.adv_key(cell)
+        if result is not None:
+            self._traces[key] = result
+        elif key not in self._traces and cell.threat != "adaptive":
+            cached = self._cached_trace(key)
+            if cached is not None:
+                self._traces[key] = cached
+        memo = self._indicator_memo.setdefault(key, {})
+        torch.manual_seed(cell.seed)  # a random pipeline's draws do not depend on the cells before
+        try:
+            return failure_indicators.compute(
+                attack, self.attack_target(cell, model, defense), x, y, x_adv, adv_pred, clean_pred == y,
+                result=self._traces.get(key), transfer=cell.threat in ("transfer", "adaptive"), seed=cell.seed,
+                memo=memo)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a diagnostic must not cost the cell its number
+            return {"indicators_error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+
+    def attack_target(self, cell: Cell, model: torch.nn.Module, defense: Any) -> Any:
+        """What the cell's attack runs on: the model (base), the surrogate (transfer), or the defense's
+        attack surface (adaptive; bind the attack first)."""
+        if cell.threat == "base":
+            return model
+        if cell.threat == "transfer":
+            sur = cell.surrogate
+            return self.artifacts.model(sur.get("arch", cell.arch), sur.get("defense", "standard"),
+                                        sur.get("params", {}), int(sur.get("seed", cell.seed + 1)))[0]
+        return defense.attack_model()
 
     def score(self, cell: Cell, clean_pred: torch.Tensor, adv_pred: torch.Tensor, delays: list[float] | None,
               attacked: torch.Tensor | None, attack_params: dict[str, Any], x: torch.Tensor, x_adv: torch.Tensor,
@@ -282,8 +324,33 @@ class Evaluator:
         eps = None if attack.minimal_norm else attack.eps
         report = audit.audit(x.to(x_adv.device), x_adv, norm, eps)
         if held is None:  # audited before it is kept, so the cache holds valid ones only
+            if result is not None and cell.threat != "adaptive":  # the trace first: a reader of the examples finds it
+                self._keep_trace(adv_key, result)
             art.keep_adv(adv_key, x_adv, norm, persist=cell.threat != "adaptive")
         return x_adv, norm, eps, report, result
+
+    def _trace_path(self, adv_key: str) -> Any:
+        from pathlib import Path
+
+        return Path(self.artifacts.opt.cache_dir) / "adv" / f"{adv_key}.trace.pt"
+
+    def _keep_trace(self, adv_key: str, result: AttackResult) -> None:
+        """The attack's trace beside its cached examples, for the failure indicators of cells (in other
+        workers, or a later run) that read the examples from the cache."""
+        from bench.core.cache import atomic_torch_save
+
+        if result.loss_trace is not None and result.first_success is not None:
+            atomic_torch_save({"loss_trace": result.loss_trace, "first_success": result.first_success,
+                               "target": result.target}, self._trace_path(adv_key))
+
+    def _cached_trace(self, adv_key: str) -> AttackResult | None:
+        from bench.core.cache import torch_load_or_none
+
+        saved = torch_load_or_none(self._trace_path(adv_key))
+        if not isinstance(saved, dict):
+            return None
+        return AttackResult(torch.empty(0), target=saved.get("target"), loss_trace=saved.get("loss_trace"),
+                            first_success=saved.get("first_success"))
 
     def partner_adversarial(self, cell: Cell, model: torch.nn.Module, defense: Any) -> torch.Tensor:
         """A later cell's audited examples, crafted ahead of its turn for a batched stream (its model
@@ -301,16 +368,10 @@ class Evaluator:
             if cached is not None:
                 return cached.to(self.device), None
         x, y = x.to(self.device), y.to(self.device)
-        if cell.threat == "base":
-            target_model = model
-        elif cell.threat == "transfer":
-            sur = cell.surrogate
-            target_model, _ = art.model(sur.get("arch", cell.arch), sur.get("defense", "standard"),
-                                        sur.get("params", {}), int(sur.get("seed", cell.seed + 1)))
-        else:
+        if cell.threat == "adaptive":
             defense.reset()  # as in predict(): the attack's draws do not depend on earlier cells
             if attack.needs_defense:  # stream-aware attacks replay the order predict() uses
                 attack.bind(defense, stream_seed=cell.seed)
-            target_model = defense.attack_model()
+        target_model = self.attack_target(cell, model, defense)
         result = attack.run(target_model, x, y)
         return result.x_adv.detach(), result

@@ -170,6 +170,17 @@ def interval_metrics(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def indicator_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The record's indicators of attack failure (``indicators``: name -> fired / value / ...) as scalar
+    metrics ``indicator.<name>.fired`` (0 / 1) and ``indicator.<name>.value``."""
+    out: dict[str, float] = {}
+    for name, entry in (record.get("indicators") or {}).items():
+        if isinstance(entry, dict):
+            out[f"indicator.{name}.fired"] = float(bool(entry.get("fired")))
+            out[f"indicator.{name}.value"] = float(entry.get("value", 0.0))
+    return out
+
+
 def log_leaderboard(grid: str, files: list[Path], uri: str | None = None, run_id: str | None = None) -> None:
     """The published leaderboard (Markdown and pictures) as artifacts of a run in the grid's experiment:
     ``run_id``'s (the parent run of the ``bench run`` that wrote it, whose status stays as it is), else
@@ -369,6 +380,7 @@ class Tracker:
         metrics = {k: float(v) for k, v in record.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seed", "n", "eps")}
         metrics.update(interval_metrics(record))
+        metrics.update(indicator_metrics(record))
         tags = {k: str(record[k]) for k in ("status", "device", "code_version", "config_hash", "cell_id",
                                             "threat", "error") if record.get(k) not in (None, "")}
         tags["torch_version"] = torch.__version__
