@@ -33,6 +33,8 @@ def test_verbose_log_records_are_masked_and_others_untouched():
     # other tests quiet MLflow's loggers (level, disabled); this one measures the filter, not them
     logger.setLevel(logging.INFO)
     logger.disabled = False
+    disabled_before = logging.root.manager.disable  # an interrupt test's `logging.disable` outlives it
+    logging.disable(logging.NOTSET)
     try:
         mask_log_handlers("mlflow.test_masking")
         mask_log_handlers("mlflow.test_masking")  # idempotent
@@ -41,6 +43,7 @@ def test_verbose_log_records_are_masked_and_others_untouched():
         logger.warning("plain %s", "message")
     finally:
         logger.removeHandler(handler)
+        logging.disable(disabled_before)
     assert stream.getvalue().splitlines() == ["retrying postgresql://u:***@db/mlflow (3)", "plain message"]
 
 
