@@ -367,3 +367,13 @@ def test_site_in_headless_chromium(tmp_path):
         print(f"screenshot of the leaderboard site: {shot}")
     finally:
         driver.quit()
+
+
+def test_a_cell_with_a_marker_the_parser_does_not_know_still_renders():
+    """The clean-drop marker (or any later one) is shown as printed and sorted by its number."""
+    from bench.report.leaderboard import DROP
+    from bench.report.site import _cell_html, parse_cell
+
+    cell = parse_cell(f"65.0 [55–74]{DROP}")
+    assert cell["value"] == 65.0
+    assert "65.0 [55–74]" in _cell_html(cell, False)

@@ -72,7 +72,7 @@ def parse_cell(text: str) -> dict[str, Any]:
     m = _CELL.match(text.strip())
     if m is None:  # a form this parser does not know (a new marker): shown as printed, sorted by its number
         if lead := re.match(r"^-?\d+(?:\.\d+)?", text.strip()):
-            cell["value"] = float(lead.group(0))
+            cell["value"], cell["shown"] = float(lead.group(0)), text.strip()
         return cell
     v = m.group("v")
     cell["value"] = float("inf") if v == "∞" else float(v)
