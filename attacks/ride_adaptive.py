@@ -45,15 +45,15 @@ class RIDEStraightThrough(Attack):
 
     needs_defense = True
     applies_to = ("ride",)
-    minimums = {**Attack.minimums, "rounds": (2, "one round trains RIDE, a second scores the steps"),
+    minimums = {**Attack.minimums, "rounds": (1, "each round runs RIDE; one round only scores the start"),
                 "draws": (1, ""), "samples": (1, "")}
 
     def __init__(self, eps: float = 0.3, steps: int = 10, step_size: float | None = None, rounds: int = 4,
                  draws: int = 2, samples: int = 8, init: str = "base", random_start: bool = True,
                  **kw: Any) -> None:
         super().__init__(eps=eps, steps=steps, step_size=step_size, random_start=random_start, **kw)
-        if int(rounds) < 2:
-            raise BenchError(f"ride-st needs rounds >= 2 (RIDE trains once per round), got {rounds}")
+        if int(rounds) < 1:
+            raise BenchError(f"ride-st needs rounds >= 1 (RIDE runs once per round), got {rounds}")
         if int(draws) < 1:
             raise BenchError(f"ride-st needs draws >= 1 (RIDE trainings per round), got {draws}")
         if int(samples) < 1:

@@ -77,8 +77,8 @@ def test_ride_st_stays_in_the_ball_and_records_its_trace(digits_model, digits_te
 
 
 def test_ride_st_needs_ride_and_sane_budgets(digits_model):
-    with pytest.raises(BenchError, match="rounds >= 2"):
-        attacks.create("ride-st", eps=EPS, rounds=1)
+    with pytest.raises(BenchError, match="rounds >= 1"):
+        attacks.create("ride-st", eps=EPS, rounds=0)
     with pytest.raises(BenchError, match="init must be"):
         attacks.create("ride-st", eps=EPS, init="zero")
     atk = attacks.create("ride-st", eps=EPS)
