@@ -15,6 +15,15 @@ EPS = 0.1
 N = 40
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """RIDE trains for hundreds of float32 Adam steps: one thread keeps the sums in one order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _ride(model, **over):
     factory = defenses.DEFENSES.get("ride")
     params = {"iterations": 30, "checkpoints": 2, **over}
@@ -53,8 +62,9 @@ def test_frozen_ride_replays_the_transform_differentiably(digits_model, digits_t
         frozen(x[:3])
 
 
-@pytest.mark.slow  # about 10 s on 2 CPU cores: 16 RIDE runs on 40 images
+@pytest.mark.slow  # about 20 s on a loaded 2-core CPU: 16 RIDE runs on 40 images
 def test_ride_st_beats_the_eot_cell_on_the_same_points(digits_model, digits_test):
+    # measured (one thread): eot 65%, ride-st 50%, gray-box PGD 62.5% robust accuracy under RIDE
     x, y = digits_test.x[:N], digits_test.y[:N]
     ride = _ride(digits_model)
     old = _craft(ride, attacks.create("eot", attack="pgd", n=2, steps=5, step_size=0.04, eps=EPS), x, y)
