@@ -42,6 +42,13 @@ class GroupedFCN:
             b = torch.cat([(torch.rand(cout, generator=g) * 2 - 1) * bound for g in generators])
             self.params += [w.to(device, dtype).requires_grad_(True), b.to(device, dtype).requires_grad_(True)]
 
+    def frozen_copy(self) -> GroupedFCN:
+        """A detached copy of the current weights (training goes on in this one)."""
+        copy = GroupedFCN.__new__(GroupedFCN)
+        copy.batch, copy.widths = self.batch, self.widths
+        copy.params = [p.detach().clone() for p in self.params]
+        return copy
+
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """z: (S, B*C, H, W) -> (S, B*C, H, W); S samples per image share the image's net."""
         out = z
@@ -99,17 +106,30 @@ class RIDE(Purifier):
         self._calls = 0
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transform_frozen(x, keep=False)[0]
+
+    def transform_frozen(self, x: torch.Tensor, keep: bool = True) -> tuple[torch.Tensor, FrozenRIDE | None]:
+        """``transform(x)`` (the same draw: it advances the same counter) and, with ``keep``, the
+        :class:`FrozenRIDE` that replays its estimation pass differentiably (for adaptive attacks)."""
         self._calls += 1  # fresh randomness per call (it is a random defense), reproducible per run
         seeds = [self.seed * 1_000_003 + self._calls * 10_007 + i for i in range(len(x))]
-        out = []
+        outs, parts = [], []
         with progress.task("ride", len(x)) as bar:
             for i in range(0, len(x), self.batch_size):
-                out.append(self.purify(x[i : i + self.batch_size], seeds[i : i + self.batch_size]))
-                bar.update(len(out[-1]))
-        return torch.cat(out)
+                out, nets = self.purify_keep(x[i : i + self.batch_size], seeds[i : i + self.batch_size], keep)
+                outs.append(out)
+                parts.append(nets)
+                bar.update(len(out))
+        frozen = FrozenRIDE(parts, self.alpha, self.sigma, self.est_samples) if keep else None
+        return torch.cat(outs), frozen
 
     def purify(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """Algorithm 2 for a batch, image i driven by generator seed ``seeds[i]``."""
+        return self.purify_keep(x, seeds, keep=False)[0]
+
+    def purify_keep(self, x: torch.Tensor, seeds: list[int],
+                    keep: bool = True) -> tuple[torch.Tensor, list[GroupedFCN]]:
+        """``purify`` and, with ``keep``, copies of the trained net at each checkpoint (else [])."""
         b, c, h, w = x.shape
         if c not in CHANNELS:
             raise BenchError(f"ride has networks for 1 or 3 channels, got {c}")
@@ -118,6 +138,7 @@ class RIDE(Purifier):
         net = GroupedFCN([c, *hidden, c], b, gens, x.device, x.dtype)
         opt = torch.optim.Adam(net.params, lr=self.lr, weight_decay=self.weight_decay)
         x_t = x.detach().reshape(1, b * c, h, w)
+        snapshots: list[GroupedFCN] = []
 
         def noise(samples: int) -> torch.Tensor:
             per = [torch.randn(samples, c, h, w, generator=g) for g in gens]
@@ -135,7 +156,44 @@ class RIDE(Purifier):
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
+                if keep:
+                    snapshots.append(net.frozen_copy())
                 with torch.no_grad():
                     x_est = net(x_t + noise(self.est_samples)).mean(0, keepdim=True)
                 x_t = self.alpha * x_t + (1 - self.alpha) * x_est
-        return x_est.view(b, c, h, w).clamp(0, 1).detach()
+        return x_est.view(b, c, h, w).clamp(0, 1).detach(), snapshots
+
+
+class FrozenRIDE:
+    """RIDE's estimation pass with the nets one ``transform`` call trained held fixed: x_0 = x,
+    x_est^(t) = E_z[h_t(x_{t-1} + z)], x_t = alpha x_{t-1} + (1 - alpha) x_est^(t), returning
+    x_est^(T) clamped to [0, 1] (Algorithm 2 given h_1..h_T), differentiable in x.
+
+    At the input it was built from it reproduces the transform up to the draw of z; its gradient
+    leaves out how training would move h_t with x (the straight-through part). Call it on a batch
+    of the same length and order as that transform call's input."""
+
+    def __init__(self, parts: list[list[GroupedFCN]], alpha: float, sigma: float, samples: int) -> None:
+        self.parts, self.alpha, self.sigma, self.samples = parts, alpha, sigma, samples
+
+    def __len__(self) -> int:
+        return sum(p[0].batch for p in self.parts)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None, samples: int | None = None) -> torch.Tensor:
+        """x (B, C, H, W) -> RIDE's estimate, averaging ``samples`` draws of z (default RIDE's own)."""
+        if len(x) != len(self):
+            raise BenchError(f"this FrozenRIDE was trained on {len(self)} images, got {len(x)}")
+        s = self.samples if samples is None else int(samples)
+        outs, start = [], 0
+        for nets in self.parts:
+            b = nets[0].batch
+            xb = x[start : start + b]
+            _, c, h, w = xb.shape
+            x_t = xb.reshape(1, b * c, h, w)
+            for net in nets:
+                z = torch.randn(s, b * c, h, w, generator=gen).to(x.device, x.dtype) * self.sigma
+                x_est = net(x_t + z).mean(0, keepdim=True)
+                x_t = self.alpha * x_t + (1 - self.alpha) * x_est
+            outs.append(x_est.view(b, c, h, w).clamp(0, 1))
+            start += b
+        return torch.cat(outs)

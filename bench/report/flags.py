@@ -26,7 +26,7 @@ from typing import Any
 ZERO_GRAD_MAX = 0.05
 WHITE_BOX = ("base", "adaptive")
 #: Adaptive attacks built for defenses that transform the input (purifiers, randomized transforms).
-INPUT_ATTACKS = ("bpda", "eot")
+INPUT_ATTACKS = ("bpda", "eot", "ride-st")
 
 
 def _pct(v: float) -> str:
@@ -76,8 +76,9 @@ def cell_flags(records: list[dict[str, Any]]) -> dict[str, list[str]]:
             out[r["cell_id"]].append(
                 f"adaptive attack {r.get('attack_name', r['attack'])} is not stronger than the base attack "
                 f"({_pct(r['robust_acc'])} >= {_pct(b['robust_acc'])}) against a defense that changes the "
-                "input: raise its EOT draws / steps, or give BPDA a closer substitute than the identity (against "
-                "RIDE on digits 8 draws x 20 steps were no stronger than 2 x 5: leaderboards/eot-strength-digits.md); "
+                "input: raise its EOT draws / steps, or give BPDA a closer substitute than the identity (RIDE: "
+                "ride-st differentiates its own estimation pass; eot on digits with 8 draws x 20 steps was no "
+                "stronger than 2 x 5: leaderboards/eot-strength-digits.md); "
                 "the worst-case column counts both attacks")
 
     def same(r: dict[str, Any]) -> tuple:
