@@ -23,13 +23,18 @@ def test_optimality_is_one_for_the_best_curve_and_zero_for_nothing():
 def test_score_references_the_per_point_best_over_implementations():
     entry = {"clean_accuracy": 1.0, "attacks": {
         "deepfool": {"a": {"distances": [0.5, 1.0, 2.0]}},
-        "cw-l2": {"b": {"distances": [1.0, 0.8, 2.0]}, "c": {"distances": [math.inf] * 3}}}}
+        "cw-l2": {"b": {"distances": [1.0, 0.8, 2.0]}, "c": {"distances": [math.inf] * 3}},
+        "pgd": {"p": {"distances": [0.1, math.inf, 0.1]}},
+        "fgsm": {"f": {"distances": [0.1, math.inf, math.inf]}}},
+        "budgets": {"deepfool": {}, "cw-l2": {}, "pgd": {"eps": 0.1}, "fgsm": {"eps": 0.1}}}
     score(entry)
     opt = {k: r["optimality"] for impls in entry["attacks"].values() for k, r in impls.items()}
     # best = (0.5, 0.8, 2.0), D = 2: areas 3.5/3 (a), 3.8/3 (b), 3.3/3 (best), worst c D = 2.
     assert opt["c"] == 0.0
     assert opt["a"] == pytest.approx((2 - 3.5 / 3) / (2 - 3.3 / 3), abs=1e-4)
     assert opt["b"] == pytest.approx((2 - 3.8 / 3) / (2 - 3.3 / 3), abs=1e-4)
+    # Fixed budget: the best breaks 2 of 3, FGSM 1 of them.
+    assert opt["p"] == 1.0 and opt["f"] == pytest.approx(0.5)
 
 
 def test_tracker_keeps_only_adversarial_in_budget_queries():
