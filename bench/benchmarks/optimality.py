@@ -69,17 +69,21 @@ class QueryTracker(nn.Module):
         self.best = torch.full((len(x),), float("inf"))
         self.best_x = x.clone()
         self.queries = 0
+        self.overhead = 0.0  # seconds spent tracking, taken off the attack's wall time
         self.eval()
 
     def reset(self) -> None:
         self.best.fill_(float("inf"))
         self.best_x = self.x.clone()
         self.queries = 0
+        self.overhead = 0.0
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         logits = self.model(q)
+        t0 = time.perf_counter()
         with torch.no_grad():
             self.record(q.detach(), logits.detach())
+        self.overhead += time.perf_counter() - t0
         return logits
 
     def record(self, q: torch.Tensor, logits: torch.Tensor) -> None:
@@ -242,7 +246,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, b: 
         torch.manual_seed(0)
         t0 = time.perf_counter()
         x_adv = fn(tracker, x, y).detach().to(x.dtype)
-        secs = time.perf_counter() - t0
+        secs = time.perf_counter() - t0 - tracker.overhead
         with torch.no_grad():
             logits = model(x_adv)
             pred = logits.argmax(1)
@@ -301,8 +305,9 @@ def markdown(results: dict[str, Any]) -> str:
              "it). *Verified* counts returned points that are adversarial,",
              "in [0, 1] and in budget; *naive* counts every misclassified returned point (a careless count), out of",
              "the correctly classified points. Median L2 is over verified points of the minimal-norm attacks.",
-             "Seconds are wall time on the CPU named, shared with other work, so differences under about 20% are",
-             "noise.", "",
+             "Seconds are the attack's wall time less the time spent tracking its queries, on the CPU named, which",
+             "other work shared (load average 5 to 18 on 2 cores during these runs): differences under about",
+             "30% are noise.", "",
              "Regenerate: `python -m bench.benchmarks.optimality --model MODEL --n 100` for each model below.", ""]
     for key, e in results.get("models", {}).items():
         lines += [f"## {key}", "",
