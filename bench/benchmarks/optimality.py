@@ -360,11 +360,11 @@ def verdicts(e: dict[str, Any]) -> list[str]:
         bp = max(peers, key=lambda r: r["optimality"])
         for k, r in mine.items():
             opt_ok = r["optimality"] >= bp["optimality"] - 0.02
-            fast_ok = r["seconds"] <= bp["seconds"] * 1.2
+            fast_ok = r["seconds"] <= bp["seconds"] * 1.3
             verdict = "meets the criterion" if opt_ok and fast_ok else (
                 ("optimality below the best peer's by more than 0.02" if not opt_ok else "")
                 + ("; " if not opt_ok and not fast_ok else "")
-                + ("slower than the peer by more than the timing noise (20%)" if not fast_ok else ""))
+                + ("slower than the peer by more than the timing noise (30%)" if not fast_ok else ""))
             out.append(f"- {atk}, {k}: optimality {r['optimality']:.3f} vs best peer {bp['optimality']:.3f}, "
                        f"{r['seconds']:.1f} s vs {bp['seconds']:.1f} s: {verdict}.")
     return out
@@ -381,7 +381,8 @@ def global_optimality(results: dict[str, Any]) -> dict[str, tuple[float, int]]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, choices=MODELS)
+    p.add_argument("--model", choices=MODELS, help="the model to measure (required unless --render)")
+    p.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON (re-scored)")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated subset of " + ", ".join(ATTACKS))
     p.add_argument("--data-dir", type=Path, default=None)
@@ -391,6 +392,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", type=Path, default=Path("results/benchmarks/optimality.json"))
     p.add_argument("--markdown", type=Path, default=Path("leaderboards/attack-optimality.md"))
     args = p.parse_args(argv)
+    if args.render:
+        if not args.out.is_file():
+            raise BenchError(f"no results at {args.out}; run with --model first")
+        results = json.loads(args.out.read_text())
+        for entry in results.get("models", {}).values():
+            score(entry)
+        atomic_write_text(args.out, json.dumps(results, indent=1) + "\n")
+        atomic_write_text(args.markdown, markdown(results))
+        print(f"wrote {args.markdown}")
+        return results
+    if args.model is None:
+        raise BenchError("--model is required (or --render to rewrite the Markdown)")
     wanted = [a.strip() for a in args.attacks.split(",") if a.strip()]
     bad = [a for a in wanted if a not in ATTACKS]
     if bad:
