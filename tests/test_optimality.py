@@ -67,9 +67,8 @@ def _l2(xa: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.slow
 def test_cw_finds_what_deepfool_finds_at_no_larger_median_l2(digits_model, digits_test):
     """The CW-L2 fix (issue 28): at the digits defaults and the default grid's budget (50 steps x 5
-    search steps) CW breaks every point DeepFool breaks. Its median L2 is within a stated 20% of
-    DeepFool's, not below it: at 250 Adam steps CW still sits about 10% above DeepFool's near-linear
-    steps on this small CNN (0.67 vs 0.59 here); the class defaults before the fix failed outright."""
+    search steps) CW breaks every point DeepFool breaks, at a median L2 no larger (0.584 vs 0.587 on
+    this model and these 40 points; 5% tolerance for float differences across machines)."""
     x, y = digits_test.x[:40], digits_test.y[:40]
     with torch.no_grad():
         correct = digits_model(x).argmax(1) == y
@@ -82,7 +81,7 @@ def test_cw_finds_what_deepfool_finds_at_no_larger_median_l2(digits_model, digit
         df_ok = (digits_model(df).argmax(1) != y) & correct
         cw_ok = (digits_model(cw).argmax(1) != y) & correct
     assert int(cw_ok.sum()) >= int(df_ok.sum()) > 30
-    assert _l2(cw, x)[cw_ok].median() <= 1.2 * _l2(df, x)[df_ok].median()
+    assert _l2(cw, x)[cw_ok].median() <= 1.05 * _l2(df, x)[df_ok].median()
     # Traced: the first adversarial step is recorded exactly where a returned point is adversarial.
     assert ((res.first_success >= 0) == (cw_ok | ~correct)).all()
     assert res.loss_trace.shape == (50 * 5, len(x)) and not res.loss_trace.isnan().any()
