@@ -263,7 +263,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, b: 
         d_ret = distance(x_adv - x, norm)
         verified = (pred != y) & valid(x_adv, d_ret, eps) & correct
         dist = torch.where(correct, tracker.best, torch.zeros_like(tracker.best))
-        out[name] = {"ours": name.startswith("ours"), "seconds": round(secs, 2), "queries": tracker.queries,
+        out[name] = {"ours": name.startswith("ours"), "seconds": round(secs, 3), "queries": tracker.queries,
                      "found": int((correct & torch.isfinite(tracker.best)).sum()),
                      "verified": int(verified.sum()), "naive": int(((pred != y) & correct).sum()),
                      "median_norm_verified": (float(d_ret[verified].median()) if verified.any() else None),
@@ -326,7 +326,7 @@ def markdown(results: dict[str, Any]) -> str:
                 m = r["median_norm_verified"]
                 med = "" if m is None or NORM_OF[atk] != "L2" else f"{m:.3f}"
                 lines.append(f"| {atk} | {name} | {budget} | {r.get('optimality', float('nan')):.3f} | {r['found']} "
-                             f"| {r['verified']} | {r['naive']} | {med} | {r['seconds']:.1f} |")
+                             f"| {r['verified']} | {r['naive']} | {med} | {r['seconds']:.2f} |")
         lines += ["", *verdicts(e), ""]
     glob = global_optimality(results)
     if glob:
@@ -371,7 +371,7 @@ def verdicts(e: dict[str, Any]) -> list[str]:
                 + ("; " if not opt_ok and not fast_ok else "")
                 + ("slower than the peer by more than the timing noise (30%)" if not fast_ok else ""))
             out.append(f"- {atk}, {k}: optimality {r['optimality']:.3f} vs best peer {bp['optimality']:.3f}, "
-                       f"{r['seconds']:.1f} s vs {bp['seconds']:.1f} s: {verdict}.")
+                       f"{r['seconds']:.2f} s vs {bp['seconds']:.2f} s: {verdict}.")
     return out
 
 
