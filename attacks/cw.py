@@ -46,7 +46,7 @@ class CarliniWagnerL2(Attack):
     # CIFAR-10 (the RMC paper's lr 0.002 was for far longer runs).
     dataset_defaults = {"digits": {"lr": 0.2, "initial_const": 1.0},
                         "mnist": {"lr": 0.2, "initial_const": 1.0},
-                        "cifar10": {"lr": 0.01, "initial_const": 0.1, "abort_early": True}}
+                        "cifar10": {"lr": 0.01, "initial_const": 0.1}}
 
     def __init__(self, steps: int = 100, lr: float = 0.01, binary_search_steps: int = 9,
                  initial_const: float = 1e-2, confidence: float = 0.0, box_margin: float = 0.0,

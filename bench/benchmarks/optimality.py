@@ -311,9 +311,10 @@ def markdown(results: dict[str, Any]) -> str:
              "in [0, 1] and in budget; *naive* counts every misclassified returned point (a careless count), out of",
              "the correctly classified points. Median L2 is over verified points of the minimal-norm attacks.",
              "Seconds: the attack's wall time less the time spent tracking its queries, the least over `--repeats`",
-             "runs (3 on digits, 1 on ResNet-32), on the CPU named, which other work shared (load average 5 to 18",
+             "runs (3 on digits, 1 on ResNet-32), on the CPU named, which other work shared (load average 1.5 to 18",
              "on 2 cores during these runs): differences under about 30% are noise.", "",
-             "Regenerate: `python -m bench.benchmarks.optimality --model MODEL --n 100` for each model below.", ""]
+             "Regenerate: `python -m bench.benchmarks.optimality --model MODEL --n 100` for each model below",
+             "(`--repeats 3` on the digits models; `--render` rewrites this page from the JSON).", ""]
     for key, e in results.get("models", {}).items():
         lines += [f"## {key}", "",
                   f"{e['n']} test points, clean accuracy {e['clean_accuracy']:.2f}; {e['cpu']}, "
@@ -369,7 +370,8 @@ def verdicts(e: dict[str, Any]) -> list[str]:
             verdict = "meets the criterion" if opt_ok and fast_ok else (
                 ("optimality below the best peer's by more than 0.02" if not opt_ok else "")
                 + ("; " if not opt_ok and not fast_ok else "")
-                + ("slower than the peer by more than the timing noise (30%)" if not fast_ok else ""))
+                + ("slower than the peer by more than the timing noise (30%)" if not fast_ok else "")
+                + " (why: see the notes)")
             out.append(f"- {atk}, {k}: optimality {r['optimality']:.3f} vs best peer {bp['optimality']:.3f}, "
                        f"{r['seconds']:.2f} s vs {bp['seconds']:.2f} s: {verdict}.")
     return out
