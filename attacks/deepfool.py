@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.core.contracts import Attack, Model
+from bench.core.contracts import Attack, Model, Traced
 from bench.core.methods import register_attack as register
 
 
@@ -30,7 +30,7 @@ class DeepFool(Attack):
         self.overshoot, self.candidates = float(overshoot), int(candidates)
 
     def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                gen: torch.Generator) -> torch.Tensor:
+                gen: torch.Generator) -> Traced:
         with torch.no_grad():
             logits0 = model(x)
         k = min(self.candidates, logits0.shape[1])
@@ -39,13 +39,26 @@ class DeepFool(Attack):
         classes = torch.cat([y[:, None], others], dim=1)
         r_tot = torch.zeros_like(x)
         active = logits0.argmax(1) == y
-        for _ in range(self.steps):
+        # Trace: the margin f_y - max_{k != y} f_k at each iterate (lower is closer to adversarial).
+        margin = (logits0.gather(1, y[:, None]).squeeze(1) - logits0.scatter(1, y[:, None], float("-inf")).amax(1))
+        rows = [margin.detach().float().cpu()]
+        first = torch.where(active, -1, 0).long().cpu()
+        for it in range(self.steps):
             if not active.any():
                 break
             idx = active.nonzero().squeeze(1)
             xa = (x[idx] + (1 + self.overshoot) * r_tot[idx]).clamp(0, 1).requires_grad_(True)
             logits = model(xa)
             still = logits.argmax(1) == y[idx]
+            row = rows[-1].clone()
+            ld = logits.detach()
+            yi = y[idx][:, None]
+            row[idx.cpu()] = (ld.gather(1, yi).squeeze(1) - ld.scatter(1, yi, float("-inf")).amax(1)).float().cpu()
+            if it > 0:
+                rows.append(row)
+            else:
+                rows[0] = row
+            first[idx[~still].cpu()] = it
             cls = classes[idx]
             f = logits.gather(1, cls)  # (b, k)
             grads = []
@@ -63,4 +76,6 @@ class DeepFool(Attack):
             step = step * still.view(-1, 1, 1, 1)
             r_tot[idx] += step.detach()
             active[idx[~still]] = False
-        return (x + (1 + self.overshoot) * r_tot).clamp(0, 1)
+        # The returned point is the first iterate found adversarial (its label flip ends the loop).
+        return Traced((x + (1 + self.overshoot) * r_tot).clamp(0, 1), loss_trace=torch.stack(rows),
+                      first_success=first)
