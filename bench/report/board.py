@@ -429,6 +429,7 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
           data_dir: str | Path | None = None, smoke: bool = False,
           flags: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Everything a leaderboard shows, as plain data (see the module docstring)."""
+    from bench.report.findings import findings
     from bench.report.flags import cell_flags
 
     ok = ok_records(records)
@@ -459,6 +460,7 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
         "reproduce": reproduce(spec, versions, limit, data_dir, smoke),
         "reference_source": spec.reference_source if spec.reference else "",
         "threats_text": threats_text(ok),
+        "findings": findings(records, spec),
     }
 
 

@@ -314,9 +314,10 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
             lines += [markdown_table(table), ""]
     if model["metrics"]:
         lines += ["## Per-model metrics", "", markdown_table(model["metrics"]), ""]
+    from bench.report.findings import findings_lines
     from bench.report.indicators import indicator_lines
 
-    under = notes_under_tables(model) + indicator_lines(records)
+    under = notes_under_tables(model) + indicator_lines(records) + findings_lines(model["findings"])
     if under:
         lines += ["## Flags and findings", *under, ""]
     if figures_dir is not None and ok:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.report.findings import finding_text, findings
 from bench.report.flags import cell_flags
 from bench.report.leaderboard import FLAG, OUTSIDE, build_table, footer, headline, main_budget, worst_label
 from bench.report.rows import budgets_in
@@ -181,6 +182,7 @@ def board_model(board: BoardInput) -> dict[str, Any]:
         "notes": board.notes or "",
         "source": board.source,
         "reproduce": _reproduce(records, spec),
+        "findings": findings(records, spec),
     }
 
 
@@ -416,6 +418,24 @@ def _wiring(model: dict[str, Any]) -> str:
     return " <span class=\"badge\">wiring check</span>" if model.get("wiring_check") else ""
 
 
+def _findings_html(found: dict[str, Any] | None) -> list[str]:
+    """The generated findings (bench.report.findings): differences an exact McNemar test supports."""
+    if not found or not (found["tests"] or found["skipped"]):
+        return []
+    tests, n = found["tests"], len(found["tests"])
+    out = ["<h2>Findings</h2>",
+           f"<p class=\"note\">{_e(found['scope'])}: {n} tests. A difference is listed only when the two-sided "
+           f"exact McNemar test on the same examples gives p &lt; {found['alpha']}; Holm's correction over all {n} "
+           "tests is given beside it. Every other pair is not distinguishable at this n.</p>"]
+    for title, keep in (("Differences the test supports", True), ("Not distinguishable", False)):
+        items = [t for t in tests if t["difference"] == keep]
+        if items:
+            out += [f"<h3>{title}</h3><ul>", *(f"<li>{_e(finding_text(t, n))}</li>" for t in items), "</ul>"]
+    if found["skipped"]:
+        out.append(f"<p class=\"note\">Skipped: {_e('; '.join(found['skipped']))}.</p>")
+    return out
+
+
 def render_board(model: dict[str, Any], figures: list[tuple[str, str]]) -> str:
     """One board's page (a complete HTML document)."""
     name = model["name"]
@@ -469,6 +489,7 @@ def render_board(model: dict[str, Any], figures: list[tuple[str, str]]) -> str:
                  "unreliable (AutoAttack-style checks); the number may overstate robustness.</p><ul>",
                  *(f"<li><code>{_e(f['key'])}</code>: {_e('; '.join(f['why']))}</li>" for f in model["flags"]),
                  "</ul>"]
+    body += _findings_html(model.get("findings"))
     if figures:
         body.append("<h2>Figures</h2>")
         body += [f"<figure><img alt=\"{_e(title)}\" src=\"data:image/png;base64,{b64}\">"
