@@ -74,7 +74,8 @@ def findings(records: list[dict[str, Any]], spec: GridSpec | None) -> dict[str, 
         have = {row: recs for row, recs in rows.items() if any(budget_of(r) == budget for r in recs)}
         for row, recs in have.items():
             if not _complete(recs, budget):
-                skipped.append(f"{label}: {'/'.join(row)} (no per-example results in its records)")
+                skipped.append(f"{label}: {'/'.join(row)} (no per-example results in its records, or of "
+                               "different lengths)")
         complete = {row: recs for row, recs in have.items() if _complete(recs, budget)}
         if base is None or base not in complete:
             if len(complete) > 1:
