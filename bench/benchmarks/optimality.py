@@ -297,7 +297,10 @@ def score(entry: dict[str, Any]) -> None:
 
 # -- output -------------------------------------------------------------------------------------------
 def markdown(results: dict[str, Any]) -> str:
-    lines = ["# Attack optimality: our implementations against the peers'", "",
+    ns = sorted({str(m.get("n")) for m in results.get("models", {}).values() if isinstance(m, dict) and m.get("n")})
+    lines = [f"<!-- advbench kind=benchmark grid=- date={time.strftime('%Y-%m-%d')} n={','.join(ns) or '-'} "
+             "device=cpu -->",
+             "# Attack optimality: our implementations against the peers'", "",
              "Each attack and its peer implementations (foolbox 3.3.4, pyautoattack 0.2.0) run on the same model,",
              "points and budget. What counts is what an attack found: the model is wrapped, every query the attack",
              "makes is seen, and per point the smallest-norm query that is adversarial, in [0, 1] and in budget is",

@@ -61,6 +61,8 @@ def write_index(folder: Path) -> Path:
     for md in sorted(p for p in folder.glob("*.md") if p.name != INDEX and not p.name.endswith(".notes.md")):
         meta = metadata(md)
         note = " (older format: no intervals or per-budget worst case)" if meta.get("old") else ""
+        if meta.get("kind") == "benchmark":
+            note = " (a benchmark of our attacks against foolbox and pyautoattack, not a grid)"
         if is_wiring_check(meta, md.stem):
             note += " (wiring check, not a measurement: an untrained network, 0% by construction)"
         if (folder / md.stem / "records.jsonl").is_file():
