@@ -49,7 +49,7 @@ def test_list_grids_json(tmp_path):
     proc = bench("list", "grids", "--json", cwd=tmp_path, env={"BENCH_WEIGHTS_DIR": None})
     assert proc.returncode == 0, proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
-    assert rows["default"]["dataset"] == "digits" and rows["default"]["cells"] == 165
+    assert rows["default"]["dataset"] == "digits" and rows["default"]["cells"] == 166
     assert all(r["description"] for r in rows.values())
     # A grid whose checkpoint lives under an unset $BENCH_WEIGHTS_DIR: no count, the reason instead.
     pre = rows["cifar10-pretrained"]
