@@ -51,7 +51,8 @@ def check_positions(raw: Any, where: str, attacks: list[Any], stream_len: Any) -
         pw = f"{where}: positions[{i}]"
         extra = set(t) - POSITION_KEYS
         if extra:
-            raise BenchError(f"{pw}: unknown keys {', '.join(sorted(extra))}; valid: {', '.join(sorted(POSITION_KEYS))}")
+            raise BenchError(f"{pw}: unknown keys {', '.join(sorted(extra))}; "
+                             f"valid: {', '.join(sorted(POSITION_KEYS))}")
         ps = t.get("p")
         ps = [ps] if _int_at_least(ps, 0) else ps
         if not isinstance(ps, list) or not ps or not all(_int_at_least(p, 0) for p in ps):
