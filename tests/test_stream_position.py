@@ -99,6 +99,15 @@ def test_board_shows_position_columns_with_interval_reference_and_clipping():
     assert "## Accuracy at stream position p" in text and "50.0 [" in text and "(25.3" in text
 
 
+def test_a_shorter_run_than_the_grid_says_which_columns_it_cannot_show():
+    spec = _spec()  # p = 8 needs more than the 4 points a --limit 4 (or --smoke) run keeps
+    (table,) = board([_rec("pgd-skip", "1101")], spec)["positions"]
+    assert table["columns"][2:] == ["pgd-skip (adaptive) @ p=3"]
+    assert table["rows"][0]["pgd-skip (adaptive) @ p=3"]["value"] == 1.0  # position 4 only: clipped
+    assert any(n.startswith("1 column(s) not shown") and "standard/rmc pgd-skip (adaptive) @ p=8" in n
+               for n in table["notes"])
+
+
 @pytest.mark.parametrize("positions, msg", [
     ("p = [-1]\nwindow = 4", "p must be a list of integers >= 0"),
     ("p = []\nwindow = 4", "p must be a list of integers >= 0"),

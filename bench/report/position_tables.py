@@ -39,7 +39,7 @@ def position_tables(records: list[dict[str, Any]], spec: GridSpec | None) -> lis
     tables = []
     for budget in budgets:
         columns: OrderedDict[str, None] = OrderedDict()
-        rows, notes = [], []
+        rows, notes, short = [], [], []  # short: columns whose window starts beyond the stream
         for (train, runtime), recs in table_rows(ok, spec).items():
             mine = {attack_label(r): r for r in recs if budget_of(r) == budget}
             row: dict[str, Any] = {"train-time": train, "runtime": runtime}
@@ -49,8 +49,8 @@ def position_tables(records: list[dict[str, Any]], spec: GridSpec | None) -> lis
                     continue
                 try:
                     win = record_accuracy_at(rec, p, w, delay_of(a.params))
-                except BenchError as exc:  # a --limit shorter than the grid's: no point after p
-                    notes.append(f"{train}/{runtime} {col}: {exc}")
+                except BenchError:  # a --limit (or --smoke) shorter than the grid's stream: no point after p
+                    short.append(f"{train}/{runtime} {col}")
                     continue
                 if win is None:
                     continue
@@ -63,7 +63,14 @@ def position_tables(records: list[dict[str, Any]], spec: GridSpec | None) -> lis
                 row[col] = cell
             if len(row) > len(ROW_COLUMNS):
                 rows.append(row)
+        if short:
+            notes.append(f"{len(short)} column(s) not shown, their window starts beyond the stream (a run with "
+                         f"--limit or --smoke keeps fewer points than the grid): {short[0]}"
+                         + (f" and {len(short) - 1} more" if len(short) > 1 else ""))
         if not rows:
+            if short:
+                tables.append({"title": "accuracy at stream position p", "columns": [*ROW_COLUMNS], "rows": [],
+                               "notes": notes})
             continue
         windows = sorted({t["window"] for t in spec.positions})
         notes.insert(0, f"window w = {', '.join(map(str, windows))} points")
@@ -81,6 +88,6 @@ def position_lines(tables: list[dict[str, Any]], markdown_table: Any) -> list[st
     """The board's Markdown section for ``position_tables`` (``markdown_table`` renders one table)."""
     lines = ["## Accuracy at stream position p", "", EXPLAIN, ""]
     for t in tables:
-        lines += [f"### {t['title']}", "", markdown_table(t), ""]
+        lines += [f"### {t['title']}", ""] + ([markdown_table(t), ""] if t["rows"] else [])
         lines += [f"- {n}" for n in t["notes"]] + ([""] if t["notes"] else [])
     return lines

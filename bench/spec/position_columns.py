@@ -85,14 +85,14 @@ def check_positions(raw: Any, where: str, attacks: list[Any], stream_len: Any) -
 
 def position_columns(spec: Any, runtime: str) -> list[tuple[str, Any, int, int]]:
     """(column, AttackSpec, p, window) of the grid's position columns for one runtime defense's row."""
-    out: dict[str, tuple[str, Any, int, int]] = {}
+    out: dict[str, tuple[tuple[int, int], tuple[str, Any, int, int]]] = {}
     for t in getattr(spec, "positions", ()):
         if t["runtime"] and runtime not in t["runtime"]:
             continue
-        for a in spec.attacks:
+        for i, a in enumerate(spec.attacks):
             if (t["attacks"] and (a.label or a.name) not in t["attacks"]) or (a.runtime and runtime not in a.runtime):
                 continue
             label = a.label or a.name if a.threat == "base" else f"{a.label or a.name} ({a.threat})"
             for p in t["p"]:
-                out.setdefault(column(label, p), (column(label, p), a, p, t["window"]))
-    return list(out.values())
+                out.setdefault(column(label, p), ((i, p), (column(label, p), a, p, t["window"])))
+    return [entry for _, entry in sorted(out.values(), key=lambda e: e[0])]  # grid's attack order, then p
