@@ -70,7 +70,8 @@ def fmt_cell(cell: Any) -> str:
             text += f" [{math.floor(100 * cell['ci'][0]):d}–{math.ceil(100 * cell['ci'][1]):d}]"
         if cell.get("ref") is not None:
             text += f" ({cell['ref']:g}{OUTSIDE if cell.get('outside') else ''})"
-        return text + (FLAG if cell.get("flag") else "") + (DROP if cell.get("drop") else "")
+        clip = " ✂" if cell.get("clipped") else ""  # bench.report.position_tables: a window cut by the stream's end
+        return text + clip + (FLAG if cell.get("flag") else "") + (DROP if cell.get("drop") else "")
     if isinstance(cell, dict) and cell.get("kind") == "norm":
         v = cell["value"]
         if v is None:
@@ -431,6 +432,7 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
     """Everything a leaderboard shows, as plain data (see the module docstring)."""
     from bench.report.findings import findings
     from bench.report.flags import cell_flags
+    from bench.report.position_tables import position_tables
 
     ok = ok_records(records)
     flags = cell_flags(records) if flags is None else flags
@@ -454,6 +456,7 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
                           for i, b in enumerate(budgets)],
         "minimal_norm": minimal_norm_tables(ok, spec, flags),
         "metrics": metrics_table(ok, spec),
+        "positions": position_tables(ok, spec),
         "flags": [{"cell": by_id[cid]["key"], "reasons": why} for cid, why in flags.items() if cid in by_id],
         "versions_note": versions_note(ok),
         "failed": [{"cell": r["key"], "error": r.get("error", "")} for r in records if r.get("status") != "ok"],

@@ -314,6 +314,10 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
             lines += [markdown_table(table), ""]
     if model["metrics"]:
         lines += ["## Per-model metrics", "", markdown_table(model["metrics"]), ""]
+    if model.get("positions"):
+        from bench.report.position_tables import position_lines
+
+        lines += position_lines(model["positions"], markdown_table)
     from bench.report.findings import findings_lines
     from bench.report.indicators import indicator_lines
 

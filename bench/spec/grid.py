@@ -3,7 +3,8 @@
 A spec names one dataset and architecture, the train-time defenses (``[train.<name>]`` tables of
 hyperparameters), the runtime defenses (``[runtime.<name>]``), and attacks (``[[attacks]]`` with
 ``name``, ``threat`` (base / adaptive / transfer), ``eps`` list, ``params``, optional ``surrogate`` and
-``runtime`` restriction), and optional ``[[figures]]`` for ``bench plot`` (bench.spec.figure_tables, drawn by
+``runtime`` restriction), optional ``[[positions]]`` (accuracy at stream position p, bench.spec.position_columns)
+and optional ``[[figures]]`` for ``bench plot`` (bench.spec.figure_tables, drawn by
 bench.report.grid_figures).
 ``layout = "star"`` pairs each train-time defense with runtime ``none`` and the ``base_model`` with
 each runtime defense; ``layout = "cross"`` pairs every train-time defense with every runtime defense.
@@ -126,6 +127,8 @@ class GridSpec:
     #: ``wiring_check = true``: the grid only exercises every cell (an untrained model, settings far
     #: below a paper's); its leaderboard says so in its title, headline and the index.
     wiring_check: bool = False
+    #: ``[[positions]]``: accuracy-at-stream-position-p columns (bench.spec.position_columns).
+    positions: tuple[dict[str, Any], ...] = ()
 
     def limit_for(self, runtime: str, limit: int | None) -> int | None:
         own = self.runtime_limits.get(runtime)
@@ -353,7 +356,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     where = path or default_name
     known = {"name", "description", "dataset", "arch", "train", "runtime", "attacks", "layout",
              "base_model", "limit", "train_limit", "seed", "reference", "reference_source", "plugins",
-             "train_split", "train_offset", "metrics", "figures", "wiring_check"}
+             "train_split", "train_offset", "metrics", "figures", "wiring_check", "positions"}
     unknown = set(raw) - known
     if unknown:
         raise BenchError(f"{where}: unknown keys {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
@@ -467,6 +470,11 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         figures=check_figures(raw.get("figures", []), where), optional=frozenset(optional),
         wiring_check=wiring_check,
     )
+    if "positions" in raw:
+        from bench.spec.position_columns import check_positions
+
+        spec.positions = check_positions(raw["positions"], where, attacks,
+                                         lambda rt: spec.limit_for(rt, spec.limit) if rt else spec.limit)
     if layout == "star" and spec.base_model not in spec.train:
         raise BenchError(f"{where}: base_model {spec.base_model!r} must be one of the [train] defenses")
     _refuse_duplicates(spec, where)
@@ -485,6 +493,7 @@ def reference_keys(spec: GridSpec, full: bool = True) -> list[str]:
     full labels ask the attack registry for each attack's norm (a torch import)."""
     from bench.spec.labels import attack_label, column_label
     from bench.spec.metric_columns import COLUMNS
+    from bench.spec.position_columns import position_columns
 
     keys: dict[str, None] = {}
     for train, runtime in spec.pairs():
@@ -499,6 +508,7 @@ def reference_keys(spec: GridSpec, full: bool = True) -> list[str]:
                 cols += [column_label({**rec, "eps": eps, "norm": norm}) for eps in a.eps for norm in norms]
         if spec.metrics:
             cols += list(COLUMNS.values())
+        cols += [c for c, *_ in position_columns(spec, runtime)]
         keys.update((f"{train}/{runtime}/{c}", None) for c in cols)
     return list(keys)
 
