@@ -86,11 +86,14 @@ def one_line(err: str, word: str) -> str:
     return lines[0]
 
 
+# One case in the fast lane; the other three (about 9 s each) run with the slow tests.
 @pytest.mark.parametrize("where,sig,word", [
     (("before_cursor_execute", "INSERT INTO metrics", IN_QUERY), signal.SIGINT, "interrupted"),
-    (("after_cursor_execute", "INSERT INTO params", IN_QUERY), signal.SIGTERM, "terminated"),
-    (("after_cursor_execute", "INSERT INTO tags", IN_QUERY), signal.SIGINT, "interrupted"),
-    (("", "", IN_WEAKREF), signal.SIGTERM, "terminated"),
+    pytest.param(("after_cursor_execute", "INSERT INTO params", IN_QUERY), signal.SIGTERM, "terminated",
+                 marks=pytest.mark.slow),
+    pytest.param(("after_cursor_execute", "INSERT INTO tags", IN_QUERY), signal.SIGINT, "interrupted",
+                 marks=pytest.mark.slow),
+    pytest.param(("", "", IN_WEAKREF), signal.SIGTERM, "terminated", marks=pytest.mark.slow),
 ], ids=["sigint-before-a-metrics-insert", "sigterm-after-a-params-insert", "sigint-after-a-tags-insert",
         "sigterm-in-a-weakref-callback"])
 def test_an_interrupt_inside_an_mlflow_write_is_one_line(tmp_path, where, sig, word):

@@ -180,6 +180,7 @@ def test_minimal_norm_threshold_column_from_the_grid():
         grid.parse({"dataset": "digits", "arch": "small-cnn", "attacks": [{"name": "cw-l2", "threshold": -1}]}, "g")
 
 
+@pytest.mark.slow
 def test_leaderboard_files_become_mlflow_artifacts(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     monkeypatch.chdir(tmp_path)  # the sqlite store keeps artifacts in ./mlruns
