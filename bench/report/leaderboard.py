@@ -291,7 +291,8 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
             main = " (main threat model: the budget most cells share)" if tm["main"] else ""
             lines += [f"### {tm['label']}{main}", "", markdown_table(head, blank_repeats=False), ""]
         lines += [f"n = {n_text} of `{spec.dataset}`, seed {', '.join(map(str, model['seeds']))}; threat models: "
-                  f"{model['threats_text']}. Brackets: 95% Wilson interval in accuracy points, rounded outward.", ""]
+                  f"{model['threats_text']}. Brackets: 95% Wilson interval in accuracy points, rounded outward."
+                  + (f" {model['seeds_note']}" if model["seeds_note"] else ""), ""]
     lines += ["## Robust accuracy per threat model", "",
               f"Dataset `{spec.dataset}` ({n_text}), architecture `{spec.arch}`. Accuracy in %, one column per "
               "attack (threat model in parentheses when not `base`), the last column the row's worst case.", ""]
@@ -333,7 +334,7 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
         " (with the current code: this board mixes code versions, see above)." if len(versions) > 1 else "."))
     if ok:
         lines.append(f"Code version {', '.join(versions) or '-'}; device {', '.join(devices) or '-'}; "
-                     f"seed {ok[0].get('seed')}.")
+                     f"seed {', '.join(map(str, model['seeds'])) if model['seeds_note'] else ok[0].get('seed')}.")
     if notes and notes.strip():
         lines += ["", notes.strip("\n")]
     return "\n".join(lines) + "\n"
