@@ -140,3 +140,15 @@ def test_resumed_run_skips_finished_cell_seed_pairs(ran) -> None:
     summary = Runner(spec, opts).run()
     assert summary.ran == 1 and summary.skipped_done == 2
     assert sorted(json.loads(ln)["seed"] for ln in path.read_text().splitlines()) == [0, 1, 2]
+
+
+def test_site_page_shows_the_pooled_cells() -> None:
+    from bench.report.site import BoardInput, board_model, render_board
+
+    recs = [_rec(0, "1111", "1100"), _rec(1, "1110", "1000"), _rec(2, "1111", "1110")]
+    spec = grid.parse({"dataset": "digits", "arch": "small-cnn", "seeds": [0, 1, 2],
+                       "attacks": [{"name": "fgsm", "eps": 0.3}]})
+    model = board_model(BoardInput(spec, recs))
+    page = render_board(model, [])
+    assert model["seeds"] == ["0", "1", "2"] and model["cells"] == 1
+    assert "50.0 [25–75] {25.0–75.0}" in page and "spread over seeds" in page

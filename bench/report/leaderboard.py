@@ -35,6 +35,9 @@ from bench.report.board import (  # noqa: F401
     fmt_cell,
     headline_rows,
     main_budget,
+    seed_spread,
+    seeds_note,
+    worst_cell,
 )
 from bench.report.rows import budgets_in, row_worst, table_rows, worst_case, worst_outcomes  # noqa: F401  (re-exported)
 from bench.spec.grid import GridSpec
@@ -61,12 +64,15 @@ def _ci(rec: dict[str, Any], which: str) -> tuple[float, float] | None:
     return wilson_interval(round(float(acc) * n), n)
 
 
-def _fmt_acc(value: float | None, ci: tuple[float, float] | None, reference: float | None = None) -> str:
+def _fmt_acc(value: float | None, ci: tuple[float, float] | None, reference: float | None = None,
+             spread: list[float] | None = None) -> str:
     if value is None:
         return "-"
     text = f"{100 * value:.1f}"
     if ci is not None:  # rounded outward, so the printed interval contains the exact one
         text += f" [{math.floor(100 * ci[0]):d}–{math.ceil(100 * ci[1]):d}]"
+    if spread is not None:  # a multi-seed grid's min-max over seeds (bench.report.board.pool_seeds)
+        text += f" {{{100 * spread[0]:.1f}–{100 * spread[1]:.1f}}}"
     if reference is not None:
         outside = ci is not None and not (100 * ci[0] <= reference <= 100 * ci[1])
         text += f" ({reference:g}{OUTSIDE if outside else ''})"
@@ -114,10 +120,12 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
         row: dict[str, Any] = {"train-time": train if train != last_train else "", "runtime": runtime}
         last_train = train
         first = recs[0]
-        row["clean"] = _fmt_acc(first["clean_acc"], _ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"))
+        row["clean"] = _fmt_acc(first["clean_acc"], _ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"),
+                                seed_spread(first, "clean"))
         for r in recs:
             label = column_label(r)
-            cell = _fmt_acc(r["robust_acc"], _ci(r, "robust"), _reference(ref, train, runtime, r, label))
+            cell = _fmt_acc(r["robust_acc"], _ci(r, "robust"), _reference(ref, train, runtime, r, label),
+                            seed_spread(r, "robust"))
             row[label] = cell + (FLAG if flags.get(r.get("cell_id", "")) else "")
             if budget_of(r) is None:
                 norm = r.get("norm") or "L2"
@@ -129,7 +137,7 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
                     row[_threshold_label(r, thr)] = _fmt_acc(at.count("1") / len(at), interval_of(at)) if at else "-"
         for b, col in zip(budgets_in(ok), worst_cols):
             joint = row_worst(recs, b)
-            row[col] = _fmt_acc(joint.count("1") / len(joint), interval_of(joint)) if joint else "-"
+            row[col] = fmt_cell(worst_cell(joint, first)) if joint else "-"
         for col in metric_cols:
             row[col] = metric_fmt(metrics.get((train, runtime), {}).get(col), ref.get(f"{train}/{runtime}/{col}"))
         table.append(row)
@@ -183,7 +191,7 @@ def headline(records: list[dict[str, Any]], spec: GridSpec | None = None,
 def footer(ok: list[dict[str, Any]], spec: GridSpec) -> str:
     """n, seed and threat models of a table (the text under it)."""
     ns = sorted({int(r["n"]) for r in ok})
-    seeds = sorted({r.get("seed") for r in ok}, key=str)
+    seeds = sorted({s for r in ok for s in r.get("seeds", [r.get("seed")])}, key=str)
     by_norm: dict[str, list[float]] = {}
     for norm, eps in budgets_in(ok):
         by_norm.setdefault(norm, []).append(eps)
@@ -193,7 +201,8 @@ def footer(ok: list[dict[str, Any]], spec: GridSpec) -> str:
             f"threat models: {threats or 'none'}")
     if minimal:
         text += f"; unbounded minimal-norm attacks: {', '.join(minimal)}"
-    return text + ". Brackets: 95% Wilson interval in accuracy points, rounded outward."
+    text += ". Brackets: 95% Wilson interval in accuracy points, rounded outward."
+    return text + (f" {seeds_note(seeds)}" if len(seeds) > 1 else "")
 
 
 def notes_path(leaderboard: Path) -> Path:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.report.board import pool_flags, pool_seeds, seeds_of
 from bench.report.flags import cell_flags
 from bench.report.leaderboard import FLAG, OUTSIDE, build_table, footer, headline, main_budget, worst_label
 from bench.report.rows import budgets_in
@@ -143,8 +144,11 @@ def board_model(board: BoardInput) -> dict[str, Any]:
     """One page's content as plain data: meta, the headline, one table per threat model, flags, failed
     cells and notes. Tables are bench.report.leaderboard's (same cells, same formatting)."""
     spec, records = board.spec, board.records
-    ok = [r for r in records if r.get("status") == "ok"]
+    seeds = [str(s) for s in seeds_of(records)]
     flags = cell_flags(records)
+    if len(seeds) > 1:  # a multi-seed grid: one pooled record per cell (bench.report.board.pool_seeds)
+        records, flags = pool_seeds(records), pool_flags(records, flags)
+    ok = [r for r in records if r.get("status") == "ok"]
     head, budget = headline(records, spec)
     groups = _split(build_table(records, spec, flags), ok) if ok else []
     main = budget_label(budget) if budget is not None else None
@@ -162,7 +166,7 @@ def board_model(board: BoardInput) -> dict[str, Any]:
         "arch": spec.arch,
         "wiring_check": bool(getattr(spec, "wiring_check", False)),
         "n": max((int(r["n"]) for r in ok), default=0),
-        "seeds": sorted({str(r.get("seed")) for r in ok}),
+        "seeds": seeds,
         "code_versions": versions,
         "devices": sorted({str(r.get("device") or "-") for r in ok}),
         "date": max((str(r.get("finished_at", "")) for r in ok), default="")[:10] or "-",
@@ -180,7 +184,7 @@ def board_model(board: BoardInput) -> dict[str, Any]:
                    for r in records if r.get("status") != "ok"],
         "notes": board.notes or "",
         "source": board.source,
-        "reproduce": _reproduce(records, spec),
+        "reproduce": _reproduce(board.records, spec),
     }
 
 
