@@ -152,3 +152,23 @@ def test_site_page_shows_the_pooled_cells() -> None:
     page = render_board(model, [])
     assert model["seeds"] == ["0", "1", "2"] and model["cells"] == 1
     assert "50.0 [25–75] {25.0–75.0}" in page and "spread over seeds" in page
+
+
+def test_pictures_draw_the_pooled_cells(tmp_path: Path) -> None:
+    from bench.report import plots
+
+    seen = []
+    real = plots.write_figures
+
+    def spy(records, *a, **kw):
+        seen.append(records)
+        return real(records, *a, **kw)
+
+    recs = [_rec(0, "1111", "1100"), _rec(1, "1110", "1000"), _rec(2, "1111", "1110")]
+    spec = grid.parse({"dataset": "digits", "arch": "small-cnn", "seeds": [0, 1, 2],
+                       "attacks": [{"name": "fgsm", "eps": 0.3}]})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plots, "write_figures", spy)
+        render(recs, spec, figures_dir=tmp_path)
+    (records,) = seen
+    assert len(records) == 1 and records[0]["per_example"] == "110010001110"

@@ -35,6 +35,7 @@ from bench.report.board import (  # noqa: F401
     fmt_cell,
     headline_rows,
     main_budget,
+    pool_seeds,
     seed_spread,
     seeds_note,
     worst_cell,
@@ -333,7 +334,8 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
         from bench.report.plots import write_figures
 
         main = tuple(tms[0]["budget"]) if tms else None
-        pictures = write_figures(ok, spec, Path(figures_dir), main)  # type: ignore[arg-type]
+        # a multi-seed grid's pictures draw the pooled cells, as the tables do (one seed: unchanged)
+        pictures = write_figures(pool_seeds(ok), spec, Path(figures_dir), main)  # type: ignore[arg-type]
         if pictures:
             lines += ["## Pictures", ""]
             prefix = f"{link_prefix.rstrip('/')}/" if link_prefix else ""

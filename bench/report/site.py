@@ -201,7 +201,7 @@ def board_figures(board: BoardInput, model: dict[str, Any]) -> list[tuple[str, s
     bench.report.plots, then any other PNG in ``board.figures_dir`` (the grid's own figures)."""
     from bench.report.plots import write_figures
 
-    ok = [r for r in board.records if r.get("status") == "ok"]
+    ok = [r for r in pool_seeds(board.records) if r.get("status") == "ok"]  # a multi-seed grid: pooled cells
     out: list[tuple[str, str]] = []
     drawn: set[str] = set()
     if ok:
