@@ -172,3 +172,20 @@ def test_pictures_draw_the_pooled_cells(tmp_path: Path) -> None:
         render(recs, spec, figures_dir=tmp_path)
     (records,) = seen
     assert len(records) == 1 and records[0]["per_example"] == "110010001110"
+
+
+def test_a_cell_missing_a_seed_is_named_and_paired_on_the_seeds_both_rows_ran() -> None:
+    from bench.core.stats import mcnemar
+
+    none = [_rec(s, "1111", out) for s, out in ((0, "0000"), (1, "1000"), (2, "0010"))]
+    rmc = [{**_rec(s, "1111", out), "runtime_defense": "rmc", "key": f"standard/rmc/fgsm/base/0.3/seed{s}",
+            "cell_id": f"rmc{s}"} for s, out in ((0, "1111"), (2, "1110"))]
+    spec = grid.parse({"dataset": "digits", "arch": "small-cnn", "seeds": [0, 1, 2], "runtime": {"none": {}, "rmc": {}},
+                       "attacks": [{"name": "fgsm", "eps": 0.3}]})
+    model = board(none + rmc, spec)
+    assert model["fewer_seeds"] == ["standard/rmc/fgsm/base/0.3 (seeds 0, 2)"]
+    top, _ = model["threat_models"][0]["headline"]
+    assert top["runtime"] == "rmc"
+    _, _, p = mcnemar("11111110", "00000010")  # seeds 0 and 2 only: rmc's then none's outcomes
+    assert f"p = {p:.2g}" in top["vs next row (McNemar)"]
+    assert "Cells with fewer seeds" in render(none + rmc, spec)

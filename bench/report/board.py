@@ -454,7 +454,7 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
         "grid": spec.name, "description": spec.description, "dataset": spec.dataset, "arch": spec.arch,
         "wiring_check": bool(getattr(spec, "wiring_check", False)),
         "n": n, "fewer": sorted({(r["runtime_defense"], int(r["n"])) for r in ok if int(r["n"]) < n}),
-        "seeds": seeds, "seeds_note": seeds_note(seeds),
+        "seeds": seeds, "seeds_note": seeds_note(seeds), "fewer_seeds": fewer_seeds(ok, seeds),
         "date": max((r.get("finished_at", "") for r in ok), default="")[:10],
         "versions": versions, "devices": sorted({r.get("device", "") for r in ok if r.get("device")}),
         "baseline": list(base) if base else None,
@@ -500,6 +500,14 @@ def seeds_note(seeds: list[Any]) -> str:
             "and stream order follow the seed); an accuracy is the mean over seeds, brackets the 95% Wilson "
             "interval of the outcomes pooled over seeds (n per seed times the number of seeds), braces "
             "{min–max} the spread over seeds; McNemar tests pair the same example under the same seed.")
+
+
+def fewer_seeds(pooled: list[dict[str, Any]], seeds: list[Any]) -> list[str]:
+    """Cells of a multi-seed board that finished under only some of its seeds: ``key (seeds 0, 2)``."""
+    if len(seeds) < 2:
+        return []
+    return [f"{r['key']} (seeds {', '.join(map(str, r.get('seeds', [r.get('seed')])))})"
+            for r in pooled if len(r.get("seeds", [])) < len(seeds)]
 
 
 def _cell_identity(r: dict[str, Any]) -> tuple[Any, ...]:
@@ -574,7 +582,7 @@ def worst_cell(joint: str, first: dict[str, Any]) -> dict[str, Any] | str:
     """A row's worst case; for pooled records also its spread over seeds (the joint string is the
     seeds' outcomes one after another, ``seed_n`` long each)."""
     sizes = first.get("seed_n")
-    if not joint or not sizes or len(sizes) < 2 or sum(sizes) != len(joint):
+    if not joint or not sizes or sum(sizes) != len(joint):
         return outcomes_cell(joint)
     parts, start = [], 0
     for n in sizes:
@@ -585,15 +593,21 @@ def worst_cell(joint: str, first: dict[str, Any]) -> dict[str, Any] | str:
 
 def paired_prefix(joint: str, first: dict[str, Any], other: str, other_first: dict[str, Any]) -> tuple[str, str, int]:
     """The outcomes two rows share: the first ``m`` examples of each (a row with its own, smaller
-    limit saw a prefix of the other's points), per seed for pooled records; ``m`` per seed."""
-    sizes, other_sizes = first.get("seed_n"), other_first.get("seed_n")
-    if not sizes or not other_sizes or len(sizes) != len(other_sizes) or len(sizes) < 2:
+    limit saw a prefix of the other's points); for pooled records the first ``m`` of every seed both
+    rows ran (``m`` per seed)."""
+    if "seed_n" not in first or "seed_n" not in other_first:
         m = min(len(joint), len(other))
         return joint[:m], other[:m], m
-    a, b, i, j = [], [], 0, 0
-    m = min(min(sizes), min(other_sizes))
-    for n, k in zip(sizes, other_sizes):
-        a.append(joint[i:i + m])
-        b.append(other[j:j + m])
-        i, j = i + n, j + k
-    return "".join(a), "".join(b), m
+    mine, theirs = _seed_parts(joint, first), _seed_parts(other, other_first)
+    common = [s for s in mine if s in theirs]
+    m = min((min(len(mine[s]), len(theirs[s])) for s in common), default=0)
+    return "".join(mine[s][:m] for s in common), "".join(theirs[s][:m] for s in common), m
+
+
+def _seed_parts(joint: str, first: dict[str, Any]) -> dict[Any, str]:
+    """A pooled row's joint outcomes cut back into its seeds' strings."""
+    out, start = {}, 0
+    for seed, n in zip(first["seeds"], first["seed_n"]):
+        out[seed] = joint[start:start + n]
+        start += n
+    return out

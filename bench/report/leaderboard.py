@@ -302,7 +302,9 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
             lines += [f"### {tm['label']}{main}", "", markdown_table(head, blank_repeats=False), ""]
         lines += [f"n = {n_text} of `{spec.dataset}`, seed {', '.join(map(str, model['seeds']))}; threat models: "
                   f"{model['threats_text']}. Brackets: 95% Wilson interval in accuracy points, rounded outward."
-                  + (f" {model['seeds_note']}" if model["seeds_note"] else ""), ""]
+                  + (f" {model['seeds_note']}" if model["seeds_note"] else "")
+                  + (" Cells with fewer seeds (their mean and spread cover only those): "
+                     f"{'; '.join(model['fewer_seeds'])}." if model["fewer_seeds"] else ""), ""]
     lines += ["## Robust accuracy per threat model", "",
               f"Dataset `{spec.dataset}` ({n_text}), architecture `{spec.arch}`. Accuracy in %, one column per "
               "attack (threat model in parentheses when not `base`), the last column the row's worst case.", ""]
