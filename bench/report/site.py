@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.report.board import pool_flags, pool_seeds, seeds_of
 from bench.report.flags import cell_flags
 from bench.report.leaderboard import FLAG, OUTSIDE, build_table, footer, headline, main_budget, worst_label
 from bench.report.rows import budgets_in
@@ -143,6 +142,8 @@ def _slug(text: str) -> str:
 def board_model(board: BoardInput) -> dict[str, Any]:
     """One page's content as plain data: meta, the headline, one table per threat model, flags, failed
     cells and notes. Tables are bench.report.leaderboard's (same cells, same formatting)."""
+    from bench.report.board import pool_flags, pool_seeds, seeds_of
+
     spec, records = board.spec, board.records
     seeds = [str(s) for s in seeds_of(records)]
     flags = cell_flags(records)
@@ -184,7 +185,7 @@ def board_model(board: BoardInput) -> dict[str, Any]:
                    for r in records if r.get("status") != "ok"],
         "notes": board.notes or "",
         "source": board.source,
-        "reproduce": _reproduce(board.records, spec),
+        "reproduce": _reproduce(records, spec),
     }
 
 
@@ -199,6 +200,7 @@ def _reproduce(records: list[dict[str, Any]], spec: GridSpec) -> str:
 def board_figures(board: BoardInput, model: dict[str, Any]) -> list[tuple[str, str]]:
     """(title, base64 PNG) of the board's pictures: drawn afresh from the records by
     bench.report.plots, then any other PNG in ``board.figures_dir`` (the grid's own figures)."""
+    from bench.report.board import pool_seeds
     from bench.report.plots import write_figures
 
     ok = [r for r in pool_seeds(board.records) if r.get("status") == "ok"]  # a multi-seed grid: pooled cells
