@@ -135,7 +135,8 @@ def cli() -> None:
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N test examples.")
-@click.option("--seed", type=int, default=None, help="Override the grid's seed.")
+@click.option("--seed", type=int, default=None,
+              help="Run only this seed (overrides the grid's seed, or picks one of its seeds = [...]).")
 @click.option("--dry-run", is_flag=True, help="List the cells and what would run, then exit.")
 @click.option("--leaderboard/--no-leaderboard", default=True, show_default=True,
               help="Write <results-dir>/leaderboards/<grid>.md when the run ends and compare it with the "

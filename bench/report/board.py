@@ -46,13 +46,17 @@ VS_NEXT = "vs next row (McNemar)"
 # -- cells ------------------------------------------------------------------------------------------
 
 def acc_cell(value: float | None, ci: tuple[float, float] | None = None, ref: float | None = None,
-             flag: bool = False) -> dict[str, Any] | str:
-    """An accuracy cell ('-' when there is no value); ``ref`` is a paper number in %."""
+             flag: bool = False, spread: list[float] | None = None) -> dict[str, Any] | str:
+    """An accuracy cell ('-' when there is no value); ``ref`` is a paper number in %; ``spread``
+    the [min, max] over the seeds of a multi-seed grid (see ``pool_seeds``)."""
     if value is None:
         return "-"
     outside = ref is not None and ci is not None and not (100 * ci[0] <= ref <= 100 * ci[1])
-    return {"kind": "acc", "value": float(value), "ci": list(ci) if ci is not None else None, "ref": ref,
+    cell = {"kind": "acc", "value": float(value), "ci": list(ci) if ci is not None else None, "ref": ref,
             "outside": outside, "flag": flag}
+    if spread is not None:
+        cell["spread"] = [float(spread[0]), float(spread[1])]
+    return cell
 
 
 def outcomes_cell(outcomes: str, flag: bool = False) -> dict[str, Any] | str:
@@ -68,6 +72,8 @@ def fmt_cell(cell: Any) -> str:
         text = f"{100 * cell['value']:.1f}"
         if cell.get("ci") is not None:
             text += f" [{math.floor(100 * cell['ci'][0]):d}–{math.ceil(100 * cell['ci'][1]):d}]"
+        if cell.get("spread") is not None:
+            text += f" {{{100 * cell['spread'][0]:.1f}–{100 * cell['spread'][1]:.1f}}}"
         if cell.get("ref") is not None:
             text += f" ({cell['ref']:g}{OUTSIDE if cell.get('outside') else ''})"
         clip = " ✂" if cell.get("clipped") else ""  # bench.report.position_tables: a window cut by the stream's end
@@ -191,9 +197,9 @@ def headline_rows(records: list[dict[str, Any]], spec: GridSpec | None, budget: 
             # A row with its own, smaller limit evaluated a prefix of the other rows' test points:
             # pair the two rows on the points both saw.
             joint, other = e["joint"], entries[i + 1]["joint"]
-            m = min(len(joint), len(other))
-            a, b, p = mcnemar(joint[:m], other[:m])
-            on = "" if len(joint) == len(other) else f"; first {m} examples"
+            joint, other, m = paired_prefix(joint, e["first"], other, entries[i + 1]["first"])
+            a, b, p = mcnemar(joint, other)
+            on = "" if len(e["joint"]) == len(entries[i + 1]["joint"]) else f"; first {m} examples"
             if p < ALPHA and a > b:
                 verdict = f"better (p = {p:.2g}; {a} vs {b} discordant{on})"
             elif p < ALPHA:  # the next row is more robust but lost clean accuracy (CLEAN_DROP)
@@ -202,11 +208,12 @@ def headline_rows(records: list[dict[str, Any]], spec: GridSpec | None, budget: 
                 verdict = f"not distinguishable (p = {p:.2g}{on})"
         train, runtime = e["row"]
         first = e["first"]
-        clean = acc_cell(first.get("clean_acc"), record_ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"))
+        clean = acc_cell(first.get("clean_acc"), record_ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"),
+                         spread=seed_spread(first, "clean"))
         if isinstance(clean, dict) and e["row"] in drops:
             clean["drop"] = True
         out.append({"rank": i + 1, "train-time": train, "runtime": runtime, "clean": clean,
-                    "worst": outcomes_cell(e["joint"]), "attacks": e["n_att"], VS_NEXT: verdict,
+                    "worst": worst_cell(e["joint"], first), "attacks": e["n_att"], VS_NEXT: verdict,
                     "clean_drop": e["row"] in drops, "outcomes": e["joint"]})
     return out
 
@@ -223,7 +230,8 @@ def _chunks(labels: list[str], width: int) -> list[list[str]]:
 def _row_cells(train: str, runtime: str, recs: list[dict[str, Any]], ref: dict[str, float],
                drops: dict[tuple[str, str], float]) -> dict[str, Any]:
     first = recs[0]
-    clean = acc_cell(first.get("clean_acc"), record_ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"))
+    clean = acc_cell(first.get("clean_acc"), record_ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"),
+                     spread=seed_spread(first, "clean"))
     if isinstance(clean, dict) and (train, runtime) in drops:
         clean["drop"] = True
     return {"train-time": train, "runtime": runtime, "clean": clean}
@@ -261,8 +269,8 @@ def budget_tables(records: list[dict[str, Any]], spec: GridSpec | None, budget: 
                     r = mine.get(label)
                     row[label] = "-" if r is None else acc_cell(
                         r["robust_acc"], record_ci(r, "robust"), reference(ref, train, runtime, r),
-                        bool(flags.get(r.get("cell_id", ""))))
-                row[columns[-1]] = outcomes_cell(row_worst(row_recs, budget))
+                        bool(flags.get(r.get("cell_id", ""))), seed_spread(r, "robust"))
+                row[columns[-1]] = worst_cell(row_worst(row_recs, budget), row_recs[0])
                 out_rows.append(row)
             tables.append({"title": title, "columns": columns, "rows": out_rows})
     return tables
@@ -335,7 +343,7 @@ def minimal_norm_tables(records: list[dict[str, Any]], spec: GridSpec | None,
                     continue
                 norm = r.get("norm") or "L2"
                 row[cols[0]] = acc_cell(r["robust_acc"], record_ci(r, "robust"), reference(ref, train, runtime, r),
-                                        bool(flags.get(r.get("cell_id", ""))))
+                                        bool(flags.get(r.get("cell_id", ""))), seed_spread(r, "robust"))
                 row[cols[1]] = {"kind": "norm", "value": r.get("median_norm"), "norm": norm}
                 row[cols[2]] = {"kind": "norm", "value": r.get("mean_rho2_success", r.get("mean_rho2")), "norm": "L2"}
                 thr = thr_of.get((r.get("attack_name", r["attack"]), r["attack"], r["threat"]))
@@ -434,8 +442,11 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
     from bench.report.flags import cell_flags
     from bench.report.position_tables import position_tables
 
-    ok = ok_records(records)
+    seeds = seeds_of(records)
     flags = cell_flags(records) if flags is None else flags
+    if len(seeds) > 1:
+        records, flags = pool_seeds(records), pool_flags(records, flags)
+    ok = ok_records(records)
     n = max((int(r["n"]) for r in ok), default=0)
     versions = sorted({r.get("code_version", "") for r in ok if r.get("code_version")})
     base = baseline_row(ok, spec)
@@ -446,7 +457,7 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
         "grid": spec.name, "description": spec.description, "dataset": spec.dataset, "arch": spec.arch,
         "wiring_check": bool(getattr(spec, "wiring_check", False)),
         "n": n, "fewer": sorted({(r["runtime_defense"], int(r["n"])) for r in ok if int(r["n"]) < n}),
-        "seeds": sorted({r.get("seed") for r in ok}, key=str),
+        "seeds": seeds, "seeds_note": seeds_note(seeds), "fewer_seeds": fewer_seeds(ok, seeds),
         "date": max((r.get("finished_at", "") for r in ok), default="")[:10],
         "versions": versions, "devices": sorted({r.get("device", "") for r in ok if r.get("device")}),
         "baseline": list(base) if base else None,
@@ -475,3 +486,133 @@ def threats_text(ok: list[dict[str, Any]]) -> str:
     text = "; ".join(f"{norm} eps {', '.join(fmt_eps(e) for e in eps)}" for norm, eps in by_norm.items()) or "none"
     minimal = sorted({r["attack"] for r in ok if r.get("eps") is None})
     return text + (f"; unbounded minimal-norm attacks: {', '.join(minimal)}" if minimal else "")
+
+
+# -- several seeds (``seeds = [...]`` in a grid) ------------------------------------------------------
+# The RMC supplement's Figure 3 reports the variance over runs; a multi-seed board separates that
+# seed noise (the spread over seeds) from sampling noise (the Wilson interval of the pooled outcomes).
+
+def seeds_of(records: list[dict[str, Any]]) -> list[Any]:
+    """The seeds of the finished records, in order (numbers first)."""
+    return sorted({r.get("seed") for r in ok_records(records)}, key=lambda s: (not isinstance(s, int), str(s)))
+
+
+def seeds_note(seeds: list[Any]) -> str:
+    """The sentence that explains a multi-seed board's cells ('' for one seed)."""
+    if len(seeds) < 2:
+        return ""
+    return (f"Seeds {', '.join(map(str, seeds))}: each cell runs once per seed (training, attack randomness "
+            "and stream order follow the seed); an accuracy is the mean over seeds, brackets the 95% Wilson "
+            "interval of the outcomes pooled over seeds (n per seed times the number of seeds), braces "
+            "{min–max} the spread over seeds; McNemar tests pair the same example under the same seed.")
+
+
+def fewer_seeds(pooled: list[dict[str, Any]], seeds: list[Any]) -> list[str]:
+    """Cells of a multi-seed board that finished under only some of its seeds: ``key (seeds 0, 2)``."""
+    if len(seeds) < 2:
+        return []
+    return [f"{r['key']} (seeds {', '.join(map(str, r.get('seeds', [r.get('seed')])))})"
+            for r in pooled if len(r.get("seeds", [])) < len(seeds)]
+
+
+def _cell_identity(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r.get("train_defense"), r.get("runtime_defense"), r.get("attack"), r.get("attack_name"),
+            r.get("threat"), r.get("eps"), r.get("norm"))
+
+
+def _mean(values: list[Any]) -> Any:
+    if not values or any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values):
+        return values[0] if values else None
+    return sum(values) / len(values)
+
+
+def pooled_record(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell's records over its seeds as one record: accuracies (and minimal-norm statistics) are
+    the mean over seeds, intervals the Wilson interval of the pooled outcomes, ``seed_spread`` the
+    [min, max] over seeds, ``per_example`` the seeds' outcome strings one after another (seed order)."""
+    import re
+
+    recs = sorted(recs, key=lambda r: (not isinstance(r.get("seed"), int), str(r.get("seed"))))
+    first = recs[0]
+    ns = [int(r.get("n") or 0) for r in recs]
+    out = {**first, "key": re.sub(r"/seed[^/]*$", "", str(first.get("key", ""))),
+           "seeds": [r.get("seed") for r in recs], "seed_n": ns, "seed_cell_ids": [r.get("cell_id") for r in recs],
+           "n": max(ns), "seed_spread": {}}
+    for which in ("clean", "robust"):
+        accs = [r.get(f"{which}_acc") for r in recs]
+        if any(a is None for a in accs):
+            continue
+        out[f"{which}_acc"] = sum(map(float, accs)) / len(accs)
+        out["seed_spread"][which] = [min(map(float, accs)), max(map(float, accs))]
+        out[f"{which}_ci"] = list(wilson_interval(sum(round(float(a) * n) for a, n in zip(accs, ns)), sum(ns)))
+    outcomes = [r.get("per_example") or "" for r in recs]
+    out["per_example"] = "".join(outcomes) if all(outcomes) else ""
+    if out["per_example"]:
+        out["robust_ci"] = list(interval_of(out["per_example"]))
+    norms = [r.get("per_example_norm") for r in recs]
+    out["per_example_norm"] = [v for ns_ in norms for v in ns_] if all(norms) else None
+    for key in ("median_norm", "mean_rho2", "mean_rho2_success"):
+        if key in first:
+            out[key] = _mean([r.get(key) for r in recs])
+    return out
+
+
+def pool_seeds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A multi-seed grid's records, one pooled record per cell (``pooled_record``), failed records as
+    they are; the records of one seed unchanged."""
+    if len(seeds_of(records)) < 2:
+        return records
+    groups: OrderedDict[tuple[Any, ...], list[dict[str, Any]]] = OrderedDict()
+    for r in ok_records(records):
+        groups.setdefault(_cell_identity(r), []).append(r)
+    return [pooled_record(g) for g in groups.values()] + [r for r in records if r.get("status") != "ok"]
+
+
+def pool_flags(records: list[dict[str, Any]], flags: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Reliability flags of the seeds' cells, under the pooled record's cell id (its first seed's),
+    each reason prefixed with its seed."""
+    out: dict[str, list[str]] = {}
+    for pooled in pool_seeds(records):
+        for seed, cid in zip(pooled.get("seeds", []), pooled.get("seed_cell_ids", [])):
+            out.setdefault(pooled["cell_id"], []).extend(f"seed {seed}: {why}" for why in flags.get(cid, []))
+    return {cid: why for cid, why in out.items() if why}
+
+
+def seed_spread(rec: dict[str, Any], which: str) -> list[float] | None:
+    """[min, max] over seeds of a pooled record's ``which`` accuracy (None for one seed)."""
+    return (rec.get("seed_spread") or {}).get(which)
+
+
+def worst_cell(joint: str, first: dict[str, Any]) -> dict[str, Any] | str:
+    """A row's worst case; for pooled records also its spread over seeds (the joint string is the
+    seeds' outcomes one after another, ``seed_n`` long each)."""
+    sizes = first.get("seed_n")
+    if not joint or not sizes or sum(sizes) != len(joint):
+        return outcomes_cell(joint)
+    parts, start = [], 0
+    for n in sizes:
+        parts.append(joint[start:start + n].count("1") / n if n else 0.0)
+        start += n
+    return acc_cell(joint.count("1") / len(joint), interval_of(joint), spread=[min(parts), max(parts)])
+
+
+def paired_prefix(joint: str, first: dict[str, Any], other: str, other_first: dict[str, Any]) -> tuple[str, str, int]:
+    """The outcomes two rows share: the first ``m`` examples of each (a row with its own, smaller
+    limit saw a prefix of the other's points); for pooled records the first ``m`` of every seed both
+    rows ran (``m`` per seed)."""
+    if "seed_n" not in first or "seed_n" not in other_first:
+        m = min(len(joint), len(other))
+        return joint[:m], other[:m], m
+    mine, theirs = _seed_parts(joint, first), _seed_parts(other, other_first)
+    common = [s for s in mine if s in theirs]
+    m = min((min(len(mine[s]), len(theirs[s])) for s in common), default=0)
+    return "".join(mine[s][:m] for s in common), "".join(theirs[s][:m] for s in common), m
+
+
+def _seed_parts(joint: str, first: dict[str, Any]) -> dict[Any, str]:
+    """A pooled row's joint outcomes cut back into its seeds' strings."""
+    out, start = {}, 0
+    for seed, n in zip(first["seeds"], first["seed_n"]):
+        out[seed] = joint[start:start + n]
+        start += n
+    return out

@@ -35,6 +35,10 @@ from bench.report.board import (  # noqa: F401
     fmt_cell,
     headline_rows,
     main_budget,
+    pool_seeds,
+    seed_spread,
+    seeds_note,
+    worst_cell,
 )
 from bench.report.rows import budgets_in, row_worst, table_rows, worst_case, worst_outcomes  # noqa: F401  (re-exported)
 from bench.spec.grid import GridSpec
@@ -61,12 +65,15 @@ def _ci(rec: dict[str, Any], which: str) -> tuple[float, float] | None:
     return wilson_interval(round(float(acc) * n), n)
 
 
-def _fmt_acc(value: float | None, ci: tuple[float, float] | None, reference: float | None = None) -> str:
+def _fmt_acc(value: float | None, ci: tuple[float, float] | None, reference: float | None = None,
+             spread: list[float] | None = None) -> str:
     if value is None:
         return "-"
     text = f"{100 * value:.1f}"
     if ci is not None:  # rounded outward, so the printed interval contains the exact one
         text += f" [{math.floor(100 * ci[0]):d}–{math.ceil(100 * ci[1]):d}]"
+    if spread is not None:  # a multi-seed grid's min-max over seeds (bench.report.board.pool_seeds)
+        text += f" {{{100 * spread[0]:.1f}–{100 * spread[1]:.1f}}}"
     if reference is not None:
         outside = ci is not None and not (100 * ci[0] <= reference <= 100 * ci[1])
         text += f" ({reference:g}{OUTSIDE if outside else ''})"
@@ -114,10 +121,12 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
         row: dict[str, Any] = {"train-time": train if train != last_train else "", "runtime": runtime}
         last_train = train
         first = recs[0]
-        row["clean"] = _fmt_acc(first["clean_acc"], _ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"))
+        row["clean"] = _fmt_acc(first["clean_acc"], _ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"),
+                                seed_spread(first, "clean"))
         for r in recs:
             label = column_label(r)
-            cell = _fmt_acc(r["robust_acc"], _ci(r, "robust"), _reference(ref, train, runtime, r, label))
+            cell = _fmt_acc(r["robust_acc"], _ci(r, "robust"), _reference(ref, train, runtime, r, label),
+                            seed_spread(r, "robust"))
             row[label] = cell + (FLAG if flags.get(r.get("cell_id", "")) else "")
             if budget_of(r) is None:
                 norm = r.get("norm") or "L2"
@@ -129,7 +138,7 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
                     row[_threshold_label(r, thr)] = _fmt_acc(at.count("1") / len(at), interval_of(at)) if at else "-"
         for b, col in zip(budgets_in(ok), worst_cols):
             joint = row_worst(recs, b)
-            row[col] = _fmt_acc(joint.count("1") / len(joint), interval_of(joint)) if joint else "-"
+            row[col] = fmt_cell(worst_cell(joint, first)) if joint else "-"
         for col in metric_cols:
             row[col] = metric_fmt(metrics.get((train, runtime), {}).get(col), ref.get(f"{train}/{runtime}/{col}"))
         table.append(row)
@@ -183,7 +192,7 @@ def headline(records: list[dict[str, Any]], spec: GridSpec | None = None,
 def footer(ok: list[dict[str, Any]], spec: GridSpec) -> str:
     """n, seed and threat models of a table (the text under it)."""
     ns = sorted({int(r["n"]) for r in ok})
-    seeds = sorted({r.get("seed") for r in ok}, key=str)
+    seeds = sorted({s for r in ok for s in r.get("seeds", [r.get("seed")])}, key=str)
     by_norm: dict[str, list[float]] = {}
     for norm, eps in budgets_in(ok):
         by_norm.setdefault(norm, []).append(eps)
@@ -193,7 +202,8 @@ def footer(ok: list[dict[str, Any]], spec: GridSpec) -> str:
             f"threat models: {threats or 'none'}")
     if minimal:
         text += f"; unbounded minimal-norm attacks: {', '.join(minimal)}"
-    return text + ". Brackets: 95% Wilson interval in accuracy points, rounded outward."
+    text += ". Brackets: 95% Wilson interval in accuracy points, rounded outward."
+    return text + (f" {seeds_note(seeds)}" if len(seeds) > 1 else "")
 
 
 def notes_path(leaderboard: Path) -> Path:
@@ -291,7 +301,10 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
             main = " (main threat model: the budget most cells share)" if tm["main"] else ""
             lines += [f"### {tm['label']}{main}", "", markdown_table(head, blank_repeats=False), ""]
         lines += [f"n = {n_text} of `{spec.dataset}`, seed {', '.join(map(str, model['seeds']))}; threat models: "
-                  f"{model['threats_text']}. Brackets: 95% Wilson interval in accuracy points, rounded outward.", ""]
+                  f"{model['threats_text']}. Brackets: 95% Wilson interval in accuracy points, rounded outward."
+                  + (f" {model['seeds_note']}" if model["seeds_note"] else "")
+                  + (" Cells with fewer seeds (their mean and spread cover only those): "
+                     f"{'; '.join(model['fewer_seeds'])}." if model["fewer_seeds"] else ""), ""]
     lines += ["## Robust accuracy per threat model", "",
               f"Dataset `{spec.dataset}` ({n_text}), architecture `{spec.arch}`. Accuracy in %, one column per "
               "attack (threat model in parentheses when not `base`), the last column the row's worst case.", ""]
@@ -328,7 +341,8 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
         from bench.report.plots import write_figures
 
         main = tuple(tms[0]["budget"]) if tms else None
-        pictures = write_figures(ok, spec, Path(figures_dir), main)  # type: ignore[arg-type]
+        # a multi-seed grid's pictures draw the pooled cells, as the tables do (one seed: unchanged)
+        pictures = write_figures(pool_seeds(ok), spec, Path(figures_dir), main)  # type: ignore[arg-type]
         if pictures:
             lines += ["## Pictures", ""]
             prefix = f"{link_prefix.rstrip('/')}/" if link_prefix else ""
@@ -338,7 +352,7 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
         " (with the current code: this board mixes code versions, see above)." if len(versions) > 1 else "."))
     if ok:
         lines.append(f"Code version {', '.join(versions) or '-'}; device {', '.join(devices) or '-'}; "
-                     f"seed {ok[0].get('seed')}.")
+                     f"seed {', '.join(map(str, model['seeds'])) if model['seeds_note'] else ok[0].get('seed')}.")
     if notes and notes.strip():
         lines += ["", notes.strip("\n")]
     return "\n".join(lines) + "\n"

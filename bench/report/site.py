@@ -143,9 +143,14 @@ def _slug(text: str) -> str:
 def board_model(board: BoardInput) -> dict[str, Any]:
     """One page's content as plain data: meta, the headline, one table per threat model, flags, failed
     cells and notes. Tables are bench.report.leaderboard's (same cells, same formatting)."""
+    from bench.report.board import pool_flags, pool_seeds, seeds_of
+
     spec, records = board.spec, board.records
-    ok = [r for r in records if r.get("status") == "ok"]
+    seeds = [str(s) for s in seeds_of(records)]
     flags = cell_flags(records)
+    if len(seeds) > 1:  # a multi-seed grid: one pooled record per cell (bench.report.board.pool_seeds)
+        records, flags = pool_seeds(records), pool_flags(records, flags)
+    ok = [r for r in records if r.get("status") == "ok"]
     head, budget = headline(records, spec)
     groups = _split(build_table(records, spec, flags), ok) if ok else []
     main = budget_label(budget) if budget is not None else None
@@ -163,7 +168,7 @@ def board_model(board: BoardInput) -> dict[str, Any]:
         "arch": spec.arch,
         "wiring_check": bool(getattr(spec, "wiring_check", False)),
         "n": max((int(r["n"]) for r in ok), default=0),
-        "seeds": sorted({str(r.get("seed")) for r in ok}),
+        "seeds": seeds,
         "code_versions": versions,
         "devices": sorted({str(r.get("device") or "-") for r in ok}),
         "date": max((str(r.get("finished_at", "")) for r in ok), default="")[:10] or "-",
@@ -197,9 +202,10 @@ def _reproduce(records: list[dict[str, Any]], spec: GridSpec) -> str:
 def board_figures(board: BoardInput, model: dict[str, Any]) -> list[tuple[str, str]]:
     """(title, base64 PNG) of the board's pictures: drawn afresh from the records by
     bench.report.plots, then any other PNG in ``board.figures_dir`` (the grid's own figures)."""
+    from bench.report.board import pool_seeds
     from bench.report.plots import write_figures
 
-    ok = [r for r in board.records if r.get("status") == "ok"]
+    ok = [r for r in pool_seeds(board.records) if r.get("status") == "ok"]  # a multi-seed grid: pooled cells
     out: list[tuple[str, str]] = []
     drawn: set[str] = set()
     if ok:

@@ -69,17 +69,22 @@ class Cell:
     attack_label: str
     train_split: str = "train"
     train_offset: int = 0
+    #: The grid runs several seeds (``seeds = [...]``): the key names this cell's seed. Not part of
+    #: the cell's identity (its seed is), so a grid's cell ids do not depend on how many seeds it lists.
+    multi_seed: bool = False
 
     @property
     def key(self) -> str:
         """Human-readable identity used in baselines and progress output."""
         eps = "-" if self.eps is None else f"{self.eps:.4g}"
-        return f"{self.train_defense}/{self.runtime_defense}/{self.attack_label}/{self.threat}/{eps}"
+        key = f"{self.train_defense}/{self.runtime_defense}/{self.attack_label}/{self.threat}/{eps}"
+        return f"{key}/seed{self.seed}" if self.multi_seed else key
 
     def config(self) -> dict[str, Any]:
         from dataclasses import asdict
 
         cfg = asdict(self)
+        del cfg["multi_seed"]
         if (self.train_split, self.train_offset) == ("train", 0):  # ids of grids without a stand-in stay as they were
             del cfg["train_split"], cfg["train_offset"]
         return cfg
@@ -109,6 +114,9 @@ class GridSpec:
     train_split: str = "train"
     train_offset: int = 0
     seed: int = 0
+    #: ``seeds = [0, 1, 2]``: every cell runs once per seed (training, attack randomness and stream
+    #: order all follow Cell.seed); empty: the one ``seed``. ``seed`` is then ``seeds[0]``.
+    seeds: tuple[int, ...] = ()
     description: str = ""
     reference: dict[str, float] = field(default_factory=dict)
     reference_source: str = ""
@@ -157,10 +165,25 @@ class GridSpec:
                               for name, p in self.train.items()}
         return self._resolved
 
+    def run_seeds(self, seed: int | None = None) -> tuple[int, ...]:
+        """The seeds a run covers: ``seed`` (the --seed option) alone when given, else every seed of
+        the grid (``seeds``, else its one ``seed``)."""
+        if seed is not None:
+            return (seed,)
+        return self.seeds or (self.seed,)
+
     def cells(self, limit: int | None = None, seed: int | None = None) -> list[Cell]:
+        """Every cell of the grid, once per seed of ``run_seeds(seed)`` (seed-major order)."""
         lim = limit if limit is not None else self.limit
-        sd = seed if seed is not None else self.seed
         train_params = self.resolved_train()
+        multi = len(self.seeds) > 1
+        out = []
+        for sd in self.run_seeds(seed):
+            out += self._cells_of_seed(lim, sd, train_params, multi)
+        return out
+
+    def _cells_of_seed(self, lim: int | None, sd: int, train_params: dict[str, dict[str, Any]],
+                       multi: bool) -> list[Cell]:
         out = []
         for train, runtime in self.pairs():
             for a in self.attacks:
@@ -175,7 +198,7 @@ class GridSpec:
                         surrogate=a.surrogate, limit=self.limit_for(runtime, lim), train_limit=self.train_limit,
                         seed=sd,
                         attack_label=a.label or a.name, train_split=self.train_split,
-                        train_offset=self.train_offset,
+                        train_offset=self.train_offset, multi_seed=multi,
                     ))
         return out
 
@@ -347,6 +370,26 @@ def _refuse_duplicates(spec: GridSpec, where: str) -> None:
                                      f"({a.label or a.name}, {a.threat}{budget}, {train}/{runtime}); remove one")
 
 
+def _seeds(raw: dict[str, Any], where: str) -> tuple[int, ...]:
+    """``seeds = [0, 1, 2]``: distinct integers in [0, 2**63), not beside ``seed`` (() when absent)."""
+    if "seeds" not in raw:
+        return ()
+    if "seed" in raw:
+        raise BenchError(f"{where}: give either seed = N or seeds = [N, ...], not both; remove one")
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or not seeds:
+        raise BenchError(f"{where}: seeds must be a non-empty list of integers, e.g. seeds = [0, 1, 2], "
+                         f"got {seeds!r}"[:300])
+    for s in seeds:
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**63:
+            raise BenchError(f"{where}: seeds must be integers in [0, 2**63), got {s!r}"[:300])
+    if len(set(seeds)) < len(seeds):
+        twice = next(s for s in seeds if seeds.count(s) > 1)
+        raise BenchError(f"{where}: seed {twice} is listed twice in seeds (each seed runs every cell once); "
+                         "list it once")
+    return tuple(seeds)
+
+
 def _resolve_file(value: str, grid_path: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() or not grid_path else Path(grid_path).parent / p
@@ -355,7 +398,7 @@ def _resolve_file(value: str, grid_path: str) -> Path:
 def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> GridSpec:
     where = path or default_name
     known = {"name", "description", "dataset", "arch", "train", "runtime", "attacks", "layout",
-             "base_model", "limit", "train_limit", "seed", "reference", "reference_source", "plugins",
+             "base_model", "limit", "train_limit", "seed", "seeds", "reference", "reference_source", "plugins",
              "train_split", "train_offset", "metrics", "figures", "wiring_check", "positions"}
     unknown = set(raw) - known
     if unknown:
@@ -437,6 +480,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise BenchError(f"{where}: seed must be an integer in [0, 2**63), got {seed!r}")
+    seeds = _seeds(raw, where)
     for key in ("name", "base_model", "description", "reference_source"):
         if key in raw and not isinstance(raw[key], str):
             raise BenchError(f"{where}: {key} must be a string, got {raw[key]!r}"[:300])
@@ -463,7 +507,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         attacks=attacks, layout=layout,
         base_model=raw.get("base_model", "standard" if "standard" in train else next(iter(train))),
         limit=raw.get("limit"), train_limit=raw.get("train_limit"), train_split=train_split,
-        train_offset=train_offset, seed=int(raw.get("seed", 0)),
+        train_offset=train_offset, seed=seeds[0] if seeds else int(seed), seeds=seeds,
         description=raw.get("description", ""), reference={str(k): float(v) for k, v in ref.items()},
         reference_source=raw.get("reference_source", ""), path=path, metrics=tuple(metrics),
         plugins=tuple(str(_resolve_file(p, path)) for p in plugins),
