@@ -33,9 +33,13 @@ def import_all(package: ModuleType) -> None:
 
 
 def check_new_entries(registry: Registry, origin: str, before: set[str]) -> None:
-    for name in sorted(set(registry.list_names()) - before):
+    """Refuse a plugin's entry that breaks the registry's contract, and forget what that plugin
+    registered (an in-process caller, ``bench.evaluate`` or a test, must not keep it)."""
+    added = set(registry.list_names()) - before
+    for name in sorted(added):
         problem = registry.contract(name, registry.get(name)) if registry.contract else None
         if problem:
+            registry.drop(added)
             raise BenchError(f"{origin}: {registry.kind} {name!r} {problem}")
 
 
