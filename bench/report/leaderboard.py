@@ -36,8 +36,11 @@ from bench.report.board import (  # noqa: F401
     headline_rows,
     main_budget,
     pool_seeds,
+    robust_at_threshold,
     seed_spread,
     seeds_note,
+    threshold_label,
+    thresholds,
     worst_cell,
 )
 from bench.report.rows import budgets_in, row_worst, table_rows, worst_case, worst_outcomes  # noqa: F401  (re-exported)
@@ -101,11 +104,11 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
         if budget_of(r) is None:  # minimal-norm: the size of the perturbation is what compares
             columns[f"{label} med {r.get('norm') or 'L2'}"] = None
             columns[f"{label} ρ2"] = None
-    thresholds = _thresholds(spec)
+    by_attack = thresholds(spec)
     for r in ok:
-        thr = thresholds.get((r.get("attack_name", r["attack"]), r["attack"], r["threat"]))
+        thr = by_attack.get((r.get("attack_name", r["attack"]), r["attack"], r["threat"]))
         if budget_of(r) is None and thr is not None:
-            columns[_threshold_label(r, thr)] = None
+            columns[threshold_label(r, thr)] = None
     worst_cols = [worst_label(b) for b in budgets_in(ok)]
     ref = spec.reference if spec is not None else {}
     from bench.spec.metric_columns import fmt as metric_fmt
@@ -132,10 +135,10 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
                 norm = r.get("norm") or "L2"
                 row[f"{label} med {norm}"] = _fmt_norm(r.get("median_norm"), norm)
                 row[f"{label} ρ2"] = _fmt_norm(r.get("mean_rho2_success", r.get("mean_rho2")))
-                thr = thresholds.get((r.get("attack_name", r["attack"]), r["attack"], r["threat"]))
+                thr = by_attack.get((r.get("attack_name", r["attack"]), r["attack"], r["threat"]))
                 if thr is not None:
                     at = robust_at_threshold(r, thr)
-                    row[_threshold_label(r, thr)] = _fmt_acc(at.count("1") / len(at), interval_of(at)) if at else "-"
+                    row[threshold_label(r, thr)] = _fmt_acc(at.count("1") / len(at), interval_of(at)) if at else "-"
         for b, col in zip(budgets_in(ok), worst_cols):
             joint = row_worst(recs, b)
             row[col] = fmt_cell(worst_cell(joint, first)) if joint else "-"
@@ -144,27 +147,6 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
         table.append(row)
     cols = ["train-time", "runtime", "clean", *columns, *worst_cols, *metric_cols]
     return pd.DataFrame(table, columns=cols).fillna("-")
-
-
-def _thresholds(spec: GridSpec | None) -> dict[tuple[str, str, str], float]:
-    """(attack name, label, threat) -> the grid's norm threshold for a minimal-norm attack."""
-    if spec is None:
-        return {}
-    return {(a.name, a.label or a.name, a.threat): a.threshold for a in spec.attacks if a.threshold is not None}
-
-
-def _threshold_label(rec: dict[str, Any], thr: float) -> str:
-    return f"{column_label(rec)} {rec.get('norm') or 'L2'} ≤ {thr:g}"
-
-
-def robust_at_threshold(rec: dict[str, Any], threshold: float) -> str:
-    """Per-example outcomes when a minimal-norm attack only counts if its perturbation is at most
-    ``threshold`` (the RMC paper's Table 1 convention): robust if the attack failed or needed more
-    ('' when the record has no per-example norms)."""
-    norms, outcomes = rec.get("per_example_norm"), rec.get("per_example", "")
-    if not norms or len(norms) != len(outcomes):
-        return ""
-    return "".join("1" if o == "1" or v > threshold else "0" for o, v in zip(outcomes, norms))
 
 
 def _reference(ref: dict[str, float], train: str, runtime: str, r: dict[str, Any], label: str) -> float | None:
@@ -322,7 +304,7 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
                   "the median perturbation norm over the examples they flip; ρ2: Deep Defense's rho_2, mean "
                   "||delta||_2 / ||x||_2 over those examples" + (
                       "; `L2 ≤ t`: robust accuracy when only perturbations within the grid's threshold count (the "
-                      "RMC paper's Table 1 convention)" if _thresholds(spec) else "") + ".", ""]
+                      "RMC paper's Table 1 convention)" if thresholds(spec) else "") + ".", ""]
         for table in model["minimal_norm"]:
             lines += [markdown_table(table), ""]
     if model["metrics"]:
