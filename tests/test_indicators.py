@@ -163,3 +163,27 @@ def test_mlflow_gets_each_indicator_as_two_metrics():
     rec = {"indicators": {"silent_success": {"fired": True, "value": 0.5, "n": 4, "remedy": "r"}}}
     assert indicator_metrics(rec) == {"indicator.silent_success.fired": 1.0, "indicator.silent_success.value": 0.5}
     assert indicator_metrics({}) == {}
+
+
+def test_indicators_do_not_depend_on_which_cell_scoring_the_examples_came_first(digits_model, points):
+    """Cells scoring the same examples on different runtime defenses share a memo; what they record
+    must not depend on their order (the Ray executor runs them in another order than the local one)."""
+    x, y = points
+    attack = ATTACKS.get("pgd")(eps=0.1, steps=5)
+    result = attack.run(digits_model, x, y)
+    with torch.no_grad():
+        pred = digits_model(result.x_adv).argmax(1)
+        clean = digits_model(x).argmax(1) == y
+    other = clean.clone()
+    other[6:] = False  # a defense that misreads all but a handful of the clean points
+
+    def records(order):
+        memo, out = {}, {}
+        for name, ok in order:
+            out[name] = ind.compute(attack, digits_model, x, y, result.x_adv, pred, ok, result=result,
+                                    transfer=False, memo=memo)["indicators"]
+        return out
+
+    forward = records([("none", clean), ("defended", other)])
+    backward = records([("defended", other), ("none", clean)])
+    assert forward == backward

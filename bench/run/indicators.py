@@ -232,7 +232,13 @@ def compute(attack: Any, model: Any, x: torch.Tensor, y: torch.Tensor, x_adv: to
             out["unconstrained_failure"] = _entry("unconstrained_failure", share > UNBOUNDED_MAX, share, int(pts.sum()))
         else:
             if "unconstrained_failure" not in memo:
-                memo["unconstrained_failure"] = unconstrained_failure(attack, model, x, y, clean_ok, target)
+                # correct on the model the attack runs on, not on the scored defense: the memo serves
+                # every cell scoring these examples, whichever of them comes first
+                m = min(len(x), 4 * UNBOUNDED_POINTS)
+                own_ok = torch.zeros(len(x), dtype=torch.bool, device=dev)
+                with torch.no_grad():
+                    own_ok[:m] = _logits(attacked, x[:m], judge.batch_size).argmax(1) == y[:m]
+                memo["unconstrained_failure"] = unconstrained_failure(attack, model, x, y, own_ok, target)
             out["unconstrained_failure"] = memo["unconstrained_failure"]
     if trace is not None:
         out["incomplete_optimisation"] = incomplete_optimisation(trace, (clean_ok & ~scored_fooled).cpu())
