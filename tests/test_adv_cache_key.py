@@ -20,3 +20,20 @@ def test_changing_an_attacks_dataset_defaults_changes_its_cache_key(tmp_path, mo
                for family, params in factory.dataset_defaults.items()}
     monkeypatch.setattr(factory, "dataset_defaults", changed)
     assert store.adv_key(cell) != before
+
+
+def test_a_targeted_attack_without_a_trace_keeps_its_targets_beside_the_cached_examples(tmp_path):
+    """JSMA returns no trace; its target classes must still reach a cell that reads its examples from
+    the cache, or that cell's failure indicators judge success as untargeted."""
+    import torch
+
+    from bench.core.contracts import AttackResult
+    from bench.run.evaluation import Evaluator
+
+    spec = grid.load("ci")
+    store = ArtifactStore(spec, RunOptions(cache_dir=tmp_path, results_dir=tmp_path, tracking=False), None)
+    ev = Evaluator(spec, store)
+    target = torch.tensor([3, 1, 4])
+    ev._keep_trace("k", AttackResult(torch.zeros(3, 1, 8, 8), target=target))
+    cached = ev._cached_trace("k")
+    assert cached is not None and torch.equal(cached.target, target) and cached.loss_trace is None

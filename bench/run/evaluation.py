@@ -339,7 +339,9 @@ class Evaluator:
         workers, or a later run) that read the examples from the cache."""
         from bench.core.cache import atomic_torch_save
 
-        if result.loss_trace is not None and result.first_success is not None:
+        # the target classes too when there is no trace (JSMA): without them a cell reading the cached
+        # examples would judge a targeted attack's success as untargeted, unlike the cell that crafted them
+        if result.loss_trace is not None or result.first_success is not None or result.target is not None:
             atomic_torch_save({"loss_trace": result.loss_trace, "first_success": result.first_success,
                                "target": result.target}, self._trace_path(adv_key))
 
