@@ -15,14 +15,12 @@ cell (the RMC paper's Table-1 layout) as a DataFrame, for scripts and tests.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.core.stats import interval_of, wilson_interval
 from bench.report.board import (  # noqa: F401
     ALPHA,
     CLEAN_DROP,
@@ -32,10 +30,14 @@ from bench.report.board import (  # noqa: F401
     OUTSIDE,
     ROW_COLUMNS,
     VS_NEXT,
+    acc_cell,
     fmt_cell,
     headline_rows,
     main_budget,
+    outcomes_cell,
     pool_seeds,
+    record_ci,
+    reference,
     robust_at_threshold,
     seed_spread,
     seeds_note,
@@ -45,50 +47,13 @@ from bench.report.board import (  # noqa: F401
 )
 from bench.report.rows import budgets_in, row_worst, table_rows, worst_case, worst_outcomes  # noqa: F401  (re-exported)
 from bench.spec.grid import GridSpec
-from bench.spec.labels import Budget, attack_label, budget_label, budget_of, column_label, fmt_eps
+from bench.spec.labels import Budget, budget_label, budget_of, column_label, fmt_eps
 
 WORST = "worst"
 
 
 def worst_label(budget: Budget) -> str:
     return f"{WORST} {budget_label(budget)}"
-
-
-def _ci(rec: dict[str, Any], which: str) -> tuple[float, float] | None:
-    """The record's stored interval, else one computed from its outcomes (older records)."""
-    stored = rec.get(f"{which}_ci")
-    if stored:
-        return float(stored[0]), float(stored[1])
-    if which == "robust" and rec.get("per_example"):
-        return interval_of(rec["per_example"])
-    n = int(rec.get("n") or 0)
-    acc = rec.get(f"{which}_acc")
-    if n <= 0 or acc is None:
-        return None
-    return wilson_interval(round(float(acc) * n), n)
-
-
-def _fmt_acc(value: float | None, ci: tuple[float, float] | None, reference: float | None = None,
-             spread: list[float] | None = None) -> str:
-    if value is None:
-        return "-"
-    text = f"{100 * value:.1f}"
-    if ci is not None:  # rounded outward, so the printed interval contains the exact one
-        text += f" [{math.floor(100 * ci[0]):d}–{math.ceil(100 * ci[1]):d}]"
-    if spread is not None:  # a multi-seed grid's min-max over seeds (bench.report.board.pool_seeds)
-        text += f" {{{100 * spread[0]:.1f}–{100 * spread[1]:.1f}}}"
-    if reference is not None:
-        outside = ci is not None and not (100 * ci[0] <= reference <= 100 * ci[1])
-        text += f" ({reference:g}{OUTSIDE if outside else ''})"
-    return text
-
-
-def _fmt_norm(value: float | None, norm: str = "L2") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "∞"
-    return f"{value:.0f}" if norm == "L0" else f"{value:.3f}"
 
 
 def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
@@ -124,21 +89,22 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
         row: dict[str, Any] = {"train-time": train if train != last_train else "", "runtime": runtime}
         last_train = train
         first = recs[0]
-        row["clean"] = _fmt_acc(first["clean_acc"], _ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"),
-                                seed_spread(first, "clean"))
+        row["clean"] = fmt_cell(acc_cell(first["clean_acc"], record_ci(first, "clean"),
+                                         ref.get(f"{train}/{runtime}/clean"), spread=seed_spread(first, "clean")))
         for r in recs:
             label = column_label(r)
-            cell = _fmt_acc(r["robust_acc"], _ci(r, "robust"), _reference(ref, train, runtime, r, label),
-                            seed_spread(r, "robust"))
+            cell = fmt_cell(acc_cell(r["robust_acc"], record_ci(r, "robust"), reference(ref, train, runtime, r),
+                                     spread=seed_spread(r, "robust")))
             row[label] = cell + (FLAG if flags.get(r.get("cell_id", "")) else "")
             if budget_of(r) is None:
                 norm = r.get("norm") or "L2"
-                row[f"{label} med {norm}"] = _fmt_norm(r.get("median_norm"), norm)
-                row[f"{label} ρ2"] = _fmt_norm(r.get("mean_rho2_success", r.get("mean_rho2")))
+                row[f"{label} med {norm}"] = fmt_cell({"kind": "norm", "value": r.get("median_norm"), "norm": norm})
+                row[f"{label} ρ2"] = fmt_cell({"kind": "norm", "value": r.get("mean_rho2_success", r.get("mean_rho2")),
+                                               "norm": "L2"})
                 thr = by_attack.get((r.get("attack_name", r["attack"]), r["attack"], r["threat"]))
                 if thr is not None:
                     at = robust_at_threshold(r, thr)
-                    row[threshold_label(r, thr)] = _fmt_acc(at.count("1") / len(at), interval_of(at)) if at else "-"
+                    row[threshold_label(r, thr)] = fmt_cell(outcomes_cell(at))
         for b, col in zip(budgets_in(ok), worst_cols):
             joint = row_worst(recs, b)
             row[col] = fmt_cell(worst_cell(joint, first)) if joint else "-"
@@ -147,14 +113,6 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
         table.append(row)
     cols = ["train-time", "runtime", "clean", *columns, *worst_cols, *metric_cols]
     return pd.DataFrame(table, columns=cols).fillna("-")
-
-
-def _reference(ref: dict[str, float], train: str, runtime: str, r: dict[str, Any], label: str) -> float | None:
-    """A paper number keyed by the full column label, or by the bare attack label (older specs)."""
-    for key in (label, attack_label(r)):
-        if f"{train}/{runtime}/{key}" in ref:
-            return ref[f"{train}/{runtime}/{key}"]
-    return None
 
 
 def headline(records: list[dict[str, Any]], spec: GridSpec | None = None,
