@@ -52,6 +52,16 @@ def shared_weights() -> Path:
     return SHARED_WEIGHTS
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (restored after): float sums in one order, so results that
+    train or adapt for many steps are the same on every machine (`pytest.mark.usefixtures`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def digits_train() -> data.Dataset:
     return data.load("digits", "train")

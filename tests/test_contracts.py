@@ -27,12 +27,7 @@ SEED = 0
 SMALL_RMC = {"k": 32, "max_epochs": 2, "patience": 1, "lr": 2.5e-3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -15,13 +15,8 @@ EPS = 0.1
 N = 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """RIDE trains for hundreds of float32 Adam steps: one thread keeps the sums in one order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+# RIDE trains for hundreds of float32 Adam steps: one thread keeps the sums in one order.
 
 
 def _ride(model, **over):
