@@ -214,12 +214,8 @@ class ArtifactStore:
     def adv_key(self, cell: Cell) -> str:
         # The attack's parameters as they will run (class and per-dataset defaults resolved), so a change
         # of an attack's defaults in the code never reuses examples crafted under the old ones.
-        factory = attacks.ATTACKS.get(cell.attack)
-        resolved = resolve_params(factory, self.family, cell.attack_params, seed=cell.seed)
-        if cell.eps is not None:
-            resolved["eps"] = cell.eps
-        built = factory(**resolved)
-        resolved = {**resolved, **(built.config() if hasattr(built, "config") else {})}
+        built, params = self.attack(cell)
+        resolved = {**params, **(built.config() if hasattr(built, "config") else {})}
         return config_hash({"cell": cell.cell_id, "resolved": resolved}) if cell.threat == "adaptive" else config_hash({
             "train": [cell.train_defense, cell.train_params], "attack": cell.attack, "params": cell.attack_params,
             "resolved": resolved,
