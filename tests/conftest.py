@@ -52,6 +52,20 @@ def shared_weights() -> Path:
     return SHARED_WEIGHTS
 
 
+@pytest.fixture(autouse=True)
+def scratch_registries(monkeypatch):
+    """What a test registers (a plugin file, an in-process `bench --plugin`) is forgotten after it: the
+    registries are process-wide, and a later test in the same worker must see the built-ins only."""
+    from bench.core.arch_base import ARCHS
+    from bench.core.dataset_base import DATASETS
+    from bench.core.methods import ATTACKS, DEFENSES
+
+    for reg in (ATTACKS, DEFENSES, ARCHS, DATASETS):
+        reg.list_names()  # populated first: the snapshot must hold the built-ins, not an empty table
+        monkeypatch.setattr(reg, "_entries", dict(reg._entries))
+        monkeypatch.setattr(reg, "_origins", dict(reg._origins))
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread for the test (restored after): float sums in one order, so results that

@@ -30,14 +30,6 @@ SMALL_RMC = {"k": 32, "max_epochs": 2, "patience": 1, "lr": 2.5e-3}
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@pytest.fixture
-def scratch_registries(monkeypatch):
-    """Plugins registered by a test are forgotten after it (the registries are process-wide)."""
-    for reg in (defenses.DEFENSES, attacks.ATTACKS):
-        monkeypatch.setattr(reg, "_entries", dict(reg._entries))
-        monkeypatch.setattr(reg, "_origins", dict(reg._origins))
-
-
 def _rmc(name, model, train_set, cache_dir, **over):
     factory = defenses.DEFENSES.get(name)
     params = resolve_params(factory, "digits", {**SMALL_RMC, **over}, seed=SEED, cache_dir=str(cache_dir))
