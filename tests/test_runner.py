@@ -12,7 +12,7 @@ import attacks
 from bench.core.contracts import Attack
 from bench.core.errors import BenchError
 from bench.report.check import compare, write_baseline
-from bench.report.leaderboard import build_table, worst_case
+from bench.report.leaderboard import build_table, render, worst_case
 from bench.run.runner import Runner, RunOptions
 from bench.spec import grid
 
@@ -65,7 +65,8 @@ def test_grid_runs_and_records_every_cell(finished):
     assert len(records) == 3
     fields = {"grid", "dataset", "arch", "train_defense", "runtime_defense", "attack", "threat", "norm", "eps", "n",
               "clean_acc", "robust_acc", "attack_success_rate", "max_perturbation", "mean_l2", "seconds",
-              "cpu_seconds", "examples_per_second", "device", "seed", "code_version", "config_hash", "status", "error"}
+              "cpu_seconds", "examples_per_second", "device", "device_name", "seed", "code_version", "config_hash",
+              "status", "error"}
     for r in records:
         assert fields <= set(r), fields - set(r)
         assert r["status"] == "ok" and r["n"] == 60 and len(r["per_example"]) == 60
@@ -123,6 +124,11 @@ def test_leaderboard_table_and_worst_case(finished):
     assert list(table.columns) == ["train-time", "runtime", "clean", "fgsm Linf 0.2", "pgd Linf 0.1", "pgd Linf 0.3",
                                    "worst Linf 0.1", "worst Linf 0.2", "worst Linf 0.3"]
     assert len(table) == 1
+    # the board names the hardware (a CPU's model name from /proc/cpuinfo), not just "cpu"
+    from bench.core.device import cpu_name
+    from bench.report.board import board
+    assert board(records, spec)["devices"] == [f"cpu ({cpu_name()})"]
+    assert cpu_name() in render(records, spec)
     assert worst_case(["1101", "1011", "1110"]) == 0.25
     assert worst_case([]) is None
 

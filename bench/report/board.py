@@ -459,7 +459,7 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
         "n": n, "fewer": sorted({(r["runtime_defense"], int(r["n"])) for r in ok if int(r["n"]) < n}),
         "seeds": seeds, "seeds_note": seeds_note(seeds), "fewer_seeds": fewer_seeds(ok, seeds),
         "date": max((r.get("finished_at", "") for r in ok), default="")[:10],
-        "versions": versions, "devices": sorted({r.get("device", "") for r in ok if r.get("device")}),
+        "versions": versions, "devices": device_labels(ok),
         "baseline": list(base) if base else None,
         "clean_drops": {f"{t}/{rt}": d for (t, rt), d in drops.items()},
         "threat_models": [{"budget": list(b), "label": budget_label(b), "main": i == 0,
@@ -616,3 +616,11 @@ def _seed_parts(joint: str, first: dict[str, Any]) -> dict[Any, str]:
         out[seed] = joint[start:start + n]
         start += n
     return out
+
+
+def device_labels(records: list[dict[str, Any]]) -> list[str]:
+    """Each distinct device of ``records`` with the hardware's name where the record has it, e.g.
+    ``cpu (AMD EPYC, 2 logical cores)``."""
+    return sorted({f"{r['device']} ({r['device_name']})" if r.get("device_name") else str(r["device"])
+                   for r in records if r.get("device")})
+

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.report.board import device_labels
 from bench.report.findings import finding_text, findings
 from bench.report.flags import cell_flags
 from bench.report.leaderboard import FLAG, OUTSIDE, build_table, footer, headline, main_budget, worst_label
@@ -170,7 +171,7 @@ def board_model(board: BoardInput) -> dict[str, Any]:
         "n": max((int(r["n"]) for r in ok), default=0),
         "seeds": seeds,
         "code_versions": versions,
-        "devices": sorted({str(r.get("device") or "-") for r in ok}),
+        "devices": device_labels(ok) or ["-"],
         "date": max((str(r.get("finished_at", "")) for r in ok), default="")[:10] or "-",
         "cells": len(ok),
         "main_budget": main,

@@ -16,6 +16,7 @@ from bench.core import stream_records as perpoint
 from bench.core.approx import EOT
 from bench.core.cache import config_hash
 from bench.core.contracts import AttackResult, StatefulDefense
+from bench.core.device import describe as describe_device
 from bench.core.errors import AuditError, BenchError
 from bench.core.stream import stream_order
 from bench.core.version import code_version
@@ -95,7 +96,7 @@ def cell_fields(cell: Cell, device: Any) -> dict[str, Any]:
             "dataset": cell.dataset, "arch": cell.arch, "train_defense": cell.train_defense,
             "runtime_defense": cell.runtime_defense, "attack": cell.attack_label, "attack_name": cell.attack,
             "threat": cell.threat, "eps": cell.eps, "seed": cell.seed, "device": str(device),
-            "code_version": code_version()}
+            "device_name": describe_device(device), "code_version": code_version()}
 
 
 class Evaluator:

@@ -18,11 +18,11 @@ from bench.core.cache import atomic_write_text
 from bench.core.errors import BenchError
 from bench.core.locks import file_lock
 
-#: Record fields that measure the run rather than the result (time, memory): two runs of one cell
-#: agree on every other field.
+#: Record fields that measure the run rather than the result (time, memory, the hardware's name): two
+#: runs of one cell agree on every other field.
 MEASUREMENT_FIELDS = frozenset({"seconds", "cpu_seconds", "examples_per_second", "finished_at", "delay_per_point_s",
                                 "per_point_delay_s", "peak_rss_mb", "peak_cuda_mb",
-                                "indicator_seconds"})
+                                "indicator_seconds", "device_name"})
 
 
 class ResultStore:
