@@ -8,6 +8,9 @@ logits' gradient sum b < 0, and sets both to 1 (theta = +1, "increasing" variant
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
 import torch
 
 from bench.core.contracts import Attack, Model, random_wrong_class
@@ -20,6 +23,7 @@ class JSMA(Attack):
 
     norm = "L0"
     minimal_norm = True
+    capped = True  # by gamma
     # gamma 0.1 is the paper's (MNIST: 39 pixel pairs); 8x8 digits have 64 features, so allow 30%.
     dataset_defaults = {"digits": {"gamma": 0.3}}
 
@@ -32,6 +36,12 @@ class JSMA(Attack):
         self.gamma, self.theta = float(gamma), float(theta)
         #: Optional cap on the pixel-pair iterations (default: gamma's budget, gamma x features / 2).
         self.max_iters = None if max_iters is None else int(max_iters)
+
+    def unbounded(self, shape: Sequence[int]) -> JSMA:
+        """JSMA's budget is gamma, the share of features it may change: unbounded, it may change all."""
+        free = copy.copy(self)
+        free.gamma, free.max_iters = 1.0, None
+        return free
 
     def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 gen: torch.Generator) -> torch.Tensor:

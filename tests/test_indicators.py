@@ -187,3 +187,26 @@ def test_indicators_do_not_depend_on_which_cell_scoring_the_examples_came_first(
     forward = records([("none", clean), ("defended", other)])
     backward = records([("defended", other), ("none", clean)])
     assert forward == backward
+
+
+def test_jsma_unbounded_may_change_every_feature_and_fools_every_point(digits_model, points):
+    """JSMA's budget is gamma, not eps: its unconstrained check must lift gamma, or a capped JSMA
+    fires "unconstrained failure" on a model it breaks (it did on 5 of 7 default-grid rows)."""
+    x, y = points
+    jsma = ATTACKS.create("jsma", gamma=0.05)  # 1 pixel pair on 8x8 digits: most points survive
+    free = jsma.unbounded(x.shape[1:])
+    assert (free.gamma, jsma.gamma) == (1.0, 0.05) and free is not jsma
+    res = jsma.run(digits_model, x, y)
+    with torch.no_grad():
+        pred, clean_ok = digits_model(res.x_adv).argmax(1), digits_model(x).argmax(1) == y
+    assert float((pred == y)[clean_ok].float().mean()) > 0.5  # the capped attack leaves most correct
+    out = ind.compute(jsma, digits_model, x, y, res.x_adv, pred, clean_ok, result=res, transfer=False)
+    entry = out["indicators"]["unconstrained_failure"]
+    assert not entry["fired"] and entry["value"] <= ind.UNBOUNDED_MAX, entry
+
+
+def test_unbounded_grows_eps_and_step_of_a_wrapped_inner_attack():
+    bpda = ATTACKS.create("bpda", attack="pgd", eps=0.1, step_size=0.025)
+    free = bpda.unbounded((1, 8, 8))
+    assert free.inner.eps == pytest.approx(1.0) and free.inner.step_size == pytest.approx(0.25)
+    assert bpda.inner.eps == pytest.approx(0.1) and bpda.eps == pytest.approx(0.1)  # the cell's own is untouched

@@ -24,7 +24,8 @@ Each indicator is ``{"fired": bool, "value": float, "n": points measured, "remed
    scaled by the same factor, so an eps-relative step keeps its meaning) on up to
    ``UNBOUNDED_POINTS`` correctly classified points must fool them; fires when
    more than ``UNBOUNDED_MAX`` of them stay correct (a minimal-norm attack, unbounded already, is
-   judged on the cell's own points at no extra cost).
+   judged on the cell's own points at no extra cost; JSMA, capped by its share of features gamma, is
+   rerun with gamma 1).
 
 Silent success, transfer failure and a minimal-norm attack's unconstrained failure are judged on the
 first ``JUDGE_POINTS`` points (``n`` says how many counted): a random pipeline's forward pass costs
@@ -37,14 +38,13 @@ Defense-aware attacks other than BPDA / EOT (PGD-NN) optimise a criterion of the
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from typing import Any
 
 import torch
 
-from bench.core.contracts import Attack, AttackResult, budget_limit, project_l2, project_linf
+from bench.core.contracts import Attack, AttackResult, project_l2, project_linf
 
 GRAD_POINTS = 8
 NOISE_POINTS = 8
@@ -162,16 +162,7 @@ def unconstrained_failure(attack: Any, model: Any, x: torch.Tensor, y: torch.Ten
     idx = correct.nonzero().squeeze(1)[:UNBOUNDED_POINTS].to(x.device)
     if len(idx) == 0:
         return _entry("unconstrained_failure", False, 0.0, 0)
-    free = copy.copy(attack)
-    inner = getattr(free, "inner", None)
-    if isinstance(inner, Attack):
-        free.inner = inner = copy.copy(inner)
-    for a in (free, inner):
-        if isinstance(a, Attack) and a.eps:
-            grow = budget_limit(a.norm, x.shape[1:]) / a.eps
-            a.eps *= grow
-            if a.step_size is not None:  # an eps-scaled step (PGD's 2.5 eps / steps) keeps its meaning
-                a.step_size *= grow
+    free = attack.unbounded(x.shape[1:])
     t = None if target is None else target[idx]
     res = free.run(model, x[idx], y[idx], None if t is None else t.cpu())
     judge, attacked = attacked_pair(attack, model)
@@ -226,7 +217,7 @@ def compute(attack: Any, model: Any, x: torch.Tensor, y: torch.Tensor, x_adv: to
             miss = pts & ~scored_fooled[:j]
             share = float(miss.sum()) / max(int(pts.sum()), 1)
             out["transfer_failure"] = _entry("transfer_failure", share > SHARE_MAX, share, int(pts.sum()))
-        if attack.minimal_norm:
+        if attack.minimal_norm and not getattr(getattr(attack, "inner", attack), "capped", False):
             pts = clean_ok[:j]
             share = float((pts & ~fooled).sum()) / max(int(pts.sum()), 1)
             out["unconstrained_failure"] = _entry("unconstrained_failure", share > UNBOUNDED_MAX, share, int(pts.sum()))

@@ -8,6 +8,7 @@ there), one seeded random stream per call (``seed``), one target policy for targ
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -106,6 +107,9 @@ class Attack:
     norm: str = "Linf"
     #: Minimal-norm attacks (DeepFool, CW-L2, JSMA) have no eps ball: the audit records their norm.
     minimal_norm: ClassVar[bool] = False
+    #: A minimal-norm attack whose search a budget of its own caps (JSMA's gamma): it is not unbounded
+    #: as it stands, so the unconstrained-failure indicator reruns it through ``unbounded``.
+    capped: ClassVar[bool] = False
     #: Per dataset family ("digits", "mnist", "cifar10") parameter defaults from the seed papers.
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     #: Defense-aware attacks need the runtime defense object (set by the runner via ``bind``).
@@ -163,6 +167,22 @@ class Attack:
     def eot_draws(self, defense: Any) -> int:
         """Draws per gradient this attack averages over against ``defense`` (EOT); 0: none."""
         return 0
+
+    def unbounded(self, shape: Sequence[int]) -> Attack:
+        """A copy of this attack with an unbounded budget for inputs of ``shape`` (Pintor et al.,
+        NeurIPS 2022, unconstrained-attack check): eps grown to the whole [0, 1] box, an eps-scaled
+        step grown with it, a wrapped ``inner`` attack unbounded too. Attacks budgeted by something
+        other than eps (JSMA's gamma) override this."""
+        free = copy.copy(self)
+        if free.eps:
+            grow = budget_limit(free.norm, shape) / free.eps
+            free.eps *= grow
+            if free.step_size is not None:  # an eps-scaled step (PGD's 2.5 eps / steps) keeps its meaning
+                free.step_size *= grow
+        inner = getattr(free, "inner", None)
+        if isinstance(inner, Attack):
+            free.inner = inner.unbounded(shape)  # type: ignore[attr-defined]
+        return free
 
     # -- public --------------------------------------------------------------------------------
     def __call__(self, model: Model, x: torch.Tensor, y: torch.Tensor,
