@@ -617,7 +617,9 @@ def site(out: Path, grid_names: tuple[str, ...], all_grids: bool, results_dir: P
 @click.option("--grid", "grid_name", required=True)
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--out-dir", type=click.Path(path_type=Path), default=None,
-              help="Default: leaderboards/<grid>/ (beside the leaderboard).")
+              help="Default: <results-dir>/leaderboards/<grid>/ (beside the local board), or "
+                   "leaderboards/<grid>/ with --publish.")
+@click.option("--publish", is_flag=True, help="Write beside the published board (leaderboards/<grid>/, tracked).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="The run's cache (model, D', adversarial examples), for neighbour-labels figures.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
@@ -625,8 +627,9 @@ def site(out: Path, grid_names: tuple[str, ...], all_grids: bool, results_dir: P
 @click.option("--seed", type=int, default=None, help="The --seed the grid was run with, if any.")
 @click.option("--tracking-uri", default=None, help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
 @click.option("--no-tracking", is_flag=True, help="Do not log the pictures to MLflow.")
-def plot(grid_name: str, results_dir: Path, out_dir: Path | None, cache_dir: Path | None, data_dir: Path | None,
-         limit: int | None, seed: int | None, tracking_uri: str | None, no_tracking: bool) -> None:
+def plot(grid_name: str, results_dir: Path, out_dir: Path | None, publish: bool, cache_dir: Path | None,
+         data_dir: Path | None, limit: int | None, seed: int | None, tracking_uri: str | None,
+         no_tracking: bool) -> None:
     """Draw the figures the grid lists in [[figures]] (PNG), from results/<grid>.jsonl."""
     from bench.report.grid_figures import write_grid_figures
     from bench.run.neighbour_figure import neighbour_series
@@ -635,7 +638,7 @@ def plot(grid_name: str, results_dir: Path, out_dir: Path | None, cache_dir: Pat
     if not spec.figures:
         raise BenchError(f"grid {spec.name} lists no [[figures]]; add tables such as [[figures]] kind = \"vs-points\" "
                          "(see bench/report/grid_figures.py)")
-    folder = Path(out_dir) if out_dir else inside("leaderboards", spec.name)
+    folder = Path(out_dir) if out_dir else inside(_board_dir(results_dir, publish), spec.name)
     written = []
     for fig, path, note in write_grid_figures(
             spec, records, folder, lambda s, f: neighbour_series(s, f, cache_dir, data_dir)):

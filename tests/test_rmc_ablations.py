@@ -271,3 +271,12 @@ def test_stream_cells_record_per_point_and_bench_plot_draws_them(tmp_path, monke
         r = by_row[label.split(":")[0]]
         assert ys == pytest.approx(perpoint.running_accuracy(r))
     assert calls[2][2] == by_row["rmc-nonmasking"]["per_point"]["adapt_epochs"]
+    # without --out-dir the figures go beside the local board (not tracked), with --publish beside the
+    # published one
+    monkeypatch.chdir(tmp_path)
+    for extra, folder in (([], tmp_path / "results" / "leaderboards" / "abl-tiny"),
+                          (["--publish"], tmp_path / "leaderboards" / "abl-tiny")):
+        res = CliRunner().invoke(cli, ["plot", "--grid", str(path), "--results-dir", "results", "--no-tracking",
+                                       *extra])
+        assert res.exit_code == 0, res.output
+        assert sorted(p.name for p in folder.iterdir()) == ["epochs.png", "t7.png"]
