@@ -21,6 +21,7 @@ from bench.report.compare import compare_markdown, compare_records, comparison_l
 from bench.report.grid_figures import interval_band
 from bench.report.leaderboard import render
 from bench.spec import grid
+from bench.spec.labels import attack_label
 
 
 def rec(cid: str, attack: str, per_example: str, eps: float | None = 0.1, threat: str = "base",
@@ -236,3 +237,15 @@ def test_quick_start_leaves_the_clone_clean_and_compares_with_the_published_boar
     assert ("agrees with leaderboards/quick.md: 2 of 2 rows inside the published 95% intervals "
             "(worst case under Linf 0.1)") in out
     assert git("status", "--porcelain") == ""
+
+
+def test_columns_follow_the_grid_file_whatever_order_the_cells_finished_in():
+    spec = grid.load("default")
+    records = default_records(spec)
+    shuffled = list(reversed(records))
+    assert board(shuffled, spec)["threat_models"] == board(records, spec)["threat_models"]
+    assert render(shuffled, spec) == render(records, spec)
+    first = board(shuffled, spec)["threat_models"][0]["tables"][0]["columns"]
+    attacks = first[3:-1]
+    listed = [attack_label({"attack": a.label or a.name, "threat": a.threat}) for a in spec.attacks]
+    assert len(attacks) > 3 and attacks == sorted(attacks, key=listed.index)

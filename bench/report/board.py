@@ -117,6 +117,22 @@ def reference(ref: dict[str, float], train: str, runtime: str, r: dict[str, Any]
     return None
 
 
+def in_grid_order(records: list[dict[str, Any]], spec: GridSpec | None) -> list[dict[str, Any]]:
+    """``records`` ordered by their attack's place in the grid file, then eps, then the row's place
+    (train-time, runtime) and the seed, so columns, rows and the flags under the tables come in the
+    grid's order whatever order the cells finished in."""
+    if spec is None:
+        return list(records)
+    order = {attack_label({"attack": a.label or a.name, "threat": a.threat}): i for i, a in enumerate(spec.attacks)}
+    pairs = {p: i for i, p in enumerate(spec.pairs())}
+
+    def key(r: dict[str, Any]) -> tuple[int, float, int, str]:
+        where = order.get(attack_label(r), len(order)) if "attack" in r and "threat" in r else len(order)
+        eps = -1.0 if r.get("eps") is None else float(r["eps"])
+        return where, eps, pairs.get((r.get("train_defense"), r.get("runtime_defense")), len(pairs)), str(r.get("seed"))
+    return sorted(records, key=key)
+
+
 # -- rows, the baseline and the clean-accuracy rule --------------------------------------------------
 
 def ok_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -442,6 +458,7 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
     from bench.report.flags import cell_flags
     from bench.report.position_tables import position_tables
 
+    records = in_grid_order(records, spec)
     seeds = seeds_of(records)
     flags = cell_flags(records) if flags is None else flags
     if len(seeds) > 1:

@@ -33,6 +33,7 @@ from bench.report.board import (  # noqa: F401
     acc_cell,
     fmt_cell,
     headline_rows,
+    in_grid_order,
     main_budget,
     outcomes_cell,
     pool_seeds,
@@ -61,7 +62,7 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
     """The Table-1 layout; a value whose cell has a reliability flag (``flags``: cell_id -> reasons,
     see bench.report.flags) carries the marker FLAG."""
     flags = flags or {}
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in in_grid_order(records, spec) if r.get("status") == "ok"]
     columns: OrderedDict[str, None] = OrderedDict()
     for r in ok:
         label = column_label(r)
@@ -211,6 +212,7 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
     and ``smoke`` are the run's options, repeated in the Reproduce line."""
     from bench.report.board import board
 
+    records = in_grid_order(records, spec)  # flags and findings list cells in the grid's order too
     model = board(records, spec, limit=limit, data_dir=data_dir, smoke=smoke)
     ok = [r for r in records if r.get("status") == "ok"]
     n = model["n"]
