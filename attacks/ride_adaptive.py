@@ -45,6 +45,9 @@ class RIDEStraightThrough(Attack):
 
     needs_defense = True
     applies_to = ("ride",)
+    # its cost is rounds x draws RIDE runs per image; the margin-PGD steps through RIDE's frozen
+    # estimation pass cost little beside them (read by bench.run.estimate)
+    work_params = ("rounds", "draws")
     minimums = {**Attack.minimums, "rounds": (1, "each round runs RIDE; one round only scores the start"),
                 "draws": (1, ""), "samples": (1, "")}
 

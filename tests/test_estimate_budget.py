@@ -97,3 +97,14 @@ def test_prepare_scales_copies_only_for_an_adversarial_database():
     r, how = prepare_ratio(webnn, {}, smoke, "cifar10")  # cifar10: 4 copies, D' attack of 10 steps
     assert r == 4 / 1 * 11 / 3 and "copies 4/1" in how
     assert prepare_ratio(deepnn, {"copies": 4}, smoke, "cifar10") == (1.0, "")  # D: clean images only
+
+
+def test_ride_st_scales_with_its_ride_runs_not_its_margin_steps():
+    # ride-st runs RIDE rounds x draws times per image; its PGD steps go through RIDE's frozen
+    # estimation pass and cost little beside them, so the smoke's steps 2 must not scale the prediction
+    st, ride = attacks.ATTACKS.get("ride-st"), defenses.DEFENSES.get("ride")
+    full_ride = {"iterations": 100, "checkpoints": 2, "lr": 1e-3}
+    rides = ride.work_units({"est_samples": 8, **full_ride}) / ride.work_units({"est_samples": 8, **RIDE_SMOKE})
+    r, how = craft_ratio(st, {"steps": 10, "rounds": 4, "draws": 2}, {"steps": 2, "rounds": 1, "draws": 2}, ride,
+                         full_ride, RIDE_SMOKE, "adaptive", "mnist")
+    assert r == pytest.approx(4 * rides) and "rounds 4/1" in how and "steps" not in how.split(" x ")[0]
