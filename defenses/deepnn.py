@@ -2,6 +2,7 @@
 
 RMC's variant (paper section 4): the K nearest neighbours of x in the deepest conv layer's feature
 space among the clean training set D; the prediction is the mean of the neighbours' output vectors.
+K defaults to DkNN's k = 75 (the RMC paper gives K only for RMC).
 ``mode="conformal"``: the original DkNN's conformal prediction on one layer, with the last
 ``calibration`` fraction of D held out to calibrate the nonconformity scores.
 """

@@ -1,7 +1,8 @@
 """WebNN: nearest-neighbour projection onto a web-scale database (Dubey et al., CVPR 2019), down-scaled
 as in the RMC paper: the database is D' (D plus adversarial copies), prediction = sum_k w_k s_k over
 the K nearest neighbours' softmax vectors s_k, with uniform weights (UW, default) or CBW-E weights
-w_k = log C - H(s_k).
+w_k = log C - H(s_k). K defaults to 75, DkNN's k (Papernot & McDaniel, 2018): the RMC paper gives K
+only for RMC.
 """
 
 from __future__ import annotations
