@@ -15,12 +15,18 @@ from bench.core.paths import inside
 LISTABLE = ("attacks", "defenses", "datasets", "archs", "grids")
 
 
-def _spec_records(grid: str, results_dir: Path, limit: int | None, seed: int | None):
+def _spec_records(grid: str, results_dir: Path, limit: int | None, seed: int | None, published: bool = False):
+    """The grid and its finished records: a local run's (<results-dir>/<grid>.jsonl), or with
+    ``published`` the published board's own copy (leaderboards/<grid>/records.jsonl)."""
     from bench.spec import grid as grids
     from bench.track.results import load_records
 
     spec = grids.load(grid)
-    records = load_records(Path(results_dir) / f"{spec.name}.jsonl")
+    if published and not (PUBLISHED / spec.name / "records.jsonl").is_file():
+        raise BenchError(f"no published records of grid {spec.name} at {PUBLISHED / spec.name / 'records.jsonl'} "
+                         "(run from the repository root; a board published before records were kept needs a rerun)")
+    records = load_records(PUBLISHED / spec.name / "records.jsonl" if published
+                           else Path(results_dir) / f"{spec.name}.jsonl")
     wanted = {c.cell_id for c in spec.cells(limit=limit, seed=seed)}
     return spec, [r for r in records if r.get("cell_id") in wanted]
 
@@ -529,25 +535,31 @@ def _list_rows(what: str) -> list[dict]:
 @click.option("--publish", is_flag=True,
               help="Write the tracked leaderboards/<grid>.md, its pictures, a copy of its records "
                    "(leaderboards/<grid>/records.jsonl) and the index leaderboards/README.md.")
+@click.option("--regenerate", is_flag=True,
+              help="Rebuild the published board from its own records (leaderboards/<grid>/records.jsonl) "
+                   "instead of a local run's, e.g. after editing its notes; implies --publish. Pass the "
+                   "--limit and --data-dir it was run with, for its Reproduce line.")
 @click.option("--all", "all_grids", is_flag=True,
               help="Every built-in grid with results, then the index of the folder written to.")
 def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int | None, seed: int | None,
-                 data_dir: Path | None, publish: bool, all_grids: bool) -> None:
+                 data_dir: Path | None, publish: bool, regenerate: bool, all_grids: bool) -> None:
     """Render results/<grid>.jsonl as a Markdown leaderboard (printed and written to a file)."""
     from bench.report.board_index import write_index
 
+    publish = publish or regenerate
     if all_grids:
         from bench.spec import grid as grids
 
         for name in grids.GRIDS.list_names():
-            if (Path(results_dir) / f"{name}.jsonl").is_file():
-                spec, records = _spec_records(name, results_dir, None, None)
+            source = PUBLISHED / name / "records.jsonl" if regenerate else Path(results_dir) / f"{name}.jsonl"
+            if source.is_file():
+                spec, records = _spec_records(name, results_dir, None, None, regenerate)
                 click.echo(f"written {_write_leaderboard(spec, records, None, results_dir, publish)}")
         folder = _board_dir(results_dir, publish)
         folder.mkdir(parents=True, exist_ok=True)
         click.echo(f"written {write_index(folder)}")
         return
-    spec, records = _spec_records(grid_name, results_dir, limit, seed)
+    spec, records = _spec_records(grid_name, results_dir, limit, seed, regenerate)
     if publish and not records:
         raise BenchError(f"no finished cells of grid {spec.name} in {Path(results_dir) / (spec.name + '.jsonl')}; "
                          "run it first (bench run --grid ...), then publish")

@@ -153,6 +153,15 @@ def test_pictures_and_index_from_bench_leaderboard_all(tmp_path, monkeypatch):
     # the published records regenerate the same board without rerunning
     published = (tmp_path / "leaderboards" / "ci" / "records.jsonl").read_text().splitlines()
     assert sorted(published) == sorted(json.dumps(json.loads(line), sort_keys=True) for line in lines)
+    # ... which --regenerate does: the local results gone, the notes edited, the board rebuilt from them
+    (tmp_path / "results" / "ci.jsonl").unlink()
+    (tmp_path / "leaderboards" / "ci.notes.md").write_text("## Notes\n\nEdited after the run.\n")
+    result = CliRunner().invoke(cli, ["leaderboard", "--grid", "ci", "--regenerate"])
+    assert result.exit_code == 0, result.output
+    again = (tmp_path / "leaderboards" / "ci.md").read_text()
+    assert again.startswith(md) and again.endswith("Edited after the run.\n")
+    result = CliRunner().invoke(cli, ["leaderboard", "--grid", "default", "--regenerate"])
+    assert result.exit_code != 0 and "no published records of grid default" in str(result.exception)
     index = (tmp_path / "leaderboards" / "README.md").read_text()
     assert "| [ci](ci.md) ([records](ci/records.jsonl)) | `ci` | 2026-11-29 | 0.1.0+abc | 100 | cpu |" in index
     assert "| [old](old.md) (older format: no intervals or per-budget worst case) | `old` | - | 0.0.9 | 7 | cuda |" \
