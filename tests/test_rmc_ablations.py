@@ -280,3 +280,23 @@ def test_stream_cells_record_per_point_and_bench_plot_draws_them(tmp_path, monke
                                        *extra])
         assert res.exit_code == 0, res.output
         assert sorted(p.name for p in folder.iterdir()) == ["epochs.png", "t7.png"]
+
+
+@pytest.mark.slow
+def test_neighbour_labels_figure_reads_the_cached_examples(tmp_path):
+    """RMC Figure 1's bars: the class shares among x_adv's K nearest neighbours in D and in D'
+    (it once crashed: crafting returns the examples and the attack's result)."""
+    from bench.run.neighbour_figure import neighbour_series
+    from bench.spec import grid
+
+    path = tmp_path / "nb-tiny.toml"
+    path.write_text('name = "nb-tiny"\ndataset = "digits"\narch = "small-cnn"\nlimit = 8\n'
+                    '[train.standard]\nepochs = 3\n[runtime.webnn]\nk = 16\n'
+                    '[[attacks]]\nname = "pgd"\neps = 0.2\n'
+                    '[[figures]]\nname = "f1"\nkind = "neighbour-labels"\nrows = ["webnn"]\nattacks = ["pgd"]\n')
+    spec = grid.load(str(path))
+    series, caption = neighbour_series(spec, spec.figures[0], cache_dir=tmp_path / "cache")
+    assert [s["label"] for s in series] == ["N(x_adv) in D", "N'(x_adv) in D'"]
+    for s in series:
+        assert len(s["y"]) == 10 and sum(s["y"]) == pytest.approx(100.0) and min(s["y"]) >= 0
+    assert "K = 16" in caption

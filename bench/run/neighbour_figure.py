@@ -58,7 +58,7 @@ def neighbour_series(spec: GridSpec, fig: dict[str, Any], cache_dir: Path | None
         raise BenchError(f"figure {fig['name']}: {cell.runtime_defense} has no database D' to search")
     attack, _ = art.attack(cell)
     x, y = runner.test.x.to(runner.device), runner.test.y.to(runner.device)
-    x_adv = runner.evaluation.craft(cell, attack, model, defense, x, y, art.adv_key(cell))
+    x_adv, _ = runner.evaluation.craft(cell, attack, model, defense, x, y, art.adv_key(cell))
     with torch.no_grad():
         pred = model(x_adv).argmax(1).cpu()
     fooled = (pred != y.cpu()).nonzero().flatten().tolist()
