@@ -4,6 +4,7 @@ column header reorders the rows and the threat-model selector switches tables.""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -314,6 +315,25 @@ def test_position_tables_appear_on_the_page():
     assert "✂" in dict(zip(shown["columns"], row))["skip-delayed-q2 (adaptive) @ p=8"][0]
     assert "clipped to positions 11-12 (2 of 4 points" in page
     assert "## Accuracy at stream position p" in render(records, spec)
+
+
+def test_per_model_metrics_are_numbers_on_the_page():
+    """Per-model metrics (Deep Defense's Table 2) read as in the Markdown board and sort by their value,
+    not their text (0.0123 below 0.5)."""
+    records = ci_records()
+    values = {("standard", "none"): 0.5, ("standard", "deepnn"): 0.0123, ("adv-fgsm", "none"): 2.25}
+    for r in records:
+        if (r["train_defense"], r["runtime_defense"]) in values:
+            r["deepfool_l2"] = values[(r["train_defense"], r["runtime_defense"])]
+    base = grid.load("ci")
+    spec = dataclasses.replace(base, reference={**base.reference, "standard/none/l2 (DeepFool)": 0.45})
+    page = render_board(board_model(board(records, spec)), [])
+    (table,) = [t for tid, t in tables_of(page).items() if tid == "table-metrics-1"]
+    assert table["columns"] == ["train-time", "runtime", "l2 (DeepFool)"]
+    shown = {(r[0][0], r[1][0]): r[2] for r in table["rows"]}
+    assert shown == {("standard", "none"): ("0.5 (0.45)", "0.5"), ("standard", "deepnn"): ("0.0123", "0.0123"),
+                     ("adv-fgsm", "none"): ("2.25", "2.25")}
+    assert "| standard | none | 0.5 (0.45) |" in render(records, spec)
 
 
 def test_paper_numbers_beside_ours_and_outside_marked():
