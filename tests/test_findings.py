@@ -56,7 +56,7 @@ def test_ten_against_zero_is_listed_and_six_against_three_is_not():
     board_text = render(known_records(), SPEC)
     assert "## Flags and findings" in board_text and "### Findings (generated" in board_text
     page = render_board(board_model(BoardInput(SPEC, known_records())), [])
-    assert "<h2>Findings</h2>" in page and "standard/median 100.0%" in page
+    assert "<h3>Findings</h3>" in page and "standard/median 100.0%" in page
 
 
 def test_no_listed_difference_has_p_at_or_above_alpha_on_random_boards():

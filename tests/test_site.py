@@ -4,6 +4,8 @@ column header reorders the rows and the threat-model selector switches tables.""
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
 import math
 import os
@@ -20,9 +22,12 @@ from click.testing import CliRunner
 from bench.cli import cli
 from bench.core.errors import BenchError
 from bench.core.stats import interval_of
+from bench.report.board import VS_NEXT, acc_cell, board, fmt_cell
+from bench.report.leaderboard import render
 from bench.report.rows import row_worst, table_rows
-from bench.report.site import BoardInput, board_model, parse_cell, render_board
+from bench.report.site import BoardInput, board_model, render_board, site_cell
 from bench.spec import grid
+from bench.track.results import load_records
 
 REPO = Path(__file__).resolve().parents[1]
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -184,7 +189,7 @@ def test_site_pages_are_standalone_and_the_index_links_every_board(tmp_path, mon
     text = (tmp_path / "all" / "default.html").read_text()
     assert check_page(text).seen.get("strong") == 1  # the notes, rendered
     assert "records from <code>leaderboards/default/records.jsonl</code>" in text
-    assert len(tables_of(text)["headline"]["rows"]) == len(grid.load("default").pairs())
+    assert len(tables_of(text)["headline-linf-0-1"]["rows"]) == len(grid.load("default").pairs())
 
 
 def test_site_numbers_match_the_records(tmp_path):
@@ -192,52 +197,143 @@ def test_site_numbers_match_the_records(tmp_path):
     spec = grid.load("ci")
     text = render_board(board_model(BoardInput(spec, records)), [])
     tables = tables_of(text)
-    # The headline: worst case under Linf 0.1 per row, recomputed here from the per-example outcomes.
-    head = tables["headline"]
-    cols = head["columns"]
-    assert cols[:5] == ["rank", "train-time", "runtime", "clean", "worst Linf 0.1"]
-    by_row = table_rows(records, spec)
+    # The main threat model's headline: worst case under Linf 0.1 per row, recomputed here from the
+    # per-example outcomes.
+    head = tables["headline-linf-0-1"]
+    assert head["columns"] == ["rank", "train-time", "runtime", "clean", "worst Linf 0.1", "attacks", VS_NEXT]
+    assert head["shown"][4] == "worst"  # the section names the budget
     expected = {}
-    for (train, runtime), recs in by_row.items():
+    for (train, runtime), recs in table_rows(records, spec).items():
         joint = row_worst(recs, ("Linf", 0.1))
-        expected[(train, runtime)] = (100 * joint.count("1") / len(joint), interval_of(joint),
-                                      100 * recs[0]["clean_acc"])
+        expected[(train, runtime)] = (joint.count("1") / len(joint), interval_of(joint), recs[0]["clean_acc"])
     assert len(head["rows"]) == len(expected) == 4
     shown = []
     for row in head["rows"]:
         worst, ci, clean = expected[(row[1][0], row[2][0])]
-        assert float(row[4][1]) == pytest.approx(round(worst, 1))
-        assert row[4][0] == f"{worst:.1f} [{math.floor(100 * ci[0])}–{math.ceil(100 * ci[1])}]"
-        assert float(row[3][1]) == pytest.approx(round(clean, 1))
+        assert float(row[4][1]) == pytest.approx(worst)
+        assert row[4][0] == f"{100 * worst:.1f} [{math.floor(100 * ci[0])}–{math.ceil(100 * ci[1])}]"
+        assert float(row[3][1]) == pytest.approx(clean)
         shown.append(worst)
     assert shown == sorted(shown, reverse=True)  # ranked
-    # One table per threat model, each with only its own budget's columns, and one for minimal-norm.
-    assert set(tables) >= {"table-linf-0-1", "table-linf-0-2", "table-minimal-norm"}
-    assert tables["table-linf-0-2"]["columns"] == ["train-time", "runtime", "clean", "pgd Linf 0.2", "worst Linf 0.2"]
-    assert tables["table-linf-0-2"]["shown"] == ["train-time", "runtime", "clean", "pgd", "worst"]
-    assert tables["table-minimal-norm"]["columns"] == ["train-time", "runtime", "clean", "deepfool",
-                                                       "deepfool med L2", "deepfool ρ2"]
-    # Every attack cell of every table is the record's robust accuracy; train-time filled in each row.
+    # One section per threat model with only its own budget's columns, and one for minimal-norm.
+    assert {"table-linf-0-1-1", "table-linf-0-2-1", "table-minimal-norm-1", "headline-linf-0-2"} <= set(tables)
+    assert tables["table-linf-0-2-1"]["columns"] == ["train-time", "runtime", "clean", "pgd", "worst Linf 0.2"]
+    assert tables["table-linf-0-2-1"]["shown"] == ["train-time", "runtime", "clean", "pgd", "worst"]
+    assert tables["table-minimal-norm-1"]["columns"] == ["train-time", "runtime", "deepfool", "deepfool med L2",
+                                                         "deepfool ρ2"]
+    # Every attack cell is the record's robust accuracy (data-v sorts by it); train-time in every row.
     by_key = {(r["train_defense"], r["runtime_defense"], r["attack"], r["threat"], r["eps"]): r for r in records}
     checked = 0
-    for tid, eps in (("table-linf-0-1", 0.1), ("table-linf-0-2", 0.2), ("table-minimal-norm", None)):
+    for tid, eps in (("table-linf-0-1-1", 0.1), ("table-linf-0-2-1", 0.2), ("table-minimal-norm-1", None)):
         t = tables[tid]
         for row in t["rows"]:
             assert row[0][0] and row[1][0]
             for col, (_, value) in zip(t["columns"], row):
-                attack = col.split(" ")[0]
-                threat = "transfer" if "(transfer)" in col else "base"
-                r = by_key.get((row[0][0], row[1][0], attack, threat, eps))
-                if r is not None and col in (f"{attack} Linf {eps}", f"{attack} (transfer) Linf {eps}", attack):
-                    assert float(value) == pytest.approx(round(100 * r["robust_acc"], 1))
+                threat = "transfer" if col.endswith(" (transfer)") else "base"
+                r = by_key.get((row[0][0], row[1][0], col.removesuffix(" (transfer)"), threat, eps))
+                if r is not None:
+                    assert float(value) == pytest.approx(r["robust_acc"])
                     checked += 1
                 elif col == "deepfool med L2":
-                    assert float(value) == pytest.approx(r_min(by_key, row)["median_norm"])
-    assert checked == sum(1 for r in records if r["runtime_defense"] in ("none", "deepnn", "webnn"))
+                    assert float(value) == pytest.approx(by_key[(row[0][0], row[1][0], "deepfool", "base", None)]
+                                                         ["median_norm"])
+    assert checked == len(records)
 
 
-def r_min(by_key: dict, row: list) -> dict:
-    return by_key[(row[0][0], row[1][0], "deepfool", "base", None)]
+def _markdown_tables(text: str) -> dict[str, list[list[str]]]:
+    """The Markdown board's pipe tables under each '##' or '###' heading: rows of cell texts, header
+    first (the ':---' separator row is left out)."""
+    out: dict[str, list[list[str]]] = {}
+    title = None
+    for line in text.splitlines():
+        if line.startswith(("## ", "### ")):
+            title = line.split(" ", 1)[1]
+        elif line.startswith("| ") and title is not None:
+            out.setdefault(title, []).append([c.strip() for c in line.strip("|").split(" | ")])
+    return out
+
+
+def test_published_board_and_its_page_show_the_same_cells():
+    """The published default board: every cell of every threat model's headline and tables on the
+    page reads as in the Markdown board (leaderboards/default.md is rendered from the same records),
+    and the indicators of attack failure listed under the Markdown's flags appear on the page."""
+    spec = grid.load("default")
+    records = load_records(REPO / "leaderboards" / "default" / "records.jsonl")
+    markdown = render(records, spec)
+    md = _markdown_tables(markdown)
+    data = board(records, spec)
+    page = render_board(board_model(data), [])
+    check_page(page)
+    tables = tables_of(page)
+    pairs = []  # (the Markdown table's heading, the page table's id)
+    for tm in data["threat_models"]:
+        gid = tm["label"].lower().replace(" ", "-").replace(".", "-")
+        main = " (main threat model: the budget most cells share)" if tm["main"] else ""
+        pairs.append((f"{tm['label']}{main}", f"headline-{gid}"))
+        pairs += [(t["title"], f"table-{gid}-{k + 1}") for k, t in enumerate(tm["tables"])]
+    assert len(data["minimal_norm"]) == 1
+    pairs.append(("Minimal-norm attacks", "table-minimal-norm-1"))
+    compared = 0
+    for title, tid in pairs:
+        header, *rows = md[title]
+        assert tables[tid]["columns"] == header
+        last = ""
+        for md_row, page_row in zip(rows, tables[tid]["rows"], strict=True):
+            if not tid.startswith("headline-"):  # the Markdown prints a repeated train-time defense once
+                md_row[0] = last = md_row[0] or last
+            assert [text for text, _ in page_row] == [c.replace("\\|", "|") for c in md_row]
+            compared += len(md_row)
+    assert compared > 500
+    # A known cell: standard/none under PGD at Linf 0.1, as the published board prints it.
+    known = next(r for r in records if r["key"] == "standard/none/pgd/base/0.1")
+    row = next(r for r in tables["table-linf-0-1-1"]["rows"] if (r[0][0], r[1][0]) == ("standard", "none"))
+    cell = row[tables["table-linf-0-1-1"]["columns"].index("pgd")]
+    assert cell[0] == fmt_cell(acc_cell(known["robust_acc"], tuple(known["robust_ci"])))
+    assert f"| {cell[0]} |" in markdown and f"| {cell[0]} |" in (REPO / "leaderboards" / "default.md").read_text()
+    fired = [ln[2:] for ln in markdown.splitlines() if ln.startswith("- ") and ln.endswith(" fired")]
+    assert fired and all(f"{html.escape(ln)}<ul>" in page for ln in fired)
+    assert "Indicators of attack failure (Pintor et al., NeurIPS 2022)" in page
+
+
+def test_position_tables_appear_on_the_page():
+    """A grid with [[positions]]: the page shows accuracy at stream position p as the Markdown board
+    does (interval, paper's number, the clipped window and its note)."""
+    from tests.test_stream_position import STREAM, _rec, _spec
+
+    spec, records = _spec(), [_rec("pgd-skip", STREAM), _rec("skip-delayed-q2", "000001111000")]
+    data = board(records, spec)
+    page = render_board(board_model(data), [])
+    check_page(page)
+    assert "<h2>Accuracy at stream position p</h2>" in page
+    (want,) = data["positions"]
+    shown = tables_of(page)["positions-1"]
+    assert shown["columns"] == want["columns"]
+    (row,) = shown["rows"]
+    assert [text for text, _ in row] == [fmt_cell(want["rows"][0][c]) for c in want["columns"]]
+    at3 = dict(zip(shown["columns"], row))["pgd-skip (adaptive) @ p=3"]
+    assert at3[0].startswith("50.0 [") and at3[0].endswith(" (25.3)") and float(at3[1]) == 0.5
+    assert "✂" in dict(zip(shown["columns"], row))["skip-delayed-q2 (adaptive) @ p=8"][0]
+    assert "clipped to positions 11-12 (2 of 4 points" in page
+    assert "## Accuracy at stream position p" in render(records, spec)
+
+
+def test_per_model_metrics_are_numbers_on_the_page():
+    """Per-model metrics (Deep Defense's Table 2) read as in the Markdown board and sort by their value,
+    not their text (0.0123 below 0.5)."""
+    records = ci_records()
+    values = {("standard", "none"): 0.5, ("standard", "deepnn"): 0.0123, ("adv-fgsm", "none"): 2.25}
+    for r in records:
+        if (r["train_defense"], r["runtime_defense"]) in values:
+            r["deepfool_l2"] = values[(r["train_defense"], r["runtime_defense"])]
+    base = grid.load("ci")
+    spec = dataclasses.replace(base, reference={**base.reference, "standard/none/l2 (DeepFool)": 0.45})
+    page = render_board(board_model(board(records, spec)), [])
+    (table,) = [t for tid, t in tables_of(page).items() if tid == "table-metrics-1"]
+    assert table["columns"] == ["train-time", "runtime", "l2 (DeepFool)"]
+    shown = {(r[0][0], r[1][0]): r[2] for r in table["rows"]}
+    assert shown == {("standard", "none"): ("0.5 (0.45)", "0.5"), ("standard", "deepnn"): ("0.0123", "0.0123"),
+                     ("adv-fgsm", "none"): ("2.25", "2.25")}
+    assert "| standard | none | 0.5 (0.45) |" in render(records, spec)
 
 
 def test_paper_numbers_beside_ours_and_outside_marked():
@@ -251,11 +347,14 @@ def test_paper_numbers_beside_ours_and_outside_marked():
     text = render_board(board_model(BoardInput(spec, [rec])), [])
     check_page(text)
     # 75% of 40 has the interval [60-86]: the paper's 50 lies outside it, its 99 clean inside [87-100].
-    assert '<span class="paper outside" title="paper\'s number, outside our 95% interval">(50‡)</span>' in text
-    assert '<span class="paper" title="paper\'s number">(99)</span>' in text
+    assert '<span class="paper outside" title="paper\'s number, outside our 95% interval"> (50‡)</span>' in text
+    assert '<span class="paper" title="paper\'s number"> (99)</span>' in text
     assert "Some et al. 2020" in text
-    assert parse_cell("75.0 [60–86] (50‡) †") == {"text": "75.0 [60–86] (50‡) †", "value": 75.0, "shown": "75.0",
-                                                 "lo": 60, "hi": 86, "ref": "50", "outside": True, "flag": True}
+    cell = site_cell(acc_cell(0.75, interval_of(per), 50, flag=True))
+    lo, hi = math.floor(100 * interval_of(per)[0]), math.ceil(100 * interval_of(per)[1])
+    assert cell["text"] == f"75.0 [{lo}–{hi}] (50‡) †" and cell["value"] == 0.75
+    assert (cell["ref"], cell["outside"], cell["flag"]) == (50, True, True)
+    assert (math.floor(cell["lo"]), math.ceil(cell["hi"])) == (lo, hi) and lo > 50
 
 
 def test_site_without_records_is_one_line(tmp_path, monkeypatch):
@@ -326,7 +425,7 @@ def test_site_in_headless_chromium(tmp_path):
 
         # Sorting: a numeric column whose values are not already in order; the first click sorts it
         # best first (descending, '-' last), the second ascending.
-        table = driver.find_element("id", "table-linf-0-1")
+        table = driver.find_element("id", "table-linf-0-1-1")
         headers = table.find_elements("css selector", "thead th")
         rows = table.find_elements("css selector", "tbody tr")
         before = _order(table)
@@ -350,7 +449,7 @@ def test_site_in_headless_chromium(tmp_path):
         select.select_by_visible_text("Linf 0.2")
         assert driver.find_element("id", "tm-linf-0-2").is_displayed()
         assert not driver.find_element("id", "tm-linf-0-1").is_displayed()
-        assert driver.find_element("id", "table-linf-0-2").find_elements("css selector", "thead th")[-1] \
+        assert driver.find_element("id", "table-linf-0-2-1").find_elements("css selector", "thead th")[-1] \
             .get_attribute("data-col") == "worst Linf 0.2"
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         driver.refresh()  # the board as a visitor first sees it, for the screenshot
@@ -369,11 +468,17 @@ def test_site_in_headless_chromium(tmp_path):
         driver.quit()
 
 
-def test_a_cell_with_a_marker_the_parser_does_not_know_still_renders():
-    """The clean-drop marker (or any later one) is shown as printed and sorted by its number."""
-    from bench.report.leaderboard import DROP
-    from bench.report.site import _cell_html, parse_cell
+def test_every_marker_of_a_cell_is_styled_and_an_unknown_one_still_renders(monkeypatch):
+    """The clean-drop marker gets its own span; a marker the site does not know (a later one in
+    fmt_cell) leaves the cell as fmt_cell prints it, sorted by its value."""
+    from bench.report import site
 
-    cell = parse_cell(f"65.0 [55–74]{DROP}")
-    assert cell["value"] == 65.0
-    assert "65.0 [55–74]" in _cell_html(cell, False)
+    dropped = {**acc_cell(0.65, (0.55, 0.74), spread=[0.6, 0.7]), "drop": True}
+    cell = site_cell(dropped)
+    assert [cls for cls, _ in cell["parts"]] == ["v", "ci", "spread", "drop"]
+    assert "".join(t for _, t in cell["parts"]) == cell["text"] == fmt_cell(dropped)
+    real = site.fmt_cell
+    monkeypatch.setattr(site, "fmt_cell", lambda c: real(c) + (" ★" if isinstance(c, dict) and c.get("star") else ""))
+    starred = site.site_cell({**acc_cell(0.65, (0.55, 0.74)), "star": True})
+    assert starred["parts"] == [["v", "65.0 [55–74] ★"]] and starred["value"] == 0.65
+    assert '<td data-v="0.65"><span class="v">65.0 [55–74] ★</span></td>' == site._cell_html(starred, False)

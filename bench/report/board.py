@@ -8,7 +8,8 @@ and the notes that go under the tables (flags, rows whose clean accuracy dropped
 
 A table is ``{"title", "columns", "rows"}``; a row maps column -> cell; a cell is a string, an int,
 or a dict: ``{"kind": "acc", "value", "ci", "ref", "outside", "flag"}`` (accuracy in [0, 1], its 95%
-Wilson interval, the seed paper's number in %) or ``{"kind": "norm", "value", "norm"}``.
+Wilson interval, the seed paper's number in %), ``{"kind": "norm", "value", "norm"}`` or
+``{"kind": "metric", "value", "ref"}`` (a per-model metric).
 ``fmt_cell`` prints a cell the way the Markdown board does.
 
 The headline ranks rows by the worst case (the share of examples that survive every attack of the
@@ -78,6 +79,10 @@ def fmt_cell(cell: Any) -> str:
             text += f" ({cell['ref']:g}{OUTSIDE if cell.get('outside') else ''})"
         clip = " ✂" if cell.get("clipped") else ""  # bench.report.position_tables: a window cut by the stream's end
         return text + clip + (FLAG if cell.get("flag") else "") + (DROP if cell.get("drop") else "")
+    if isinstance(cell, dict) and cell.get("kind") == "metric":
+        from bench.spec.metric_columns import fmt as metric_fmt
+
+        return metric_fmt(cell["value"], cell.get("ref"))
     if isinstance(cell, dict) and cell.get("kind") == "norm":
         v = cell["value"]
         if v is None:
@@ -371,9 +376,13 @@ def minimal_norm_tables(records: list[dict[str, Any]], spec: GridSpec | None,
     return tables
 
 
+def metric_cell(value: float | None, ref: float | None) -> dict[str, Any]:
+    """A per-model metric as measured, with the paper's number when given (printed by ``fmt_cell``)."""
+    return {"kind": "metric", "value": None if value is None else float(value), "ref": ref}
+
+
 def metrics_table(records: list[dict[str, Any]], spec: GridSpec | None) -> dict[str, Any] | None:
     """Per-model metrics (Deep Defense's Table 2), as measured, beside the paper's when given."""
-    from bench.spec.metric_columns import fmt as metric_fmt
     from bench.spec.metric_columns import metric_values
 
     ok = ok_records(records)
@@ -382,8 +391,8 @@ def metrics_table(records: list[dict[str, Any]], spec: GridSpec | None) -> dict[
     if not cols:
         return None
     ref = spec.reference if spec is not None else {}
-    rows = [{"train-time": t, "runtime": rt, **{c: metric_fmt(metrics.get((t, rt), {}).get(c), ref.get(f"{t}/{rt}/{c}"))
-                                                for c in cols}}
+    rows = [{"train-time": t, "runtime": rt,
+             **{c: metric_cell(metrics.get((t, rt), {}).get(c), ref.get(f"{t}/{rt}/{c}")) for c in cols}}
             for (t, rt), recs in table_rows(ok, spec).items() if recs and metrics.get((t, rt))]
     return {"title": "per-model metrics", "columns": [*ROW_COLUMNS, *cols], "rows": rows}
 
@@ -456,9 +465,11 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
     """Everything a leaderboard shows, as plain data (see the module docstring)."""
     from bench.report.findings import findings
     from bench.report.flags import cell_flags
+    from bench.report.indicators import indicator_rows
     from bench.report.position_tables import position_tables
 
     records = in_grid_order(records, spec)
+    indicators = indicator_rows(records)  # per cell and seed, as the runner stored them
     seeds = seeds_of(records)
     flags = cell_flags(records) if flags is None else flags
     if len(seeds) > 1:
@@ -492,6 +503,7 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
         "reference_source": spec.reference_source if spec.reference else "",
         "threats_text": threats_text(ok),
         "findings": findings(records, spec),
+        "indicators": indicators,
     }
 
 

@@ -202,6 +202,22 @@ def notes_under_tables(model: dict[str, Any]) -> list[str]:
     return lines
 
 
+def n_examples(model: dict[str, Any]) -> str:
+    """``100 test examples``, and which rows ran fewer (a board model of bench.report.board)."""
+    return f"{model['n']} test examples" + (
+        f"; fewer for the rows of {', '.join(f'{rt} ({k})' for rt, k in model['fewer'])}: the first of the same points"
+        if model["fewer"] else "")
+
+
+def headline_note(model: dict[str, Any]) -> str:
+    """The Markdown under the headlines: n, seeds, threat models, what the brackets (and braces) mean."""
+    return (f"n = {n_examples(model)} of `{model['dataset']}`, seed {', '.join(map(str, model['seeds']))}; "
+            f"threat models: {model['threats_text']}. Brackets: 95% Wilson interval in accuracy points, rounded "
+            "outward." + (f" {model['seeds_note']}" if model["seeds_note"] else "")
+            + (" Cells with fewer seeds (their mean and spread cover only those): "
+               f"{'; '.join(model['fewer_seeds'])}." if model["fewer_seeds"] else ""))
+
+
 def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | None = None,
            figures_dir: Path | None = None, link_prefix: str = "", notes: str | None = None,
            limit: int | None = None, data_dir: str | Path | None = None, smoke: bool = False) -> str:
@@ -216,9 +232,7 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
     model = board(records, spec, limit=limit, data_dir=data_dir, smoke=smoke)
     ok = [r for r in records if r.get("status") == "ok"]
     n = model["n"]
-    n_text = f"{n} test examples" + (
-        f"; fewer for the rows of {', '.join(f'{rt} ({k})' for rt, k in model['fewer'])}: the first of the same points"
-        if model["fewer"] else "")
+    n_text = n_examples(model)
     versions, devices = model["versions"], model["devices"]
     meta = (f"<!-- advbench grid={spec.name} date={model['date'] or '-'} code={','.join(versions) or '-'} n={n} "
             f"device={','.join(devices) or '-'}" + (" wiring_check=1" if spec.wiring_check else "") + " -->")
@@ -242,11 +256,7 @@ def render(records: list[dict[str, Any]], spec: GridSpec, results_path: Path | N
                     "rows": [{**h, f"worst {tm['label']}": h["worst"]} for h in tm["headline"]]}
             main = " (main threat model: the budget most cells share)" if tm["main"] else ""
             lines += [f"### {tm['label']}{main}", "", markdown_table(head, blank_repeats=False), ""]
-        lines += [f"n = {n_text} of `{spec.dataset}`, seed {', '.join(map(str, model['seeds']))}; threat models: "
-                  f"{model['threats_text']}. Brackets: 95% Wilson interval in accuracy points, rounded outward."
-                  + (f" {model['seeds_note']}" if model["seeds_note"] else "")
-                  + (" Cells with fewer seeds (their mean and spread cover only those): "
-                     f"{'; '.join(model['fewer_seeds'])}." if model["fewer_seeds"] else ""), ""]
+        lines += [headline_note(model), ""]
     lines += ["## Robust accuracy per threat model", "",
               f"Dataset `{spec.dataset}` ({n_text}), architecture `{spec.arch}`. Accuracy in %, one column per "
               "attack (threat model in parentheses when not `base`), the last column the row's worst case.", ""]

@@ -3,10 +3,11 @@ RobustBench's (Croce et al., NeurIPS 2021 Datasets and Benchmarks) and MultiRobu
 al., ICML 2023) leaderboard sites: sortable columns, a threat-model selector, the seed paper's
 numbers beside ours, 95% intervals, and the figures inline.
 
-Every number comes from the functions that build the Markdown board (``build_table``, ``headline``,
-``footer``, ``write_figures`` in bench.report), so a page and ``leaderboards/<grid>.md`` never
-disagree. Pages carry their CSS, script and pictures (base64 PNG) inline and reference nothing
-outside themselves: they open from a file or any static host with no network access.
+A page is drawn from the same plain-data board as ``leaderboards/<grid>.md`` (``board()`` in
+bench.report.board): each cell is the board's cell dict, printed by its ``fmt_cell`` and sorted by its
+``sort_value``, so a page and the Markdown board never disagree. Pages carry their CSS, script and
+pictures (base64 PNG) inline and reference nothing outside themselves: they open from a file or any
+static host with no network access.
 
 ``board_model`` (plain dicts and lists, no pandas) is the data model of one page; ``write_site`` turns
 a list of them into files.
@@ -17,29 +18,29 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.report.board import device_labels
-from bench.report.findings import finding_text, findings
-from bench.report.flags import cell_flags
-from bench.report.leaderboard import FLAG, OUTSIDE, build_table, footer, headline, main_budget, worst_label
-from bench.report.rows import budgets_in
+from bench.report.board import CLEAN_DROP, DROP, FLAG, OUTSIDE, ROW_COLUMNS, VS_NEXT, fmt_cell, sort_value
+from bench.report.findings import finding_text
+from bench.report.leaderboard import headline_note
+from bench.report.position_tables import EXPLAIN as POSITIONS_EXPLAIN
 from bench.spec.grid import GridSpec
-from bench.spec.labels import Budget, budget_label, budget_of, column_label
 
 INDEX = "index.html"
 RECORDS = "records.jsonl"
-TEXT_COLUMNS = ("train-time", "runtime", "vs next row (McNemar)")
-MINIMAL = "minimal-norm"
-METRICS = "model metrics"
-
-# "45.0 [40–50] (47‡) †": ours, its interval, the paper's number (‡ outside our interval), a flag.
-_CELL = re.compile(r"^(?P<v>-?\d+(?:\.\d+)?(?:e[+-]?\d+)?|∞)(?: \[(?P<lo>\d+)–(?P<hi>\d+)\])?"
-                   rf"(?: \((?P<ref>[^)]*?)(?P<out>{OUTSIDE})?\))?(?P<flag>{FLAG})?$")
+TEXT_COLUMNS = (*ROW_COLUMNS, VS_NEXT)
+HEADLINE_COLUMNS = ("rank", *ROW_COLUMNS, "clean")
+MINIMAL = "minimal-norm attacks"
+METRICS = "per-model metrics"
+# The parts of an accuracy cell in the order fmt_cell prints them, each with the page's CSS class:
+# a part is what fmt_cell adds when the cell gains that key.
+_ACC_PARTS = (("ci", ("ci",)), ("spread", ("spread",)), ("paper", ("ref", "outside")), ("clip", ("clipped",)),
+              ("flag", ("flag",)), ("drop", ("drop",)))
 
 
 @dataclass
@@ -65,145 +66,139 @@ def records_source(name: str, results_dir: Path | None, boards_dir: Path | None)
     return None
 
 
-def parse_cell(text: str) -> dict[str, Any]:
-    """A formatted table cell split into its parts: ``text`` as printed, ``value`` (a float to sort by,
-    None for '-' or text), ``lo``/``hi`` (the interval), ``ref`` (the paper's number), ``outside``
-    (the paper's number lies outside our interval) and ``flag`` (a reliability flag)."""
-    text = str(text)
-    cell: dict[str, Any] = {"text": text, "value": None}
-    m = _CELL.match(text.strip())
-    if m is None:  # a form this parser does not know (a new marker): shown as printed, sorted by its number
-        if lead := re.match(r"^-?\d+(?:\.\d+)?", text.strip()):
-            cell["value"], cell["shown"] = float(lead.group(0)), text.strip()
-        return cell
-    v = m.group("v")
-    cell["value"] = float("inf") if v == "∞" else float(v)
-    cell["shown"] = v
-    if m.group("lo") is not None:
-        cell["lo"], cell["hi"] = int(m.group("lo")), int(m.group("hi"))
-    if m.group("ref") is not None:
-        cell["ref"] = m.group("ref")
-        cell["outside"] = bool(m.group("out"))
-    cell["flag"] = bool(m.group("flag"))
-    return cell
-
-
-def _table(df: Any, fill_train: bool = True) -> dict[str, Any]:
-    """A DataFrame of formatted cells as {columns, rows}: each row a list of parsed cells. The Markdown
-    board blanks a repeated train-time defense; a sortable table needs it in every row."""
-    columns = [str(c) for c in df.columns]
-    rows, last = [], ""
-    for values in df.itertuples(index=False):
-        row = []
-        for col, v in zip(columns, values):
-            text = str(v)
-            if col == "train-time" and fill_train:
-                text, last = (text or last), (text or last)
-            row.append({"text": text, "value": None} if col in TEXT_COLUMNS else parse_cell(text))
-        rows.append(row)
-    return {"columns": columns, "rows": rows}
-
-
-def _split(df: Any, ok: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The all-cells table split into one table per threat model (its attacks and its worst case), one
-    for the minimal-norm attacks (robust accuracy, median norm, rho_2, threshold columns) and one for
-    per-model metrics: the pieces the threat-model selector switches between."""
-    key_cols = [c for c in ("train-time", "runtime", "clean") if c in df.columns]
-    by_budget: dict[str, Budget | None] = {column_label(r): budget_of(r) for r in ok if budget_of(r) is not None}
-    for label in {column_label(r) for r in ok if budget_of(r) is None}:
-        for c in map(str, df.columns):  # the attack's own column, then its med / rho_2 / threshold columns
-            if c == label or c == f"{label} ρ2" or c.startswith(f"{label} med ") or \
-                    (c.startswith(f"{label} ") and " ≤ " in c):
-                by_budget[c] = None
-    groups = []
-    used = set(key_cols)
-    for b in budgets_in(ok):
-        cols = [c for c in df.columns if c not in used and by_budget.get(c, ()) == b]
-        cols += [worst_label(b)] if worst_label(b) in df.columns else []
-        used.update(cols)
-        groups.append({"id": _slug(budget_label(b)), "label": budget_label(b), "budget": list(b), "columns": cols})
-    minimal = [c for c in df.columns if c not in used and c in by_budget and by_budget[c] is None]
-    used.update(minimal)
-    if minimal:
-        groups.append({"id": "minimal-norm", "label": MINIMAL + " attacks", "budget": None, "columns": minimal})
-    rest = [c for c in df.columns if c not in used]
-    if rest:
-        groups.append({"id": "metrics", "label": METRICS, "budget": None, "columns": rest})
-    for g in groups:
-        g["table"] = _table(df[[*key_cols, *g.pop("columns")]])
-        if g["budget"] is not None:  # the section names the budget: headers drop it (narrower tables)
-            suffix = f" {g['label']}"
-            g["table"]["headers"] = [c.removesuffix(suffix) for c in g["table"]["columns"]]
-    return groups
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
-def board_model(board: BoardInput) -> dict[str, Any]:
-    """One page's content as plain data: meta, the headline, one table per threat model, flags, failed
-    cells and notes. Tables are bench.report.leaderboard's (same cells, same formatting)."""
-    from bench.report.board import pool_flags, pool_seeds, seeds_of
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
-    spec, records = board.spec, board.records
-    seeds = [str(s) for s in seeds_of(records)]
-    flags = cell_flags(records)
-    if len(seeds) > 1:  # a multi-seed grid: one pooled record per cell (bench.report.board.pool_seeds)
-        records, flags = pool_seeds(records), pool_flags(records, flags)
-    ok = [r for r in records if r.get("status") == "ok"]
-    head, budget = headline(records, spec)
-    groups = _split(build_table(records, spec, flags), ok) if ok else []
-    main = budget_label(budget) if budget is not None else None
-    default_group = next((g["id"] for g in groups if g["label"] == main), groups[0]["id"] if groups else None)
-    by_id = {r.get("cell_id"): r for r in ok}
-    versions = sorted({str(r.get("code_version") or "-") for r in ok})
+
+def _acc_parts(cell: dict[str, Any], text: str) -> list[list[str]]:
+    """[css class, text] pieces of an accuracy cell whose texts join to ``text``: each piece is what
+    ``fmt_cell`` adds for one more key of the cell, so the page styles the board's own text. A cell
+    with a part this list does not know (a later marker) is one piece, printed as the board prints it."""
+    partial: dict[str, Any] = {"kind": "acc", "value": cell["value"]}
+    shown = fmt_cell(partial)
+    parts = [["v", shown]]
+    for cls, keys in _ACC_PARTS:
+        partial.update({k: cell[k] for k in keys if k in cell})
+        longer = fmt_cell(partial)
+        if longer != shown and longer.startswith(shown):
+            parts.append(["paper outside" if cls == "paper" and cell.get("outside") else cls, longer[len(shown):]])
+        shown = longer
+    return parts if "".join(t for _, t in parts) == text else [["v", text]]
+
+
+def site_cell(cell: Any) -> dict[str, Any]:
+    """A board cell (bench.report.board) as the page shows it: ``text`` (``fmt_cell``), ``value`` (its
+    ``sort_value`` when a number, else None), and for an accuracy ``lo``/``hi`` (the 95% interval in
+    %), ``ref`` (the paper's number, %), ``outside`` (that number outside our interval), ``flag``."""
+    text = fmt_cell(cell)
+    out: dict[str, Any] = {"text": text, "value": _number(sort_value(cell))}
+    if isinstance(cell, dict) and cell.get("kind") == "acc":
+        if cell.get("ci") is not None:
+            out["lo"], out["hi"] = round(100 * cell["ci"][0], 4), round(100 * cell["ci"][1], 4)
+        out.update(ref=cell.get("ref"), outside=bool(cell.get("outside")), flag=bool(cell.get("flag")),
+                   parts=_acc_parts(cell, text))
+    elif isinstance(cell, dict):
+        out["ref"] = cell.get("ref")
+    return out
+
+
+def site_table(table: dict[str, Any], table_id: str, drop_suffix: str = "") -> dict[str, Any]:
+    """A board table (``{"title", "columns", "rows"}``, a row a dict column -> cell) as the page's
+    ``{id, title, columns, headers, types, rows}``, a row a list of ``site_cell``; ``drop_suffix``
+    leaves the section's budget out of the headers (narrower tables)."""
+    cols = [str(c) for c in table["columns"]]
+    return {"id": table_id, "title": table.get("title", ""), "columns": cols,
+            "headers": [c.removesuffix(drop_suffix) if drop_suffix else c for c in cols],
+            "types": ["text" if c in TEXT_COLUMNS else "num" for c in cols],
+            "rows": [[site_cell(row.get(c, "-")) for c in cols] for row in table["rows"]],
+            "notes": list(table.get("notes") or [])}
+
+
+def _headline_table(tm: dict[str, Any], table_id: str) -> dict[str, Any] | None:
+    """A threat model's headline (bench.report.board.headline_rows) as a table, the Markdown board's columns."""
+    if not tm["headline"]:
+        return None
+    worst = f"worst {tm['label']}"
+    table = {"columns": [*HEADLINE_COLUMNS, worst, "attacks", VS_NEXT],
+             "rows": [{**h, worst: h["worst"]} for h in tm["headline"]]}
+    return site_table(table, table_id, f" {tm['label']}")
+
+
+def board_model(data: dict[str, Any] | BoardInput, notes: str = "", source: str = "",
+                cells: int | None = None) -> dict[str, Any]:
+    """One page's content as plain data, from ``board(records, spec)`` (bench.report.board): meta, one
+    group per threat model (its headline and its tables, main threat model first), then the
+    minimal-norm attacks and per-model metrics, the position tables, flags, indicators, findings,
+    failed cells, notes and the Reproduce line. Given a ``BoardInput``, builds that board first."""
+    if isinstance(data, BoardInput):
+        return page_model(data)
+    groups = []
+    for tm in data["threat_models"]:
+        gid, suffix = _slug(tm["label"]), f" {tm['label']}"
+        groups.append({"id": gid, "label": tm["label"], "budget": tm["budget"], "main": tm["main"],
+                       "headline": _headline_table(tm, f"headline-{gid}"),
+                       "tables": [site_table(t, f"table-{gid}-{k + 1}", suffix) for k, t in enumerate(tm["tables"])]})
+    if data["minimal_norm"]:
+        groups.append({"id": "minimal-norm", "label": MINIMAL, "budget": None, "main": False, "headline": None,
+                       "tables": [site_table(t, f"table-minimal-norm-{k + 1}")
+                                  for k, t in enumerate(data["minimal_norm"])]})
+    if data["metrics"]:
+        groups.append({"id": "metrics", "label": METRICS, "budget": None, "main": False, "headline": None,
+                       "tables": [site_table(data["metrics"], "table-metrics-1")]})
+    main = next((tm for tm in data["threat_models"] if tm["main"]), None)
     top = None
-    if budget is not None and len(head):
-        first = head.iloc[0]
-        top = {"row": f"{first['train-time']}/{first['runtime']}", "worst": str(first[worst_label(budget)])}
+    if main is not None and main["headline"]:
+        first = main["headline"][0]
+        top = {"row": f"{first['train-time']}/{first['runtime']}", "worst": fmt_cell(first["worst"])}
+    versions = data["versions"]
     return {
-        "name": spec.name,
-        "description": spec.description,
-        "dataset": spec.dataset,
-        "arch": spec.arch,
-        "wiring_check": bool(getattr(spec, "wiring_check", False)),
-        "n": max((int(r["n"]) for r in ok), default=0),
-        "seeds": seeds,
-        "code_versions": versions,
-        "devices": device_labels(ok) or ["-"],
-        "date": max((str(r.get("finished_at", "")) for r in ok), default="")[:10] or "-",
-        "cells": len(ok),
-        "main_budget": main,
-        "headline": _table(head, fill_train=False) if len(head) else None,
-        "headline_footer": footer([r for r in ok if budget_of(r) == budget], spec) if budget is not None else "",
+        "name": data["grid"],
+        "description": data["description"],
+        "dataset": data["dataset"],
+        "arch": data["arch"],
+        "wiring_check": data["wiring_check"],
+        "n": data["n"],
+        "seeds": [str(s) for s in data["seeds"]],
+        "code_versions": versions or ["-"],
+        "devices": data["devices"] or ["-"],
+        "date": data["date"] or "-",
+        "cells": cells if cells is not None else 0,
+        "main_budget": main["label"] if main is not None else None,
         "top": top,
         "groups": groups,
-        "default_group": default_group,
-        "footer": footer(ok, spec) if ok else "",
-        "reference_source": spec.reference_source if spec.reference else "",
-        "flags": [{"key": by_id[c]["key"], "why": why} for c, why in flags.items() if c in by_id],
-        "failed": [{"key": r.get("key", r.get("cell_id")), "error": str(r.get("error", ""))}
-                   for r in records if r.get("status") != "ok"],
-        "notes": board.notes or "",
-        "source": board.source,
-        "reproduce": _reproduce(records, spec),
-        "findings": findings(records, spec),
+        "default_group": groups[0]["id"] if groups else None,
+        "footer": headline_note(data) if data["threat_models"] else "",
+        "reference_source": data["reference_source"],
+        "positions": [site_table(t, f"positions-{k + 1}") for k, t in enumerate(data.get("positions") or [])],
+        "baseline": "/".join(data["baseline"]) if data["baseline"] else None,
+        "clean_drops": data["clean_drops"],
+        "flags": [{"key": f["cell"], "why": f["reasons"]} for f in data["flags"]],
+        "versions_note": data["versions_note"],
+        "indicators": data.get("indicators"),
+        "failed": [{"key": f["cell"], "error": str(f["error"])} for f in data["failed"]],
+        "notes": notes or "",
+        "source": source,
+        "reproduce": data["reproduce"],
+        "findings": data["findings"],
     }
 
 
-def _reproduce(records: list[dict[str, Any]], spec: GridSpec) -> str:
-    """The Markdown board's own "Reproduce:" line (bench.report.leaderboard.render), so the two agree."""
-    from bench.report.leaderboard import render
+def page_model(page: BoardInput) -> dict[str, Any]:
+    """``board_model`` of the board of ``page``'s records and grid, with its notes and source."""
+    from bench.report.board import board, pool_seeds
 
-    line = next((ln for ln in render(records, spec).splitlines() if ln.startswith("Reproduce:")), "")
-    return line.removeprefix("Reproduce:").strip()
+    cells = sum(1 for r in pool_seeds(page.records) if r.get("status") == "ok")
+    return board_model(board(page.records, page.spec), notes=page.notes or "", source=page.source, cells=cells)
 
 
 def board_figures(board: BoardInput, model: dict[str, Any]) -> list[tuple[str, str]]:
     """(title, base64 PNG) of the board's pictures: drawn afresh from the records by
     bench.report.plots, then any other PNG in ``board.figures_dir`` (the grid's own figures)."""
-    from bench.report.board import pool_seeds
+    from bench.report.board import main_budget, pool_seeds
     from bench.report.plots import write_figures
 
     ok = [r for r in pool_seeds(board.records) if r.get("status") == "ok"]  # a multi-seed grid: pooled cells
@@ -248,7 +243,9 @@ tbody tr:hover { background: #f6f8fb; }
 .ci { color: var(--muted); font-size: 0.85em; }
 .paper { color: #6a4c93; font-size: 0.85em; }
 .paper.outside { color: var(--warn); font-weight: 600; }
-.flag { color: var(--warn); }
+.flag, .drop { color: var(--warn); }
+.spread, .clip { color: var(--muted); font-size: 0.85em; }
+h4 { margin: 1.2em 0 0.2em; }
 .controls { margin: 0.8em 0; }
 .controls select { font: inherit; padding: 0.2em 0.4em; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid var(--line); }
@@ -324,35 +321,35 @@ def _page(title: str, body: str) -> str:
             f"<script>{_JS}</script>\n</body>\n</html>\n")
 
 
+_PART_TITLE = {"ci": "95% Wilson interval", "spread": "spread over seeds {min–max}", "paper": "paper's number",
+               "paper outside": "paper's number, outside our 95% interval",
+               "clip": "window cut short by the stream's end", "flag": "reliability flag: see below",
+               "drop": f"clean accuracy more than {100 * CLEAN_DROP:.0f} points below the undefended model's"}
+
+
 def _cell_html(cell: dict[str, Any], text_col: bool) -> str:
-    if text_col or cell.get("value") is None:
-        cls = ' class="text"' if text_col else ""
-        return f"<td{cls}>{_e(cell['text'])}</td>"
+    if text_col:
+        return f"<td class=\"text\">{_e(cell['text'])}</td>"
     v = cell["value"]
-    parts = [f"<span class=\"v\">{_e(cell['shown'])}</span>"]
-    if "lo" in cell:
-        parts.append(f" <span class=\"ci\" title=\"95% Wilson interval\">[{cell['lo']}–{cell['hi']}]</span>")
-    if "ref" in cell:
-        out = " outside" if cell.get("outside") else ""
-        why = "paper's number, outside our 95% interval" if out else "paper's number"
-        parts.append(f" <span class=\"paper{out}\" title=\"{why}\">({_e(cell['ref'])}"
-                     f"{OUTSIDE if out else ''})</span>")
-    if cell.get("flag"):
-        parts.append(f"<span class=\"flag\" title=\"reliability flag: see below\">{FLAG}</span>")
-    data_v = "1e308" if v == float("inf") else repr(v)
-    return f"<td data-v=\"{data_v}\">{''.join(parts)}</td>"
+    data_v = "" if v is None else f" data-v=\"{'1e308' if math.isinf(v) else repr(v)}\""
+    parts = cell.get("parts")
+    if not parts:
+        return f"<td{data_v}>{_e(cell['text'])}</td>"
+    spans = "".join(f"<span class=\"{cls}\"" + (f" title=\"{_PART_TITLE[cls]}\"" if cls in _PART_TITLE else "")
+                    + f">{_e(text)}</span>" for cls, text in parts)
+    return f"<td{data_v}>{spans}</td>"
 
 
-def _table_html(table: dict[str, Any], table_id: str) -> str:
+def _table_html(table: dict[str, Any]) -> str:
     cols = table["columns"]
-    text = [c in TEXT_COLUMNS for c in cols]
+    text = [t == "text" for t in table["types"]]
     head = "".join(f"<th class=\"sortable{' text' if t else ''}\" data-type=\"{'text' if t else 'num'}\" "
                    f"data-col=\"{_e(c)}\" title=\"{_e(c)}\" tabindex=\"0\" scope=\"col\">{_e(h)}</th>"
-                   for c, h, t in zip(cols, table.get("headers", cols), text))
+                   for c, h, t in zip(cols, table["headers"], text))
     body = "\n".join("<tr>" + "".join(_cell_html(cell, t) for cell, t in zip(row, text)) + "</tr>"
                      for row in table["rows"])
-    return (f"<div class=\"scroll\"><table id=\"{_e(table_id)}\" class=\"board\">\n<thead><tr>{head}</tr></thead>\n"
-            f"<tbody>\n{body}\n</tbody>\n</table></div>")
+    return (f"<div class=\"scroll\"><table id=\"{_e(table['id'])}\" class=\"board\">\n"
+            f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table></div>")
 
 
 def inline(text: str) -> str:
@@ -430,17 +427,87 @@ def _findings_html(found: dict[str, Any] | None) -> list[str]:
     if not found or not (found["tests"] or found["skipped"]):
         return []
     tests, n = found["tests"], len(found["tests"])
-    out = ["<h2>Findings</h2>",
+    out = ["<h3>Findings</h3>",
            f"<p class=\"note\">{_e(found['scope'])}: {n} tests. A difference is listed only when the two-sided "
            f"exact McNemar test on the same examples gives p &lt; {found['alpha']}; Holm's correction over all {n} "
            "tests is given beside it. Every other pair is not distinguishable at this n.</p>"]
     for title, keep in (("Differences the test supports", True), ("Not distinguishable", False)):
         items = [t for t in tests if t["difference"] == keep]
         if items:
-            out += [f"<h3>{title}</h3><ul>", *(f"<li>{_e(finding_text(t, n))}</li>" for t in items), "</ul>"]
+            out += [f"<h4>{title}</h4><ul>", *(f"<li>{_e(finding_text(t, n))}</li>" for t in items), "</ul>"]
     if found["skipped"]:
         out.append(f"<p class=\"note\">Skipped: {_e('; '.join(found['skipped']))}.</p>")
     return out
+
+
+def _section_html(g: dict[str, Any], hidden: bool) -> str:
+    """One threat model's section: its headline, then its tables (the minimal-norm attacks and the
+    per-model metrics are sections of their own)."""
+    main = " (main threat model: the budget most cells share)" if g["main"] else ""
+    out = [f"<section class=\"threat-model\" id=\"tm-{_e(g['id'])}\" data-label=\"{_e(g['label'])}\""
+           f"{' hidden' if hidden else ''}>", f"<h3>{_e(g['label'])}{main}</h3>"]
+    if g["headline"] is not None:
+        out += [f"<h4>Headline: worst case under {_e(g['label'])}</h4>", _table_html(g["headline"])]
+    for t in g["tables"]:
+        if t["title"] and (g["headline"] is not None or len(g["tables"]) > 1):
+            out.append(f"<h4>{_e(t['title'])}</h4>")
+        out.append(_table_html(t))
+    return "\n".join([*out, "</section>"])
+
+
+def _positions_html(tables: list[dict[str, Any]]) -> list[str]:
+    """Accuracy at stream position p (bench.report.position_tables), as the Markdown board lists it."""
+    if not tables:
+        return []
+    out = ["<h2>Accuracy at stream position p</h2>", f"<p class=\"note\">{_e(POSITIONS_EXPLAIN)}</p>"]
+    for t in tables:
+        out.append(f"<h3>{_e(t['title'])}</h3>")
+        if t["rows"]:
+            out.append(_table_html(t))
+        if t["notes"]:
+            out += ["<ul class=\"note\">", *(f"<li>{_e(n)}</li>" for n in t["notes"]), "</ul>"]
+    return out
+
+
+def _indicators_html(found: dict[str, Any] | None) -> list[str]:
+    """The indicators of attack failure (Pintor et al., NeurIPS 2022) per row, then per cell with the
+    remedy each names (bench.report.indicators)."""
+    if not found:
+        return []
+    out = ["<h3>Indicators of attack failure</h3>",
+           f"<p class=\"note\">Indicators of attack failure (Pintor et al., NeurIPS 2022) fired on "
+           f"{found['fired_cells']} of {found['measured']} measured cells; per row, the count over its cells, then "
+           "each cell's indicators with the remedy they name.</p>", "<ul>"]
+    for row in found["rows"]:
+        cells = "".join(f"<li><code>{_e(c['cell'])}</code>: "
+                        + _e("; ".join(f"{i['name']} ({i['value']}): {i['remedy']}" for i in c["indicators"]))
+                        + "</li>" for c in row["cells"])
+        out.append(f"<li>{_e(row['train'])} + {_e(row['runtime'])}: {row['fired']} fired<ul>{cells}</ul></li>")
+    return [*out, "</ul>"]
+
+
+def _flags_html(model: dict[str, Any]) -> list[str]:
+    """What the Markdown board lists under "Flags and findings": rows whose clean accuracy dropped,
+    reliability flags, code versions, indicators of attack failure, the generated findings."""
+    out: list[str] = []
+    if model["clean_drops"]:
+        dropped = ", ".join(f"{row} ({100 * d:.1f} points lower)" for row, d in model["clean_drops"].items())
+        out.append(f"<p><span class=\"drop\">{DROP.strip()}</span> Clean accuracy more than "
+                   f"{100 * CLEAN_DROP:.0f} points below the undefended model ({_e(model['baseline'])}): "
+                   f"{_e(dropped)}. Such a row is never ranked above the undefended one: a defense that "
+                   "misclassifies clean inputs can look robust.</p>")
+    if model["flags"]:
+        out += [f"<p><span class=\"flag\">{FLAG.strip()}</span> The evaluation looks unreliable "
+                "(AutoAttack-style checks); the number may overstate robustness:</p><ul>",
+                *(f"<li><code>{_e(f['key'])}</code>: {_e('; '.join(f['why']))}</li>" for f in model["flags"]),
+                "</ul>"]
+    if model["versions_note"]:
+        out += ["<p>Code versions: the cells of this board come from more than one version of the code (cells of "
+                "a finished grid are kept when the code changes; rerun a cell to refresh it):</p><ul>",
+                *(f"<li>{inline(line)}</li>" for line in model["versions_note"]), "</ul>"]
+    out += _indicators_html(model.get("indicators"))
+    out += _findings_html(model.get("findings"))
+    return ["<h2>Flags and findings</h2>", *out] if out else []
 
 
 def render_board(model: dict[str, Any], figures: list[tuple[str, str]]) -> str:
@@ -462,41 +529,29 @@ def render_board(model: dict[str, Any], figures: list[tuple[str, str]]) -> str:
     if len(versions) > 1:
         body.append(f"<p class=\"note\">The records come from {len(versions)} code versions "
                     f"({_e(', '.join(versions))}): cells run at different times were not rerun together.</p>")
-    if model["headline"] is not None:
-        body += [f"<h2>Headline: worst case under {_e(model['main_budget'])}</h2>",
-                 "<p class=\"note\">Rows ranked by the share of examples that survive every attack of the grid's "
-                 "main threat model, white-box, adaptive and transfer alike; a row is called better than the "
-                 "next only when an exact McNemar test on the same examples gives p &lt; 0.05. Click a column "
-                 "header to sort.</p>",
-                 _table_html(model["headline"], "headline"),
-                 f"<p class=\"note\">{inline(model['headline_footer'])}</p>"]
     if model["groups"]:
         options = "".join(f"<option value=\"{_e(g['id'])}\"{' selected' if g['id'] == model['default_group'] else ''}>"
                           f"{_e(g['label'])}</option>" for g in model["groups"])
         body += ["<h2>Results by threat model</h2>",
-                 "<p class=\"note\">Accuracy in %, 95% Wilson interval in brackets (rounded outward); "
-                 "worst: the share of examples that survive every attack of that budget in the row.</p>"]
+                 "<p class=\"note\">Per threat model (norm, eps), the headline ranks rows by the worst case: the "
+                 "share of examples that survive every attack with that budget in the row, white-box, adaptive and "
+                 "transfer alike; <code>attacks</code>: how many attacks that is. A row is called better than the "
+                 "next only when an exact McNemar test on the same examples gives p &lt; 0.05. Then the robust "
+                 "accuracy of each attack, in %, with its 95% Wilson interval in brackets (rounded outward). "
+                 "Click a column header to sort.</p>"]
         if model["reference_source"]:
             body.append(f"<p class=\"note\">Numbers in parentheses are the seed paper's "
                         f"({_e(model['reference_source'])}), shown beside ours, not in place of ours; "
                         f"{OUTSIDE} marks one outside our 95% interval.</p>")
         body.append(f"<div class=\"controls\"><label for=\"threat-model\">Threat model: </label>"
                     f"<select id=\"threat-model\">{options}</select></div>")
-        for g in model["groups"]:
-            hidden = "" if g["id"] == model["default_group"] else " hidden"
-            body.append(f"<section class=\"threat-model\" id=\"tm-{_e(g['id'])}\" data-label=\"{_e(g['label'])}\""
-                        f"{hidden}>\n<h3>{_e(g['label'])}</h3>\n{_table_html(g['table'], 'table-' + g['id'])}\n"
-                        "</section>")
-        body.append(f"<p class=\"note\">{inline(model['footer'])}</p>")
+        body += [_section_html(g, g["id"] != model["default_group"]) for g in model["groups"]]
+        if model["footer"]:
+            body.append(f"<p class=\"note\">{inline(model['footer'])}</p>")
     else:
         body.append("<p>(no finished cells)</p>")
-    if model["flags"]:
-        body += ["<h2>Reliability flags</h2>",
-                 f"<p class=\"note\"><span class=\"flag\">{FLAG.strip()}</span> The evaluation looks "
-                 "unreliable (AutoAttack-style checks); the number may overstate robustness.</p><ul>",
-                 *(f"<li><code>{_e(f['key'])}</code>: {_e('; '.join(f['why']))}</li>" for f in model["flags"]),
-                 "</ul>"]
-    body += _findings_html(model.get("findings"))
+    body += _positions_html(model.get("positions") or [])
+    body += _flags_html(model)
     if figures:
         body.append("<h2>Figures</h2>")
         body += [f"<figure><img alt=\"{_e(title)}\" src=\"data:image/png;base64,{b64}\">"
@@ -507,7 +562,8 @@ def render_board(model: dict[str, Any], figures: list[tuple[str, str]]) -> str:
                  "</ul>"]
     if model["notes"].strip():
         body.append(f"<div class=\"notes\">{markdown_html(model['notes'])}</div>")
-    body.append(f"<footer><p>Reproduce: {inline(model['reproduce'].rstrip('.'))}"
+    mixed = " (with the current code: this board mixes code versions, see above)" if len(versions) > 1 else ""
+    body.append(f"<footer><p>Reproduce: <code>{_e(model['reproduce'])}</code>{mixed}"
                 + (f"; records from <code>{_e(model['source'])}</code>" if model["source"] else "")
                 + ".</p></footer>")
     return _page(f"Leaderboard: {name}", "\n".join(body))
