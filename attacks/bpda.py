@@ -69,5 +69,10 @@ def wrapped_attack(factory: Any, params: dict[str, Any]) -> Any:
 class BPDAAttack(WrapperAttack):
     """Another attack (default pgd) through BPDA (identity backward) of the defense's transform."""
 
+    def eot_draws(self, defense: Any) -> int:
+        """One draw of a random transform per gradient: BPDA alone is no EOT (Athalye et al. 2018
+        combine the two for randomized defenses; use ``eot`` for that)."""
+        return 1
+
     def pipeline(self, model: Model) -> Model:
         return BPDAModel(self.defense.model if self.defense is not None else model, self._transform())

@@ -62,6 +62,16 @@ def test_flags_eps_transfer_zero_grad_and_eot():
     assert "40.0 [16–69] †" in text and "rises with eps" in text and "Evaluation looks unreliable" in text
 
 
+def test_bpda_alone_counts_one_draw_against_a_random_defense_so_the_no_eot_flag_fires():
+    # the record's eot_samples once fell back to RIDE's declared EOT draws (4) for bpda, which takes one
+    ride = defenses.DEFENSES.create("ride")
+    assert attacks.ATTACKS.create("bpda").eot_draws(ride) == 1
+    assert attacks.ATTACKS.create("eot").eot_draws(ride) == ride.eot_samples > 1
+    assert attacks.ATTACKS.create("eot", n=3).eot_draws(ride) == 3
+    r = rec("b", "bpda", 0.6, threat="adaptive", runtime="ride", randomized=True, eot_samples=1)
+    assert "without EOT" in cell_flags([r])["b"][0]
+
+
 def test_zero_grad_fraction():
     x, y = torch.rand(6, 1, 4, 4), torch.arange(6) % 2
     lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
