@@ -95,3 +95,61 @@ def test_table_2_adv_train_i_is_adv_deepfool_fine_tuned_from_the_reference(name)
     assert spec.reference["adv-deepfool/none/pgd"] < spec.reference["deep-defense/none/pgd"]
     adv = spec.train["adv-deepfool"]
     assert adv["pretrain_epochs"] == spec.train["standard"]["epochs"]  # starts from the reference
+
+
+def _rec(train: str, attack: str, eps: float | None, clean: float, robust: float, rho2: float | None = None) -> dict:
+    out = {"status": "ok", "train_defense": train, "runtime_defense": "none", "attack": attack, "threat": "base",
+           "eps": eps, "norm": "L2" if eps is None else "Linf", "clean_acc": clean, "robust_acc": robust, "n": 100}
+    if rho2 is not None:
+        out["mean_rho2_success"] = rho2
+    return out
+
+
+def test_figure_6_series_are_the_records_and_draw(tmp_path, monkeypatch):
+    """Figure 6's left column (rho_2 against clean accuracy, one line per method over its variants)
+    and right column (FGS success rate = 100 - accuracy under FGS, one line per model)."""
+    import matplotlib.axes
+
+    from bench.report import grid_figures as figures
+
+    spec = grid.load("deep-defense-figure6-mnist")
+    left, right = spec.figures
+    recs = [_rec("standard", "deepfool", None, 0.95, 0.0, 0.20),
+            _rec("adv-fgsm@eps0.05", "deepfool", None, 0.96, 0.0, 0.22),
+            _rec("adv-fgsm@eps0.1", "deepfool", None, 0.94, 0.0, 0.26),
+            _rec("deep-defense@c25", "deepfool", None, 0.93, 0.0, 0.31),
+            _rec("deep-defense@c5", "deepfool", None, 0.90, 0.0, 0.40),
+            _rec("adv-fgsm@eps0.1", "fgsm", 0.05, 0.94, 0.80), _rec("adv-fgsm@eps0.1", "fgsm", 0.1, 0.94, 0.55),
+            _rec("deep-defense@c25", "fgsm", 0.1, 0.93, 0.70), _rec("deep-defense@c25", "fgsm", 0.05, 0.93, 0.85)]
+    lines = {s["label"]: s for s in figures.figure_series(recs, left)}
+    assert set(lines) == {"standard", "adv-fgsm", "deep-defense"}
+    assert lines["adv-fgsm"]["x"] == pytest.approx([96, 94]) and lines["adv-fgsm"]["y"] == [0.22, 0.26]
+    assert lines["deep-defense"]["x"] == pytest.approx([90, 93])  # rows order: c5 before c25
+    assert lines["deep-defense"]["tags"] == ["c5", "c25"] and lines["standard"]["tags"] == [""]
+    success = {s["label"]: s for s in figures.figure_series(recs, right)}
+    assert success["adv-fgsm@eps0.1/none: fgsm Linf"]["x"] == [0.05, 0.1]
+    assert success["adv-fgsm@eps0.1/none: fgsm Linf"]["y"] == pytest.approx([20, 45])
+    assert success["deep-defense@c25/none: fgsm Linf"]["y"] == pytest.approx([15, 30])
+    drawn = []
+    real = matplotlib.axes.Axes.plot
+
+    def spy(self, *a, **kw):
+        drawn.append(kw["label"])
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    out = figures.write_grid_figures(spec, recs, tmp_path)
+    assert [p.name for _, p, _ in out] == ["fig6-rho2-vs-accuracy.png", "fig6-fgs-success-vs-eps.png"]
+    assert all(p.is_file() for _, p, _ in out) and len(drawn) == 5
+
+
+def test_figure_6_grid_is_cpu_sized_and_bad_figure_metrics_are_refused():
+    from bench.core.errors import BenchError
+
+    spec = grid.load("deep-defense-figure6-mnist")
+    bases = {name.partition("@")[0] for name in spec.train}
+    assert bases == {"standard", "adv-fgsm", "deep-defense", "deep-defense-fgs"}
+    assert spec.train_limit == 1000 and spec.arch == "dd-mlp"
+    with pytest.raises(BenchError, match="metric for rho-vs-acc"):
+        grid.parse({"name": "g", "dataset": "digits", "arch": "small-cnn",
+                    "figures": [{"kind": "rho-vs-acc", "metric": "robust_acc"}]})
