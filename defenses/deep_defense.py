@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.methods import create_attack
 from bench.core.methods import register_defense as register
 from defenses.finetune import FineTune
 
@@ -97,3 +98,19 @@ class DeepDefense(FineTune):
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         reg, logits = self.regularizer(model, x, y)
         return F.cross_entropy(logits, y) + reg.mean(), logits
+
+
+@register("deep-defense-fgs")
+class DeepDefenseFGS(DeepDefense):
+    """Deep Defense combined with Goodfellow et al.'s FGS training (Yan et al., NeurIPS 2018,
+    supplement section 2, Figure 6): the CE of FGS examples at ``eps`` (crafted against the current
+    weights, no gradient through the attack) is added, at weight 1, to Deep Defense's objective."""
+
+    def __init__(self, eps: float = 0.1, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.eps = float(eps)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, logits = super().loss(model, x, y)
+        x_fgs = create_attack("fgsm", eps=self.eps, seed=self.seed)(model, x, y).detach()
+        return loss + F.cross_entropy(model(x_fgs), y), logits

@@ -7,7 +7,14 @@ RMC paper (Wu, Yuan, Wu, ICML 2020) Figures 1-4 as kinds:
   ``window`` points; Figure 3b: ``"adapt_epochs"``), from the records' ``per_point`` field.
 - ``vs-param``: accuracy against a runtime hyperparameter (Figure 4: ``param = "k"`` or
   ``"copies"``, i.e. |D'| = (1 + copies) |D|) over the rows listed, one line per attack.
-- ``vs-eps``: robust accuracy against eps, one line per (row, attack).
+- ``vs-eps``: robust accuracy (or ``metric = "success_rate"``: 100 minus it, the share of test
+  images misclassified under the attack) against eps, one line per (row, attack).
+
+Deep Defense supplement (Yan, Guo, Zhang, NeurIPS 2018) Figure 6 as a kind:
+
+- ``rho-vs-acc``: each model's rho_2 under DeepFool (its records' ``mean_rho2_success``: mean
+  ||r|| / ||x|| over the examples DeepFool flipped) against its clean accuracy, one line per train
+  defense, its ``@`` variants (e.g. ``adv-fgsm@eps0.1``) the points, in the order ``rows`` lists them.
 - ``neighbour-labels``: Figure 1, the label histogram of an adversarial point's K nearest
   neighbours in D and in D' (computed at plot time from the cached model and D'; bench.run.neighbour_figure).
 
@@ -45,9 +52,11 @@ def selected(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[dict[st
     return sorted(picked, key=rank)
 
 
-def _label(r: dict[str, Any], with_row: bool = True) -> str:
+def _label(r: dict[str, Any], with_row: bool = True, with_train: bool = False) -> str:
     threat = "" if r.get("threat", "base") == "base" else f" ({r['threat']})"
     row = f"{r['runtime_defense']}: " if with_row else ""
+    if with_train:
+        row = f"{r['train_defense']}/{row}" if with_row else f"{r['train_defense']}: "
     return f"{row}{r['attack']}{threat}"
 
 
@@ -84,13 +93,29 @@ def figure_series(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[di
             out.append({"label": label, "x": [p[0] for p in pts], "y": [p[1] for p in pts], "n": [p[2] for p in pts]})
     elif kind == "vs-eps":
         lines2: dict[str, list[tuple[float, float]]] = {}
+        # Rows that differ only in their train-time defense (Figure 6: runtime none) keep apart lines.
+        by_train = len({r["train_defense"] for r in recs}) > 1
         for r in recs:
             if r.get("eps") is not None:
-                lines2.setdefault(f"{_label(r)} {r.get('norm', '')}".strip(), []).append(
-                    (float(r["eps"]), 100 * float(r["robust_acc"]), int(r.get("n") or 0)))
+                acc = 100 * float(r["robust_acc"])
+                lines2.setdefault(f"{_label(r, with_train=by_train)} {r.get('norm', '')}".strip(), []).append(
+                    (float(r["eps"]), 100 - acc if metric == "success_rate" else acc, int(r.get("n") or 0)))
         for label, pts in lines2.items():
             pts.sort()
             out.append({"label": label, "x": [p[0] for p in pts], "y": [p[1] for p in pts], "n": [p[2] for p in pts]})
+    elif kind == "rho-vs-acc":
+        lines3: dict[str, list[tuple[float, float, str]]] = {}
+        seen: set[str] = set()
+        for r in recs:  # one point per model: its first record with a DeepFool rho_2
+            model = f"{r['train_defense']}/{r['runtime_defense']}"
+            if model in seen or r.get("mean_rho2_success") is None:
+                continue
+            seen.add(model)
+            base, _, variant = r["train_defense"].partition("@")
+            lines3.setdefault(base, []).append((100 * float(r["clean_acc"]), float(r["mean_rho2_success"]), variant))
+        for label, pts3 in lines3.items():
+            out.append({"label": label, "x": [p[0] for p in pts3], "y": [p[1] for p in pts3],
+                        "tags": [p[2] for p in pts3]})
     return out
 
 
@@ -105,7 +130,9 @@ def interval_band(line: dict[str, Any]) -> tuple[list[float], list[float]] | Non
     return [100 * lo for lo, _ in bounds], [100 * hi for _, hi in bounds]
 
 
-_YLABEL = {"robust_acc": "robust accuracy (%)", "clean_acc": "clean accuracy (%)"}
+_YLABEL = {"robust_acc": "robust accuracy (%)", "clean_acc": "clean accuracy (%)",
+           "success_rate": "attack success rate (%)", "rho2": "rho_2 under DeepFool"}
+_PERCENT = ("robust_acc", "clean_acc", "success_rate")
 
 
 def draw(series: list[dict[str, Any]], fig: dict[str, Any], path: Path, n: int | None = None) -> Path | None:
@@ -128,20 +155,26 @@ def draw(series: list[dict[str, Any]], fig: dict[str, Any], path: Path, n: int |
     else:
         for s in series:
             (line,) = ax.plot(s["x"], s["y"], marker="o" if len(s["x"]) < 20 else None, label=s["label"])
-            band = interval_band(s) if metric in ("robust_acc", "clean_acc") else None
+            for x, y, tag in zip(s["x"], s["y"], s.get("tags", [])):  # rho-vs-acc: which variant a point is
+                if tag:
+                    ax.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            band = interval_band(s) if metric in _PERCENT else None
             if band:
                 ax.fill_between(s["x"], band[0], band[1], color=line.get_color(), alpha=0.15, linewidth=0)
         if kind == "vs-points":
             ax.set_xlabel("test points seen")
             ax.set_ylabel(perpoint.VS_POINTS_METRICS[metric] if not fig.get("window") or metric != "robust_acc"
                           else f"robust accuracy over the last {fig['window']} points (%)")
+        elif kind == "rho-vs-acc":
+            ax.set_xlabel("clean accuracy (%)")
+            ax.set_ylabel(_YLABEL[metric])
         else:
             ax.set_xlabel(fig.get("param", "eps") if kind == "vs-param" else "eps")
             ax.set_ylabel(_YLABEL.get(metric, metric))
-        if metric in ("robust_acc", "clean_acc"):
+        if metric in _PERCENT:
             ax.set_ylim(0, 100)
     title = fig.get("title") or fig["name"]
-    if metric in ("robust_acc", "clean_acc") and kind != "neighbour-labels":
+    if metric in _PERCENT and kind != "neighbour-labels":
         title += " (band: 95% Wilson interval)"
     ax.set_title(title + (f" (n = {n})" if n else ""), fontsize=10)
     ax.grid(alpha=0.3)

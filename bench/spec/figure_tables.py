@@ -7,9 +7,9 @@ from typing import Any
 from bench.core.errors import BenchError
 from bench.core.paths import check_name
 
-FIGURE_KINDS = ("vs-points", "vs-param", "vs-eps", "neighbour-labels")
+FIGURE_KINDS = ("vs-points", "vs-param", "vs-eps", "neighbour-labels", "rho-vs-acc")
 METRICS = {"vs-points": ("robust_acc", "delay_s", "adapt_epochs"), "vs-param": ("robust_acc", "clean_acc"),
-           "vs-eps": ("robust_acc",), "neighbour-labels": ("labels",)}
+           "vs-eps": ("robust_acc", "success_rate"), "neighbour-labels": ("labels",), "rho-vs-acc": ("rho2",)}
 FIGURE_KEYS = {"name", "kind", "title", "metric", "rows", "attacks", "param", "window", "point"}
 
 
