@@ -145,3 +145,17 @@ def test_a_per_attack_grid_builds_one_dprime_per_attack(tmp_path):
     assert row["clean"]["spread"] == [min(accs), max(accs)]
     assert model["dprime_rows"] == ["standard/webnn"]
     assert any("mean over the row's D' variants" in line for line in notes_under_tables(model))
+
+
+def test_estimate_scales_a_per_attack_dprime_by_its_attacks_budgets():
+    """`bench estimate` scales a CW-L2 or JSMA D' by that attack's budgets, not PGD's steps."""
+    import defenses
+    from bench.run.estimate import prepare_ratio
+
+    webnn = defenses.DEFENSES.get("webnn")
+    cw = {"db_attacks": ["cw-l2"], "db_params": {"binary_search_steps": 3, "steps": 50}}
+    cw_smoke = {"db_attacks": ["cw-l2"], "db_params": {"binary_search_steps": 1, "steps": 2}}
+    assert prepare_ratio(webnn, cw, cw_smoke, "cifar10", 3072)[0] == pytest.approx(75.0)
+    jsma = {"db_attacks": ["jsma"], "db_params": {"targeted": True}}  # unset: gamma 0.1 x 3072 / 2 pairs
+    ratio, how = prepare_ratio(webnn, jsma, {"db_attacks": ["jsma"], "db_params": {"max_iters": 2}}, "cifar10", 3072)
+    assert "max_iters 153/2" in how and ratio >= 153 / 2
