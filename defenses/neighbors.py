@@ -34,7 +34,12 @@ class NeighbourDefense(RuntimeDefense, NeighbourScorer):
         the default) or ``"ivfpq"`` with ``nlist`` cells, ``m`` bytes per vector, ``nprobe`` cells
         searched and ``refine`` x K candidates re-ranked exactly (see defenses/index.py). ``database``:
         ``"memory"`` (the default) or ``"disk"``: D' as uint8 / float16 shards of ``shard_size`` rows, built
-        by a resumable job and read row by row (defenses/dprime.py)."""
+        by a resumable job and read row by row (defenses/dprime.py). ``db_attacks``: the D' attacks
+        (RMC paper Table 6), or, in a grid, ``"per-attack"``: each cell's D' is made with the cell's own
+        attack and budgets, adaptive cells fall back to PGD (bench.spec.dprime resolves it per cell)."""
+        if isinstance(db_attacks, str):
+            raise BenchError(f"db_attacks = {db_attacks!r}: a grid resolves \"per-attack\" for each cell; "
+                             "give the defense itself a list of attack names, e.g. db_attacks = [\"pgd\"]")
         if int(k) < 1:
             raise BenchError(f"k must be at least 1, got {k}")
         check_params(index, nlist=nlist, m=m, nprobe=nprobe, refine=refine)

@@ -167,8 +167,37 @@ def baseline_row(records: list[dict[str, Any]], spec: GridSpec | None) -> tuple[
     return base if rows.get(base) else None
 
 
+def dprime_variants(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per D' variant of a row whose runtime defense builds D' per attack (records with
+    ``dprime``, bench.spec.dprime), the fallback PGD D' of the adaptive cells left out when the row has
+    others; [] for any other row."""
+    import json
+
+    variants: OrderedDict[str, dict[str, Any]] = OrderedDict()
+    for r in recs:
+        if r.get("dprime") is not None and r.get("clean_acc") is not None:
+            variants.setdefault(json.dumps((r.get("params") or {}).get("runtime"), sort_keys=True, default=str), r)
+    own = [r for r in variants.values() if not str(r["dprime"]).endswith("(fallback)")]
+    return own or list(variants.values())
+
+
+def row_clean(recs: list[dict[str, Any]], ref: float | None = None) -> dict[str, Any] | str:
+    """A row's clean cell: its first record's clean accuracy; for a row with several D' variants the
+    mean over them, as the RMC paper's Table 1 reports it, with braces {min-max} over the variants and
+    the Wilson interval of one variant at the mean (the variants share their test points)."""
+    variants = dprime_variants(recs)
+    if len(variants) < 2:
+        first = recs[0] if recs else {}
+        return acc_cell(first.get("clean_acc"), record_ci(first, "clean"), ref, spread=seed_spread(first, "clean"))
+    accs = [float(r["clean_acc"]) for r in variants]
+    mean, n = sum(accs) / len(accs), int(variants[0].get("n") or 0)
+    ci = wilson_interval(round(mean * n), n) if n > 0 else None
+    return acc_cell(mean, ci, ref, spread=[min(accs), max(accs)])
+
+
 def clean_of(recs: list[dict[str, Any]]) -> float | None:
-    return float(recs[0]["clean_acc"]) if recs and recs[0].get("clean_acc") is not None else None
+    cell = row_clean(recs) if recs else "-"
+    return float(cell["value"]) if isinstance(cell, dict) else None
 
 
 def clean_drops(records: list[dict[str, Any]], spec: GridSpec | None) -> dict[tuple[str, str], float]:
@@ -202,7 +231,7 @@ def headline_rows(records: list[dict[str, Any]], spec: GridSpec | None, budget: 
         joint = row_worst(recs, budget)
         if joint:
             entries.append({"row": (train, runtime), "joint": joint, "acc": joint.count("1") / len(joint),
-                            "n_att": sum(budget_of(r) == budget for r in recs), "first": recs[0]})
+                            "n_att": sum(budget_of(r) == budget for r in recs), "first": recs[0], "recs": recs})
     base_acc = next((e["acc"] for e in entries if e["row"] == base), None)
 
     def key(e: dict[str, Any]) -> tuple[float, int]:
@@ -229,8 +258,7 @@ def headline_rows(records: list[dict[str, Any]], spec: GridSpec | None, budget: 
                 verdict = f"not distinguishable (p = {p:.2g}{on})"
         train, runtime = e["row"]
         first = e["first"]
-        clean = acc_cell(first.get("clean_acc"), record_ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"),
-                         spread=seed_spread(first, "clean"))
+        clean = row_clean(e["recs"], ref.get(f"{train}/{runtime}/clean"))
         if isinstance(clean, dict) and e["row"] in drops:
             clean["drop"] = True
         out.append({"rank": i + 1, "train-time": train, "runtime": runtime, "clean": clean,
@@ -250,9 +278,7 @@ def _chunks(labels: list[str], width: int) -> list[list[str]]:
 
 def _row_cells(train: str, runtime: str, recs: list[dict[str, Any]], ref: dict[str, float],
                drops: dict[tuple[str, str], float]) -> dict[str, Any]:
-    first = recs[0]
-    clean = acc_cell(first.get("clean_acc"), record_ci(first, "clean"), ref.get(f"{train}/{runtime}/clean"),
-                     spread=seed_spread(first, "clean"))
+    clean = row_clean(recs, ref.get(f"{train}/{runtime}/clean"))
     if isinstance(clean, dict) and (train, runtime) in drops:
         clean["drop"] = True
     return {"train-time": train, "runtime": runtime, "clean": clean}
@@ -490,6 +516,8 @@ def board(records: list[dict[str, Any]], spec: GridSpec, limit: int | None = Non
         "versions": versions, "devices": device_labels(ok),
         "baseline": list(base) if base else None,
         "clean_drops": {f"{t}/{rt}": d for (t, rt), d in drops.items()},
+        "dprime_rows": [f"{t}/{rt}" for (t, rt), recs in table_rows(ok, spec).items()
+                        if len(dprime_variants(recs)) > 1],
         "threat_models": [{"budget": list(b), "label": budget_label(b), "main": i == 0,
                            "headline": headline_rows(ok, spec, b), "tables": budget_tables(ok, spec, b, flags)}
                           for i, b in enumerate(budgets)],

@@ -188,6 +188,11 @@ def notes_under_tables(model: dict[str, Any]) -> list[str]:
         lines += ["", f"{DROP.strip()} Clean accuracy more than {100 * CLEAN_DROP:.0f} points below the undefended "
                   f"model ({t}/{rt}): {dropped}. Such a row is never ranked above the undefended one: a "
                   "defense that misclassifies clean inputs can look robust."]
+    if model.get("dprime_rows"):
+        lines += ["", f"Clean accuracy of {', '.join(model['dprime_rows'])}: the mean over the row's D' variants, "
+                  "braces {min–max} over them. Each white-box cell of such a row builds D' with its own attack "
+                  "(db_attacks = \"per-attack\"), as the RMC paper's Table 1 does, so each has its own clean "
+                  "accuracy; the adaptive attacks' cells use a PGD D'."]
     if model["flags"]:
         lines += ["", f"{FLAG.strip()} Evaluation looks unreliable (AutoAttack-style checks), the number may "
                   "overstate robustness:"]

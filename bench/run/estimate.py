@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from bench.core.cache import config_hash
 from bench.core.contracts import EOT_SAMPLES
 from bench.core.errors import BenchError
 from bench.run.artifacts import ArtifactStore
@@ -231,13 +232,32 @@ def craft_ratio(factory: Any, full_attack: dict[str, Any], smoke_attack: dict[st
 
 
 def prepare_ratio(runtime_cls: Any, full_runtime: dict[str, Any], smoke_runtime: dict[str, Any],
-                  family: str) -> tuple[float, str]:
+                  family: str, features: int = 0) -> tuple[float, str]:
     """Real / smoke work of building a database defense per training image (copies x the D' attack's
-    1 + steps), and how; 1 for a database of clean images only (DeepNN's D)."""
+    1 + steps; a D' made with other attacks than PGD, e.g. per-attack D', copies x that attack's own
+    budgets, the costliest of a mix), and how; 1 for a database of clean images only (DeepNN's D)."""
     if not getattr(runtime_cls, "uses_adversarial_database", True):
         return 1.0, ""
     dflt = method_defaults(runtime_cls, family)
     r, h = work_ratio(full_runtime, smoke_runtime, dflt, {"copies": 1})
+    names = full_runtime.get("db_attacks", dflt.get("db_attacks")) or ["pgd"]
+    if isinstance(names, (list, tuple)) and any(n != "pgd" for n in names):
+        import attacks
+        from defenses.database import attack_params_for
+
+        db_f = full_runtime.get("db_params", dflt.get("db_params")) or {}
+        db_s = smoke_runtime.get("db_params", dflt.get("db_params")) or {}
+        best = (1.0, "")
+        for n in names:
+            fac = attacks.ATTACKS.get_or_none(n)
+            if fac is None:
+                continue
+            full_p = real_attack_budget(fac, attack_params_for(n, db_f), None, {}, family, features)
+            smoke_p = real_attack_budget(fac, attack_params_for(n, db_s), None, {}, family, features)
+            rr, hh = work_ratio(full_p, smoke_p, method_defaults(fac, family), ATTACK_CAPS, factory=fac)
+            if rr >= best[0]:
+                best = (rr, f"D' {n} {hh}" if hh else "")
+        return r * best[0], " x ".join(part for part in (h, best[1]) if part)
     db_f = dict(dflt.get("db_params") or {}, **(full_runtime.get("db_params") or {}))
     db_s = smoke_runtime.get("db_params") or {}
     s_f, s_s = 1 + _value(db_f, {}, "steps", 10), 1 + _value(db_s, {}, "steps", 10)
@@ -276,7 +296,9 @@ class TimingArtifacts(ArtifactStore):
         start = time.perf_counter()
         defense = super().runtime(cell, model, model_key)
         if len(self._runtime) > before:
-            self.timer.note("prepare", f"{cell.runtime_defense}|{model_key}", time.perf_counter() - start)
+            # one piece per D' variant of a per-attack defense (its runtime params name the D')
+            self.timer.note("prepare", f"{cell.runtime_defense}|{config_hash(cell.runtime_params)}|{model_key}",
+                            time.perf_counter() - start)
         return defense
 
 
@@ -394,12 +416,13 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                 dflt = method_defaults(factory, family)
                 if getattr(factory, "needs_train_set", False):
                     n_train = spec.train_limit or _train_size(spec, options)
-                    r, h = prepare_ratio(factory, full.runtime_params, cell.runtime_params, family)
+                    r, h = prepare_ratio(factory, full.runtime_params, cell.runtime_params, family,
+                                         runner.test.x[0].numel())
                     factor = (n_train / max(train_smoke, 1)) * r
                     how = f"images {n_train}/{train_smoke}" + (f" x {h}" if h else "")
                 else:
                     factor, how = 1.0, "fixed"
-                label = f"prepare {cell.runtime_defense}"
+                label = f"prepare {cell.runtime_defense}" + (f" (D' {cell.dprime})" if cell.dprime else "")
             elif kind == "craft":
                 factory = attacks.ATTACKS.get(cell.attack)
                 runtime_cls = defenses.DEFENSES.get(cell.runtime_defense)

@@ -96,7 +96,8 @@ def cell_fields(cell: Cell, device: Any) -> dict[str, Any]:
             "dataset": cell.dataset, "arch": cell.arch, "train_defense": cell.train_defense,
             "runtime_defense": cell.runtime_defense, "attack": cell.attack_label, "attack_name": cell.attack,
             "threat": cell.threat, "eps": cell.eps, "seed": cell.seed, "device": str(device),
-            "device_name": describe_device(device), "code_version": code_version()}
+            "device_name": describe_device(device), "code_version": code_version(),
+            **({"dprime": cell.dprime} if cell.dprime is not None else {})}
 
 
 class Evaluator:

@@ -27,6 +27,7 @@ from bench.core.cache import config_hash
 from bench.core.errors import BenchError
 from bench.core.paths import check_name
 from bench.core.registry import Registry
+from bench.spec.dprime import cell_runtime_params
 from bench.spec.figure_tables import check_figures
 
 GRIDS: Registry = Registry("grid")
@@ -72,6 +73,9 @@ class Cell:
     #: The grid runs several seeds (``seeds = [...]``): the key names this cell's seed. Not part of
     #: the cell's identity (its seed is), so a grid's cell ids do not depend on how many seeds it lists.
     multi_seed: bool = False
+    #: The D' of a per-attack runtime defense (bench.spec.dprime): the attack that built it, or
+    #: "pgd (fallback)"; None otherwise. Not part of the identity: ``runtime_params`` hold the D'.
+    dprime: str | None = None
 
     @property
     def key(self) -> str:
@@ -84,7 +88,7 @@ class Cell:
         from dataclasses import asdict
 
         cfg = asdict(self)
-        del cfg["multi_seed"]
+        del cfg["multi_seed"], cfg["dprime"]
         if (self.train_split, self.train_offset) == ("train", 0):  # ids of grids without a stand-in stay as they were
             del cfg["train_split"], cfg["train_offset"]
         return cfg
@@ -190,10 +194,12 @@ class GridSpec:
                 if a.runtime and runtime not in a.runtime:
                     continue
                 for eps in a.eps:
+                    runtime_params, dprime = cell_runtime_params(self.runtime.get(runtime, {}), a.name, a.params,
+                                                                 eps, a.threat, self.dataset)
                     out.append(Cell(
                         grid=self.name, dataset=self.dataset, arch=self.arch,
                         train_defense=train, train_params=train_params.get(train, {}),
-                        runtime_defense=runtime, runtime_params=self.runtime.get(runtime, {}),
+                        runtime_defense=runtime, runtime_params=runtime_params, dprime=dprime,
                         attack=a.name, attack_params=a.params, threat=a.threat, eps=eps,
                         surrogate=a.surrogate, limit=self.limit_for(runtime, lim), train_limit=self.train_limit,
                         seed=sd,

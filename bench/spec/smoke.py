@@ -87,6 +87,8 @@ def cap_database_attacks(params: dict[str, Any], defaults: dict[str, Any], famil
 
     names = params.get("db_attacks", defaults.get("db_attacks")) or ["pgd"]
     db = params.get("db_params", defaults.get("db_params")) or {}
+    if names == "per-attack" and isinstance(db, dict):  # each cell's attack params are capped as attacks;
+        names = [n for n, v in db.items() if isinstance(v, dict)]  # the grid's per-attack tables here
     if not isinstance(db, dict) or not isinstance(names, (list, tuple)):
         return params  # the defense's own validation reports it
     db = dict(db)

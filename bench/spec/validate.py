@@ -137,6 +137,7 @@ def check_spec(spec: Any) -> None:
     import defenses
     from bench.core.zoo import is_zoo_name
     from bench.spec import sources
+    from bench.spec.dprime import check_db_attacks
 
     where = spec.path or spec.name
     skip = " (or add optional = true to the entry to skip it where the method is absent)"
@@ -152,6 +153,8 @@ def check_spec(spec: Any) -> None:
                 other = "runtime" if kind == "train" else "train"
                 raise BenchError(f"{where}: [{kind}.{name}]: {name!r} is a {other}-time defense; "
                                  f"list it as [{other}.{name}]")
+            if kind == "runtime":
+                params = check_db_attacks(name, params, f"{where}: [{kind}.{name}]")
             check_params(defenses.DEFENSES.get(name), params, f"{where}: [{kind}.{name}]")
     for i, a in enumerate(spec.attacks):
         aw = f"{where}: attacks[{i}]"
