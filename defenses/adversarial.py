@@ -64,8 +64,10 @@ class AdversarialTraining(TrainDefense):
 
 @register("adv-fgsm")
 class AdvFGSM(AdversarialTraining):
-    """FGSM adversarial training from scratch, half clean and half adversarial loss (Goodfellow et al.,
-    ICLR 2015): Deep Defense's "Adv. Train II" (supplement section 2, Figure 6)."""
+    """FGSM adversarial training from scratch, half clean, half adversarial (Goodfellow et al., 2015).
+
+    Goodfellow et al., ICLR 2015; Deep Defense's "Adv. Train II" (its supplement, section 2, Figure 6).
+    """
 
     attack_name = "fgsm"
     work_params = ()  # one FGSM step per batch, whatever ``steps`` says (read by bench.run.estimate)
@@ -90,8 +92,10 @@ class AdvPGD(AdversarialTraining):
 
 @register("adv-deepfool")
 class AdvDeepFool(FineTune):
-    """Fine-tune the reference model on DeepFool examples: Deep Defense's "Adv. Train I" (Yan et al.,
-    NeurIPS 2018, supplement Table 2 and Figure 7; Moosavi-Dezfooli et al., CVPR 2016, section 4.2).
+    """Deep Defense's "Adv. Train I": the reference fine-tuned on DeepFool examples (Yan et al., 2018).
+
+    Yan et al., NeurIPS 2018, supplement Table 2 and Figure 7; the training follows Moosavi-Dezfooli
+    et al., CVPR 2016, section 4.2.
 
     Pretrains exactly like ``standard`` (``pretrain_epochs``), then fine-tunes with the supplement's
     Table 3 SGD schedule (FineTune) on clean_weight * CE(clean) + (1 - clean_weight) * CE(DeepFool

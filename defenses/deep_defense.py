@@ -102,9 +102,11 @@ class DeepDefense(FineTune):
 
 @register("deep-defense-fgs")
 class DeepDefenseFGS(DeepDefense):
-    """Deep Defense combined with Goodfellow et al.'s FGS training (Yan et al., NeurIPS 2018,
-    supplement section 2, Figure 6): the CE of FGS examples at ``eps`` (crafted against the current
-    weights, no gradient through the attack) is added, at weight 1, to Deep Defense's objective."""
+    """Deep Defense plus the cross-entropy of FGS examples, its combination with Adv. Train II (Yan et al.).
+
+    Yan et al., NeurIPS 2018, supplement section 2, Figure 6: the CE of FGS examples at ``eps``
+    (crafted against the current weights, no gradient through the attack) is added, at weight 1, to
+    Deep Defense's objective."""
 
     def __init__(self, eps: float = 0.1, **kw: Any) -> None:
         super().__init__(**kw)
