@@ -9,7 +9,9 @@ x_est^(t), returning x_est^(T), where x_est = E_z[h(z)] over ``est_samples`` dra
 Two networks (``network``): ``"plain"`` (the default, what every published board ran: ReLU hidden
 layers, a linear output, no dropout) and ``"table3"`` (the paper's Table 3 in full: dropout 0.5 after
 the ReLU of MNIST's and CIFAR-10's conv2-conv3 and ImageNet's conv4-conv6, and a sigmoid on the output,
-which Table 3 prescribes for images in (0, 1) as ours are).
+which Table 3 prescribes for images in (0, 1) as ours are). A ``table3`` training step costs about 10%
+more CPU time than a ``plain`` one: 13.9 against 12.6 ms (fastest of 5 runs of 100 steps, 16 MNIST
+test images at once, lr 1e-4, one thread of a loaded 2-core AMD EPYC, torch 2.14.1, CPU).
 
 A whole batch of images trains at once: their nets are one grouped convolution (groups = batch), the
 loss is the sum of the per-image losses and Adam is elementwise, so every image's net sees exactly
