@@ -13,7 +13,6 @@ import defenses
 from bench.core.errors import BenchError
 from bench.spec import grid
 from bench.spec.validate import check_spec
-from defenses import ride as ride_mod
 from defenses.ride import RIDE, GroupedFCN
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -33,7 +32,10 @@ def test_table3_net_has_table3_layers_and_a_sigmoid_output(digits_test):
     out, nets = _ride(iterations=10).purify_keep(x, [1, 2, 3])
     net = nets[-1]
     assert net.dropout == (1, 2) and net.sigmoid  # MNIST: conv2, conv3
-    assert ride_mod.TABLE3_DROPOUT[(3, 4)] == (1, 2) and ride_mod.TABLE3_DROPOUT[(3, 7)] == (3, 4, 5)
+    rgb = torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    for hidden, layers in ((None, (1, 2)), (7, (3, 4, 5))):  # CIFAR-10: conv2-3; ImageNet: conv4-6
+        rgb_net = _ride(iterations=1, checkpoints=1, hidden_layers=hidden).purify_keep(rgb, [0])[1][-1]
+        assert rgb_net.dropout == layers and rgb_net.sigmoid
     z = 5 * torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))  # far outside [0, 1]
     with torch.no_grad():
         y = net(z)
