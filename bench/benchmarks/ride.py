@@ -9,7 +9,7 @@ The RIDE paper reports about 140 s per 224x224 image on a Titan X (2,000 iterati
 8-layer net). A few iterations are timed and the figure at ``--paper-iterations`` x
 ``--paper-checkpoints`` extrapolated from them (training steps dominate: each is one forward and
 backward of the net; the estimation passes are timed too and scaled by checkpoints). Figures go to
-results/benchmarks/ride.json (digits) or ride-<dataset>.json.
+results/benchmarks/ride.json (digits) or ride-<dataset>.json, with ``-table3`` for that network.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{figures['extrapolated_s_per_image_one_at_a_time']:.0f} s per image one at a time, "
           f"{figures['extrapolated_s_per_image_batched']:.0f} s batched")
     name = "ride" if args.dataset == "digits" else f"ride-{args.dataset}"
+    name += "-table3" if args.network == "table3" else ""  # beside, not over, the plain net's figures
     print(f"written to {write_figures(name, figures)}")
     return figures
 
