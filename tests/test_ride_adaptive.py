@@ -70,9 +70,10 @@ def test_ride_st_beats_the_eot_cell_on_the_same_points(digits_model, digits_test
     assert acc_new < acc_old and acc_new <= acc_base, (acc_new, acc_old, acc_base)
 
 
-def test_ride_st_stays_in_the_ball_and_records_its_trace(digits_model, digits_test):
+@pytest.mark.parametrize("network", ["plain", "table3"])
+def test_ride_st_stays_in_the_ball_and_records_its_trace(digits_model, digits_test, network):
     x, y = digits_test.x[:8], digits_test.y[:8]
-    ride = _ride(digits_model, iterations=5, checkpoints=1)
+    ride = _ride(digits_model, iterations=5, checkpoints=1, network=network)
     ride.reset()
     atk = attacks.create("ride-st", eps=EPS, steps=3, rounds=2, draws=1).bind(ride)
     res = atk.run(ride.attack_model(), x, y)

@@ -75,6 +75,9 @@ def _accepts(annotation: Any, value: Any) -> bool:
 def _expected(annotation: Any) -> str:
     args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
         else (annotation,)
+    literal = [v for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+    if literal:  # a choice of values: name them
+        return "one of " + ", ".join(repr(v) for v in literal)
     names = [_SCALARS.get(typing.get_origin(a) or a, getattr(a, "__name__", str(a))) for a in args
              if a is not type(None)]
     return " or ".join(dict.fromkeys(names))
