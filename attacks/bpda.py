@@ -34,7 +34,7 @@ class WrapperAttack(Attack):
         self.inner = ATTACKS.create(attack, **params)
         self.norm = self.inner.norm
         self.eps = self.inner.eps
-        self.minimal_norm = self.inner.minimal_norm
+        self.minimal_norm, self.capped = self.inner.minimal_norm, self.inner.capped
         self.seed, self.targeted, self.batch_size = self.inner.seed, self.inner.targeted, self.inner.batch_size
         self.steps, self.step_size, self.random_start = self.inner.steps, self.inner.step_size, self.inner.random_start
         self.defense = None

@@ -8,7 +8,6 @@ logits' gradient sum b < 0, and sets both to 1 (theta = +1, "increasing" variant
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -39,7 +38,7 @@ class JSMA(Attack):
 
     def unbounded(self, shape: Sequence[int]) -> JSMA:
         """JSMA's budget is gamma, the share of features it may change: unbounded, it may change all."""
-        free = copy.copy(self)
+        free = super().unbounded(shape)
         free.gamma, free.max_iters = 1.0, None
         return free
 

@@ -217,7 +217,7 @@ def compute(attack: Any, model: Any, x: torch.Tensor, y: torch.Tensor, x_adv: to
             miss = pts & ~scored_fooled[:j]
             share = float(miss.sum()) / max(int(pts.sum()), 1)
             out["transfer_failure"] = _entry("transfer_failure", share > SHARE_MAX, share, int(pts.sum()))
-        if attack.minimal_norm and not getattr(getattr(attack, "inner", attack), "capped", False):
+        if attack.minimal_norm and not attack.capped:
             pts = clean_ok[:j]
             share = float((pts & ~fooled).sum()) / max(int(pts.sum()), 1)
             out["unconstrained_failure"] = _entry("unconstrained_failure", share > UNBOUNDED_MAX, share, int(pts.sum()))
