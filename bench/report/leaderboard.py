@@ -40,6 +40,7 @@ from bench.report.board import (  # noqa: F401
     record_ci,
     reference,
     robust_at_threshold,
+    row_clean,
     seed_spread,
     seeds_note,
     threshold_label,
@@ -90,8 +91,7 @@ def build_table(records: list[dict[str, Any]], spec: GridSpec | None = None,
         row: dict[str, Any] = {"train-time": train if train != last_train else "", "runtime": runtime}
         last_train = train
         first = recs[0]
-        row["clean"] = fmt_cell(acc_cell(first["clean_acc"], record_ci(first, "clean"),
-                                         ref.get(f"{train}/{runtime}/clean"), spread=seed_spread(first, "clean")))
+        row["clean"] = fmt_cell(row_clean(recs, ref.get(f"{train}/{runtime}/clean")))
         for r in recs:
             label = column_label(r)
             cell = fmt_cell(acc_cell(r["robust_acc"], record_ci(r, "robust"), reference(ref, train, runtime, r),
