@@ -150,9 +150,11 @@ class RIDE(Purifier):
             raise BenchError(f"ride hidden_layers must be at least 1, got {hidden_layers}")
         if network not in NETWORKS:
             raise BenchError(f"ride network must be one of {', '.join(map(repr, NETWORKS))}, got {network!r}")
-        if network == "table3" and hidden_layers is not None and int(hidden_layers) not in (3, 4, 7):
-            raise BenchError(f"ride network 'table3' has Table 3's depths only: hidden_layers 3, 4 or 7 "
-                             f"(or leave it unset), got {hidden_layers}")
+        depths = sorted({d for _, d in TABLE3_DROPOUT})
+        if network == "table3" and hidden_layers is not None and int(hidden_layers) not in depths:
+            raise BenchError(f"ride network 'table3' has Table 3's depths only: hidden_layers "
+                             f"{', '.join(map(str, depths[:-1]))} or {depths[-1]} (or leave it unset), "
+                             f"got {hidden_layers}")
         self.network = network
         self.hidden_layers = None if hidden_layers is None else int(hidden_layers)
         self.iterations, self.checkpoints, self.sigma = int(iterations), int(checkpoints), float(sigma)
