@@ -22,17 +22,22 @@ def _spec_records(grid: str, results_dir: Path, limit: int | None, seed: int | N
     from bench.track.results import load_records
 
     spec = grids.load(grid)
-    if published and not (PUBLISHED / spec.name / "records.jsonl").is_file():
-        raise BenchError(f"no published records of grid {spec.name} at {PUBLISHED / spec.name / 'records.jsonl'} "
+    source = _records_path(spec.name, results_dir, published)
+    if published and not source.is_file():
+        raise BenchError(f"no published records of grid {spec.name} at {source} "
                          "(run from the repository root; a board published before records were kept needs a rerun)")
-    records = load_records(PUBLISHED / spec.name / "records.jsonl" if published
-                           else Path(results_dir) / f"{spec.name}.jsonl")
+    records = load_records(source)
     wanted = {c.cell_id for c in spec.cells(limit=limit, seed=seed)}
     return spec, [r for r in records if r.get("cell_id") in wanted]
 
 
 #: Where published boards live (tracked); a local run's board goes to <results-dir>/leaderboards/.
 PUBLISHED = Path("leaderboards")
+
+
+def _records_path(name: str, results_dir: Path = Path("results"), published: bool = False) -> Path:
+    """A grid's records: the published board's copy, or a local run's under ``results_dir``."""
+    return PUBLISHED / name / "records.jsonl" if published else Path(results_dir) / f"{name}.jsonl"
 
 
 def _board_dir(results_dir: Path, publish: bool) -> Path:
@@ -70,7 +75,7 @@ def _compare_line(spec, records) -> str:
     from bench.report.compare import compare_with_published
     from bench.track.results import load_records
 
-    published = PUBLISHED / spec.name / "records.jsonl"
+    published = _records_path(spec.name, published=True)
     try:
         theirs = load_records(published) if published.is_file() else None
         return compare_with_published(records, spec, PUBLISHED, theirs)
@@ -551,8 +556,7 @@ def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int
         from bench.spec import grid as grids
 
         for name in grids.GRIDS.list_names():
-            source = PUBLISHED / name / "records.jsonl" if regenerate else Path(results_dir) / f"{name}.jsonl"
-            if source.is_file():
+            if _records_path(name, results_dir, regenerate).is_file():
                 spec, records = _spec_records(name, results_dir, None, None, regenerate)
                 click.echo(f"written {_write_leaderboard(spec, records, None, results_dir, publish)}")
         folder = _board_dir(results_dir, publish)
