@@ -105,6 +105,15 @@ def test_estimate_times_crafting_and_prediction(tmp_path):
     assert all(v > 0 for v in rep["per_cell"].values())
 
 
+def test_an_untrained_model_is_estimated_without_dividing_by_its_zero_epochs(tmp_path):
+    """Wiring-check grids (imagenet-rmc) train for 0 epochs; the estimate crashed on 0 / 0."""
+    _, options = _tiny(tmp_path)
+    (tmp_path / "zero.toml").write_text(TINY.replace("epochs = 1", "epochs = 0"))
+    rep = estimate(grids.load(str(tmp_path / "zero.toml")), options)
+    train = next(p for p in rep["pieces"] if p.label == "train standard")
+    assert "epochs 0/0" in train.how and 0 < train.factor < float("inf")
+
+
 def test_estimate_refuses_when_smoke_cells_fail(tmp_path, monkeypatch):
     from bench.core.errors import BenchError
     from bench.run.evaluation import Evaluator

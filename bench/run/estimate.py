@@ -408,7 +408,9 @@ def estimate(spec: GridSpec, options: RunOptions, workers: int = 1) -> dict[str,
                 uses_steps = "steps" in getattr(factory, "work_params", ("steps",))
                 steps_f = 1 + (_value(full_p, dflt, "steps", 0) if uses_steps else 0)
                 steps_s = 1 + (_value(small.train.get(name, {}), dflt, "steps", 0) if uses_steps else 0)
-                factor = (n_train / max(train_smoke, 1)) * (ep_f / ep_s) * (steps_f / steps_s)
+                # epochs = 0 (an untrained wiring-check model): no epochs to scale, only the setup timed
+                ep_ratio = ep_f / ep_s if ep_s else (1.0 if ep_f == 0 else float(ep_f))
+                factor = (n_train / max(train_smoke, 1)) * ep_ratio * (steps_f / steps_s)
                 how = f"images {n_train}/{train_smoke} x epochs {ep_f:g}/{ep_s:g} x (1+steps) {steps_f:g}/{steps_s:g}"
                 label = f"train {name}"
             elif kind == "prepare":
