@@ -155,3 +155,24 @@ def test_shipped_digits_grid_reports_the_paper_positions_scaled():
     cols = [c for c, *_ in position_columns(spec, "rmc-plus")]
     assert "skip-delayed-q40 (adaptive) @ p=40" in cols and "skip-partial-70 (adaptive) @ p=60" in cols
     assert spec.limit == 100 and {a.eps for a in spec.attacks} == {(0.2,)}
+
+
+@pytest.mark.parametrize("name", ["rmc-defense-aware-digits", "rmc-defense-aware-cifar10"])
+def test_table_5_delta_columns_are_three_rmc_plus_rows_under_the_skip_family(name):
+    """RMC Table 5: RMC+ at delta 0.5 / 0.75 / 1, each under PGD-Skip, -Delayed and -Partial only."""
+    import inspect
+
+    import defenses
+
+    default = inspect.signature(defenses.DEFENSES.get("rmc-plus").__init__).parameters["delta"].default
+    spec = grid.load(name)
+    rows = {"rmc-plus": 0.5, "rmc-plus@delta0.75": 0.75, "rmc-plus@delta1": 1.0}
+    cells = list(spec.cells())
+    for row, delta in rows.items():
+        assert float(spec.runtime[row].get("delta", default)) == delta
+        attacks = {c.attack for c in cells if c.runtime_defense == row}
+        assert {"pgd-skip", "pgd-skip-delayed", "pgd-skip-partial"} <= attacks
+        assert row == "rmc-plus" or attacks == {"pgd-skip", "pgd-skip-delayed", "pgd-skip-partial"}
+    if name.endswith("cifar10"):  # every number of Table 5 (a) and (b) has a cell
+        table5 = [k for k in spec.reference if k.startswith("standard/rmc-plus") and " @ p=" in k]
+        assert len(table5) == 3 * (2 * 3 + 3 * 3)
