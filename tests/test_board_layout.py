@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.core.errors import BenchError
 from bench.core.stats import wilson_interval
 from bench.report.board import MAX_COLUMNS, board, headline_rows
 from bench.report.compare import compare_markdown, compare_records, comparison_line
@@ -249,3 +250,29 @@ def test_columns_follow_the_grid_file_whatever_order_the_cells_finished_in():
     attacks = first[3:-1]
     listed = [attack_label({"attack": a.label or a.name, "threat": a.threat}) for a in spec.attacks]
     assert len(attacks) > 3 and attacks == sorted(attacks, key=listed.index)
+
+
+def test_figure_3_over_seeds_is_the_mean_and_spread_of_the_seeds_running_accuracies(tmp_path):
+    """rmc-seeds-digits' Figure 3: per stream position, the mean over seeds of each seed's running
+    accuracy and mean -/+ one standard deviation, computed here by hand from the published records."""
+    from bench.report.grid_figures import draw, figure_series
+
+    spec = grid.load("rmc-seeds-digits")
+    path = Path(__file__).resolve().parents[1] / "leaderboards" / "rmc-seeds-digits" / "records.jsonl"
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    fig = next(f for f in spec.figures if f["metric"] == "robust_acc")
+    (line,) = figure_series(recs, fig)
+    runs = [r["per_point"]["correct"] for r in recs if r["runtime_defense"] == "rmc"]
+    assert len(runs) == 3 and line["label"] == "rmc: pgd (mean of 3 seeds)"
+    for t in (1, 10, len(line["x"])):
+        accs = [100 * sum(c == "1" for c in bits[:t]) / t for bits in runs]
+        mean = sum(accs) / 3
+        sd = (sum((a - mean) ** 2 for a in accs) / 3) ** 0.5
+        assert line["y"][t - 1] == pytest.approx(mean)
+        lo, hi = line["spread"]
+        assert lo[t - 1] == pytest.approx(mean - sd) and hi[t - 1] == pytest.approx(mean + sd)
+    assert draw([line], fig, tmp_path / "f.png").is_file()
+    with pytest.raises(BenchError, match="over_seeds"):
+        grid.parse({"name": "g", "dataset": "digits", "arch": "small-cnn", "train": {"standard": {}},
+                    "runtime": {"none": {}}, "attacks": [{"name": "pgd", "eps": 0.1}],
+                    "figures": [{"kind": "vs-eps", "over_seeds": True}]})

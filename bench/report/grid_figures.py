@@ -4,7 +4,10 @@ RMC paper (Wu, Yuan, Wu, ICML 2020) Figures 1-4 as kinds:
 
 - ``vs-points``: a quantity along one stream, one line per record (Figure 2: ``metric = "delay_s"``;
   Figure 3a: ``"robust_acc"``, the accuracy over the points seen so far, or over the last
-  ``window`` points; Figure 3b: ``"adapt_epochs"``), from the records' ``per_point`` field.
+  ``window`` points; Figure 3b: ``"adapt_epochs"``), from the records' ``per_point`` field. With
+  ``over_seeds = true``, one line per row and attack: the mean over the grid's seeds, its band one
+  standard deviation over them (the supplement's Figure 3: "the mean robustness of RMC with 6
+  different runs, while the translucent areas are the variance").
 - ``vs-param``: accuracy against a runtime hyperparameter (Figure 4: ``param = "k"`` or
   ``"copies"``, i.e. |D'| = (1 + copies) |D|) over the rows listed, one line per attack.
 - ``vs-eps``: robust accuracy (or ``metric = "success_rate"``: 100 minus it, the share of test
@@ -20,12 +23,13 @@ Deep Defense supplement (Yan, Guo, Zhang, NeurIPS 2018) Figure 6 as a kind:
 
 Keys: ``name`` (the PNG's file name), ``kind``, ``title``, ``metric``, ``rows`` (runtime defense
 names as the grid spells them, e.g. ``rmc@k64``, or ``train/runtime``), ``attacks`` (attack labels),
-``param``, ``window``, ``point`` (neighbour-labels: which test point). Series are computed by
+``param``, ``window``, ``point`` (neighbour-labels: which test point), ``over_seeds``. Series are computed by
 ``figure_series`` (pure; tests compare it with the records) and drawn by ``draw``.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,7 +77,9 @@ def figure_series(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[di
     kind, metric = fig["kind"], fig["metric"]
     recs = selected(records, fig)
     out: list[dict[str, Any]] = []
-    if kind == "vs-points":
+    if kind == "vs-points" and fig.get("over_seeds"):
+        out = seed_mean_series(recs, metric, fig.get("window"))
+    elif kind == "vs-points":
         for r in recs:
             xs, ys = perpoint.series(r, metric, fig.get("window"))
             if xs:
@@ -119,6 +125,29 @@ def figure_series(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[di
     return out
 
 
+def seed_mean_series(recs: list[dict[str, Any]], metric: str, window: int | None) -> list[dict[str, Any]]:
+    """vs-points lines pooled over seeds: per (row, attack) the mean at each stream position over the
+    seeds' records, and "spread", the mean -/+ one (population) standard deviation over them; the
+    lines stop where the shortest seed's stream does."""
+    import numpy as np
+
+    from bench.core import stream_records as perpoint
+
+    runs: dict[str, list[list[float]]] = {}
+    for r in recs:
+        ys = perpoint.series(r, metric, window)[1]
+        if ys:
+            runs.setdefault(_label(r), []).append(ys)
+    out = []
+    for label, ys_runs in runs.items():
+        length = min(len(ys) for ys in ys_runs)
+        arr = np.array([ys[:length] for ys in ys_runs], dtype=float)
+        mean, sd = arr.mean(axis=0), arr.std(axis=0)
+        out.append({"label": f"{label} (mean of {len(ys_runs)} seeds)", "x": list(range(1, length + 1)),
+                    "y": mean.tolist(), "spread": ((mean - sd).tolist(), (mean + sd).tolist())})
+    return out
+
+
 def interval_band(line: dict[str, Any]) -> tuple[list[float], list[float]] | None:
     """Lower and upper 95% Wilson bounds (in %) of an accuracy line with its "n" per point."""
     from bench.core.stats import wilson_interval
@@ -158,7 +187,7 @@ def draw(series: list[dict[str, Any]], fig: dict[str, Any], path: Path, n: int |
             for x, y, tag in zip(s["x"], s["y"], s.get("tags", [])):  # rho-vs-acc: which variant a point is
                 if tag:
                     ax.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-            band = interval_band(s) if metric in _PERCENT else None
+            band = s.get("spread") or (interval_band(s) if metric in _PERCENT else None)
             if band:
                 ax.fill_between(s["x"], band[0], band[1], color=line.get_color(), alpha=0.15, linewidth=0)
         if kind == "vs-points":
@@ -174,9 +203,11 @@ def draw(series: list[dict[str, Any]], fig: dict[str, Any], path: Path, n: int |
         if metric in _PERCENT:
             ax.set_ylim(0, 100)
     title = fig.get("title") or fig["name"]
-    if metric in _PERCENT and kind != "neighbour-labels":
+    if any("spread" in s for s in series):
+        title += " (band: mean -/+ 1 s.d. over seeds)"
+    elif metric in _PERCENT and kind != "neighbour-labels":
         title += " (band: 95% Wilson interval)"
-    ax.set_title(title + (f" (n = {n})" if n else ""), fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title + (f" (n = {n})" if n else ""), 80)), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     f.tight_layout()

@@ -10,7 +10,7 @@ from bench.core.paths import check_name
 FIGURE_KINDS = ("vs-points", "vs-param", "vs-eps", "neighbour-labels", "rho-vs-acc")
 METRICS = {"vs-points": ("robust_acc", "delay_s", "adapt_epochs"), "vs-param": ("robust_acc", "clean_acc"),
            "vs-eps": ("robust_acc", "success_rate"), "neighbour-labels": ("labels",), "rho-vs-acc": ("rho2",)}
-FIGURE_KEYS = {"name", "kind", "title", "metric", "rows", "attacks", "param", "window", "point"}
+FIGURE_KEYS = {"name", "kind", "title", "metric", "rows", "attacks", "param", "window", "point", "over_seeds"}
 
 
 def check_figures(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
@@ -38,6 +38,9 @@ def check_figures(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
         window = f.get("window")
         if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
             raise BenchError(f"{fw}: window must be a positive integer, got {window!r}")
+        if "over_seeds" in f and (kind != "vs-points" or not isinstance(f["over_seeds"], bool)):
+            raise BenchError(f"{fw}: over_seeds = true (one mean line per row and attack, its band the spread "
+                             "over the grid's seeds) is for vs-points figures only")
         name = f.get("name") or f"figure{i + 1}-{kind}"
         check_name(name, f"{fw}: name")
         if name in names:
