@@ -1,6 +1,7 @@
 """What an architecture is: the architecture registry and the building blocks every network shares
 (``Classifier``: ``forward = head(features(x))`` on inputs in [0, 1]; ``Normalize``). The networks
-register themselves in bench.core.models, bench.core.archs_deepdefense and bench.core.archs_imagenet.
+register themselves in bench.core.models, bench.core.archs_deepdefense, bench.core.archs_imagenet and
+bench.core.archs_wide.
 """
 
 from __future__ import annotations

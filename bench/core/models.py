@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.core import archs_deepdefense, archs_imagenet  # noqa: F401  (they register dd-* and resnet18/50/152)
+from bench.core import archs_deepdefense, archs_imagenet, archs_wide  # noqa: F401  (dd-*, resnet18/50/152, wide-resnet*)
 from bench.core.arch_base import ARCHS, CIFAR_MEAN, CIFAR_STD, Classifier, Normalize
 from bench.core.errors import BenchError
 
