@@ -154,9 +154,8 @@ def test_deep_defense_grids_parse_and_bad_metrics_are_refused():
     for name in ("deep-defense-mnist", "deep-defense-mnist-mlp", "deep-defense-cifar10", "deep-defense-cifar10-nin"):
         spec = grid.load(name)
         assert spec.metrics == ("deep-defense",)
-        # MNIST's Adv. Train I is adv-deepfool (tests/test_adv_train_dd.py); CIFAR-10 still maps it to adv-fgsm.
-        adv_train_i = {"adv-deepfool"} if name.startswith("deep-defense-mnist") else set()
-        assert set(spec.train) == {"standard", "parseval", "adv-fgsm", "deep-defense"} | adv_train_i
+        # Adv. Train I is adv-deepfool, Adv. Train II adv-fgsm (tests/test_adv_train_dd.py)
+        assert set(spec.train) == {"standard", "parseval", "adv-deepfool", "adv-fgsm", "deep-defense"}
         assert spec.reference["deep-defense/none/pgd"] > spec.reference["standard/none/pgd"]
         assert models.ARCHS.get(spec.arch)
     with pytest.raises(BenchError, match="metrics must be a list"):
