@@ -21,6 +21,12 @@ Deep Defense supplement (Yan, Guo, Zhang, NeurIPS 2018) Figure 6 as a kind:
 - ``neighbour-labels``: Figure 1, the label histogram of an adversarial point's K nearest
   neighbours in D and in D' (computed at plot time from the cached model and D'; bench.run.neighbour_figure).
 
+RIDE (Lin, Pfister, Zhang) Figure 7 as a kind (bench.report.purifier_figure):
+
+- ``purifier-analysis``: after BPDA, ``metric = "distances"`` (7a) box plots of defend2adv, adv2gt and
+  defense2gt per purifier; ``metric = "accuracy"`` (7b) bars of the classifier's accuracy on the
+  adversarial and on the defended images per purifier (records of ``metrics = ["purifier-distances"]``).
+
 Keys: ``name`` (the PNG's file name), ``kind``, ``title``, ``metric``, ``rows`` (runtime defense
 names as the grid spells them, e.g. ``rmc@k64``, or ``train/runtime``), ``attacks`` (attack labels),
 ``param``, ``window``, ``point`` (neighbour-labels: which test point), ``over_seeds``. Series are computed by
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.paths import inside
+from bench.report import purifier_figure
 from bench.spec.figure_tables import FIGURE_KEYS, FIGURE_KINDS, METRICS, check_figures  # noqa: F401  (re-exported)
 
 
@@ -109,6 +116,8 @@ def figure_series(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[di
         for label, pts in lines2.items():
             pts.sort()
             out.append({"label": label, "x": [p[0] for p in pts], "y": [p[1] for p in pts], "n": [p[2] for p in pts]})
+    elif kind == "purifier-analysis":
+        out = purifier_figure.series(recs, metric)
     elif kind == "rho-vs-acc":
         lines3: dict[str, list[tuple[float, float, str]]] = {}
         seen: set[str] = set()
@@ -174,7 +183,10 @@ def draw(series: list[dict[str, Any]], fig: dict[str, Any], path: Path, n: int |
     plt = pyplot()
     f, ax = plt.subplots(figsize=(7, 4.5))
     kind, metric = fig["kind"], fig["metric"]
-    if kind == "neighbour-labels":
+    note = ""
+    if kind == "purifier-analysis":
+        note = " " + purifier_figure.draw_on(ax, series, metric)
+    elif kind == "neighbour-labels":
         width = 0.8 / len(series)
         for j, s in enumerate(series):
             ax.bar([x + (j - (len(series) - 1) / 2) * width for x in s["x"]], s["y"], width=width, label=s["label"])
@@ -207,6 +219,7 @@ def draw(series: list[dict[str, Any]], fig: dict[str, Any], path: Path, n: int |
         title += " (band: mean -/+ 1 s.d. over seeds)"
     elif metric in _PERCENT and kind != "neighbour-labels":
         title += " (band: 95% Wilson interval)"
+    title += note
     ax.set_title("\n".join(textwrap.wrap(title + (f" (n = {n})" if n else ""), 80)), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")

@@ -20,7 +20,7 @@ from bench.core.device import describe as describe_device
 from bench.core.errors import AuditError, BenchError
 from bench.core.stream import stream_order
 from bench.core.version import code_version
-from bench.run import audit
+from bench.run import audit, purifier_distances
 from bench.run import indicators as failure_indicators
 from bench.run.artifacts import ArtifactStore
 from bench.run.diagnostics import zero_grad_fraction
@@ -207,6 +207,8 @@ class Evaluator:
         clean_pred = self._clean[ck]
         attack, attack_params = art.attack(cell)
         x_adv, norm, eps, report, result = self.adversarial(cell, attack, model, defense, x, y)
+        figure7 = purifier_distances.wanted(self.spec.metrics, cell, defense, attack)
+        purified: list[torch.Tensor] = []
         # One pass: a stream attack that already ran the scored stream hands over its predictions.
         online = result.stream_for(len(y), cell.seed) if result is not None else None
         batch = None
@@ -218,11 +220,14 @@ class Evaluator:
             if batch is not None:
                 adv_pred, delays, stats = batch.pred, batch.delays, batch.stats
             else:
-                adv_pred, delays = self.predict(defense, x_adv, cell.seed, y)
+                with purifier_distances.recording(defense if figure7 else None) as purified:
+                    adv_pred, delays = self.predict(defense, x_adv, cell.seed, y)
                 stats = list(defense.last_stats) if isinstance(defense, StatefulDefense) else None
         attacked = result.attacked if result is not None else None
         rec = self.score(cell, clean_pred, adv_pred, delays, attacked, attack_params, x, x_adv, y, norm, eps,
                          report, model, model_key)
+        if figure7:  # RIDE's Figure 7: g(x_adv) from the scored prediction above, no second purification
+            rec.update(purifier_distances.fields(model, defense, x, x_adv, y, purified))
         if batch is not None:
             rec["stream_batch"] = batch.streams
         if isinstance(defense, StatefulDefense):  # per-point stream records (position, correct, delay, stats)

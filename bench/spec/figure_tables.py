@@ -7,9 +7,11 @@ from typing import Any
 from bench.core.errors import BenchError
 from bench.core.paths import check_name
 
-FIGURE_KINDS = ("vs-points", "vs-param", "vs-eps", "neighbour-labels", "rho-vs-acc")
+FIGURE_KINDS = ("vs-points", "vs-param", "vs-eps", "neighbour-labels", "rho-vs-acc", "purifier-analysis")
 METRICS = {"vs-points": ("robust_acc", "delay_s", "adapt_epochs"), "vs-param": ("robust_acc", "clean_acc"),
-           "vs-eps": ("robust_acc", "success_rate"), "neighbour-labels": ("labels",), "rho-vs-acc": ("rho2",)}
+           "vs-eps": ("robust_acc", "success_rate"), "neighbour-labels": ("labels",), "rho-vs-acc": ("rho2",),
+           # RIDE's Figure 7: (a) image distances after BPDA, (b) accuracy on adversarial vs defended images
+           "purifier-analysis": ("distances", "accuracy")}
 FIGURE_KEYS = {"name", "kind", "title", "metric", "rows", "attacks", "param", "window", "point", "over_seeds"}
 
 

@@ -29,11 +29,13 @@ from bench.core.paths import check_name
 from bench.core.registry import Registry
 from bench.spec.dprime import cell_runtime_params
 from bench.spec.figure_tables import check_figures
+from bench.spec.purifier_fields import check_metric as check_purifier_metric
 
 GRIDS: Registry = Registry("grid")
 THREATS = ("base", "adaptive", "transfer")
-#: Extra per-model metrics a grid can ask for in every record (``metrics = [...]``; see bench.run.model_metrics).
-METRICS = ("deep-defense",)
+#: Extra metrics a grid can ask for (``metrics = [...]``): Deep Defense's per-model metrics in every
+#: record (bench.run.model_metrics), RIDE's Figure 7 distances in BPDA cells (bench.run.purifier_distances).
+METRICS = ("deep-defense", "purifier-distances")
 LAYOUTS = ("star", "cross")
 
 
@@ -507,6 +509,8 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
     metrics = raw.get("metrics", [])
     if not isinstance(metrics, list) or not set(metrics) <= set(METRICS):
         raise BenchError(f"{where}: metrics must be a list drawn from {', '.join(METRICS)}, got {metrics!r}")
+    figures = check_figures(raw.get("figures", []), where)
+    check_purifier_metric(metrics, attacks, figures, where)
     spec = GridSpec(
         name=raw.get("name", default_name), dataset=raw["dataset"], arch=raw["arch"],
         train=train, runtime=runtime, runtime_limits=runtime_limits,
@@ -517,7 +521,7 @@ def parse(raw: dict[str, Any], default_name: str = "grid", path: str = "") -> Gr
         description=raw.get("description", ""), reference={str(k): float(v) for k, v in ref.items()},
         reference_source=raw.get("reference_source", ""), path=path, metrics=tuple(metrics),
         plugins=tuple(str(_resolve_file(p, path)) for p in plugins),
-        figures=check_figures(raw.get("figures", []), where), optional=frozenset(optional),
+        figures=figures, optional=frozenset(optional),
         wiring_check=wiring_check,
     )
     if "positions" in raw:
@@ -539,7 +543,7 @@ def reference_keys(spec: GridSpec, full: bool = True) -> list[str]:
     """Every key a ``[reference]`` number may have: ``<train>/<runtime>/<column>`` for each row of the
     leaderboard, the column being ``clean``, an attack's label (``bpda (adaptive)``; it matches every
     budget of that attack), with ``full`` also its full column label (``bpda (adaptive) Linf 0.1``), or
-    a per-model metric column when the grid asks for metrics. Built from the grid's own cells; the
+    a per-model metric column when the grid asks for Deep Defense's metrics. Built from the grid's own cells; the
     full labels ask the attack registry for each attack's norm (a torch import)."""
     from bench.spec.labels import attack_label, column_label
     from bench.spec.metric_columns import COLUMNS
@@ -556,7 +560,7 @@ def reference_keys(spec: GridSpec, full: bool = True) -> list[str]:
             if full:
                 norms = _norms_of(a)
                 cols += [column_label({**rec, "eps": eps, "norm": norm}) for eps in a.eps for norm in norms]
-        if spec.metrics:
+        if "deep-defense" in spec.metrics:  # the only metric with leaderboard columns
             cols += list(COLUMNS.values())
         cols += [c for c, *_ in position_columns(spec, runtime)]
         keys.update((f"{train}/{runtime}/{c}", None) for c in cols)
