@@ -23,7 +23,7 @@ class MIM(Attack):
 
     def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 gen: torch.Generator) -> Traced:
-        """The first adversarial iterate per example (else the last one), with the loss trace."""
+        """The first adversarial iterate per example (else, or with ``keep_last``, the last), and the loss trace."""
         x_adv, g = x.clone(), torch.zeros_like(x)
         found = x.clone()
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -32,9 +32,8 @@ class MIM(Attack):
         for t in range(self.steps):
             grad, logits = self.loss_grad(model, x_adv, y, target)
             trace[t] = self.attack_loss(logits, y, target)
-            hit = self.is_success(logits, y, target) & ~done
-            found[hit], done, first[hit] = x_adv[hit], done | hit, t
-            if bool(done.all()):  # every example already returns an earlier iterate: the rest changes nothing
+            if self.note_success(t, self.is_success(logits, y, target), x_adv, found, done, first):
+                # every example already returns an earlier iterate: the rest changes nothing
                 trace[t + 1 :] = trace[t]
                 break
             l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)

@@ -1,7 +1,8 @@
 """PGD with random start and restarts, Linf (Madry et al., ICLR 2018).
 
 Per example we keep the first iterate that succeeds (from the logits the gradient step already
-computed, so it costs nothing) and otherwise the final iterate; restarts only re-run the examples
+computed, so it costs nothing) and otherwise the final iterate (always the final one when crafting for
+transfer, ``Attack.for_transfer``); restarts only re-run the examples
 no earlier restart has broken. This is never weaker than returning the last iterate. ``perturb``
 returns a :class:`Traced`: the attack loss of every iterate a gradient was taken at (restarts one
 after another; an example a restart skips repeats its last value) and the first adversarial step
@@ -71,12 +72,8 @@ class PGD(Attack):
         for t in range(self.steps):
             grad, logits = self.loss_grad(model, x_adv, y, target)
             trace[t] = self.attack_loss(logits, y, target)
-            hit = self.is_success(logits, y, target) & ~done
-            if hit.any():
-                found[hit] = x_adv[hit]
-                done |= hit
-                hit_at[hit] = t
-            if bool(done.all()):  # every example already returns an earlier iterate: the rest changes nothing
+            if self.note_success(t, self.is_success(logits, y, target), x_adv, found, done, hit_at):
+                # every example already returns an earlier iterate: the rest changes nothing
                 trace[t + 1 :] = trace[t]
                 break
             x_adv = project_linf(x_adv + alpha * grad.sign(), x, eps)

@@ -28,7 +28,7 @@ class PGDL2(Attack):
 
     def perturb(self, model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                 gen: torch.Generator) -> Traced:
-        """The first adversarial iterate per example (else the last one), with the loss trace."""
+        """The first adversarial iterate per example (else, or with ``keep_last``, the last), and the loss trace."""
         x_adv = x.clone()
         if self.random_start:
             noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
@@ -41,9 +41,8 @@ class PGDL2(Attack):
         for t in range(self.steps):
             grad, logits = self.loss_grad(model, x_adv, y, target)
             trace[t] = self.attack_loss(logits, y, target)
-            hit = self.is_success(logits, y, target) & ~done
-            found[hit], done, first[hit] = x_adv[hit], done | hit, t
-            if bool(done.all()):  # every example already returns an earlier iterate: the rest changes nothing
+            if self.note_success(t, self.is_success(logits, y, target), x_adv, found, done, first):
+                # every example already returns an earlier iterate: the rest changes nothing
                 trace[t + 1 :] = trace[t]
                 break
             x_adv = project_l2(x_adv + self.step_size * _unit(grad), x, self.eps)

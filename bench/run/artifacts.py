@@ -208,7 +208,8 @@ class ArtifactStore:
         params = resolve_params(factory, self.family, cell.attack_params, seed=cell.seed)
         if cell.eps is not None:
             params["eps"] = cell.eps
-        return factory(**params), params
+        built = factory(**params)
+        return (built.for_transfer() if cell.threat == "transfer" else built), params
 
     # -- adversarial examples --------------------------------------------------------------------
     def adv_key(self, cell: Cell) -> str:
