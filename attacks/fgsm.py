@@ -26,7 +26,7 @@ class FGSM(Attack):
         grad, logits = self.loss_grad(model, x, y, target)
         x_adv = project_linf(x + self.eps * grad.sign(), x, self.eps)
         hit = self.is_success(logits, y, target)
-        if not self.keep_last:  # crafting for transfer: the step's point, adversarial here or not
+        if not self.keep_last:  # full_budget (transfer, randomized defenses): the step's point regardless
             x_adv[hit] = x[hit]
         first = torch.where(hit, 0, -1).long()
         return Traced(x_adv, self.attack_loss(logits, y, target)[None], first)

@@ -1,9 +1,9 @@
 """PGD with random start and restarts, Linf (Madry et al., ICLR 2018).
 
 Per example we keep the first iterate that succeeds (from the logits the gradient step already
-computed, so it costs nothing) and otherwise the final iterate (always the final one when crafting for
-transfer, ``Attack.for_transfer``); restarts only re-run the examples
-no earlier restart has broken. This is never weaker than returning the last iterate. ``perturb``
+computed, so it costs nothing) and otherwise the final iterate; restarts only re-run the examples
+no earlier restart has broken. On the model it runs on this is never weaker than returning the last
+iterate; judged elsewhere (transfer, a randomized defense) ``Attack.full_budget`` returns the last. ``perturb``
 returns a :class:`Traced`: the attack loss of every iterate a gradient was taken at (restarts one
 after another; an example a restart skips repeats its last value) and the first adversarial step
 (Pintor et al., NeurIPS 2022, read these).

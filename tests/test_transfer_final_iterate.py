@@ -1,5 +1,5 @@
 """Transfer attacks craft to the end of their budget: the first adversarial iterate on a surrogate,
-just across its boundary, transfers far worse than the final one (Attack.for_transfer)."""
+just across its boundary, transfers far worse than the final one (Attack.full_budget)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _acc(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def test_the_final_iterate_transfers_better_and_stays_in_the_ball(digits_pair, name):
     target, surrogate, x, y = digits_pair
     first = attacks.create(name, eps=0.2)
-    final = first.for_transfer()
+    final = first.full_budget()
     assert final.keep_last and not first.keep_last and "keep_last" not in first.config()
     x_first, x_final = first(surrogate, x, y), final(surrogate, x, y)
     assert float((x_final - x).abs().max()) <= 0.2 + 1e-6 and 0 <= float(x_final.min()) and float(x_final.max()) <= 1
@@ -50,18 +50,18 @@ def test_the_final_iterate_transfers_better_and_stays_in_the_ball(digits_pair, n
     assert _acc(surrogate, x_final, y) <= _acc(surrogate, x_first, y) + 1  # still adversarial on the surrogate
 
 
-def test_fgsm_for_transfer_steps_even_where_the_surrogate_is_already_wrong(digits_pair):
+def test_fgsm_full_budget_steps_even_where_the_surrogate_is_already_wrong(digits_pair):
     _, surrogate, x, y = digits_pair
     wrong = surrogate(x).argmax(1) != y
     assert wrong.any()
     fgsm = attacks.create("fgsm", eps=0.1)
     assert torch.equal(fgsm(surrogate, x, y)[wrong], x[wrong])
-    assert not torch.equal(fgsm.for_transfer()(surrogate, x, y)[wrong], x[wrong])
+    assert not torch.equal(fgsm.full_budget()(surrogate, x, y)[wrong], x[wrong])
 
 
 def test_minimal_norm_attacks_are_unchanged():
     cw = attacks.create("cw-l2")
-    assert cw.for_transfer() is cw  # its smallest adversarial point is what it reports
+    assert cw.full_budget() is cw  # its smallest adversarial point is what it reports
 
 
 def test_the_store_crafts_transfer_cells_to_the_end_and_keys_them_apart(tmp_path):
@@ -79,3 +79,21 @@ def test_the_store_crafts_transfer_cells_to_the_end_and_keys_them_apart(tmp_path
     base, transfer = spec.cells()
     assert not store.attack(base)[0].keep_last and store.attack(transfer)[0].keep_last
     assert "keep_last" in store.attack(transfer)[0].config()
+
+
+def test_wrappers_pass_the_full_budget_to_the_attack_they_run():
+    eot = attacks.create("eot", n=2)
+    full = eot.full_budget()
+    assert full.inner.keep_last and not eot.inner.keep_last and full.config()["keep_last"] is True
+
+
+def test_transfer_cells_and_adaptive_cells_on_randomized_defenses_craft_to_the_end():
+    from types import SimpleNamespace
+
+    from bench.run.evaluation import crafts_full_budget
+
+    cell = SimpleNamespace
+    rand, fixed = SimpleNamespace(randomized=True), SimpleNamespace(randomized=False)
+    assert crafts_full_budget(cell(threat="transfer"), None)
+    assert crafts_full_budget(cell(threat="adaptive"), rand) and not crafts_full_budget(cell(threat="adaptive"), fixed)
+    assert not crafts_full_budget(cell(threat="base"), rand)

@@ -209,7 +209,7 @@ class ArtifactStore:
         if cell.eps is not None:
             params["eps"] = cell.eps
         built = factory(**params)
-        return (built.for_transfer() if cell.threat == "transfer" else built), params
+        return (built.full_budget() if cell.threat == "transfer" else built), params
 
     # -- adversarial examples --------------------------------------------------------------------
     def adv_key(self, cell: Cell) -> str:

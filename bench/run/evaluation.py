@@ -100,6 +100,13 @@ def cell_fields(cell: Cell, device: Any) -> dict[str, Any]:
             **({"dprime": cell.dprime} if cell.dprime is not None else {})}
 
 
+def crafts_full_budget(cell: Cell, defense: Any) -> bool:
+    """Whether the cell's attack runs its whole budget and returns its final iterate
+    (``Attack.full_budget``): its examples are judged on another model (transfer; the artifact store
+    builds such attacks so, which keys their cache apart) or on another draw of a randomized defense."""
+    return cell.threat == "transfer" or (cell.threat == "adaptive" and bool(getattr(defense, "randomized", False)))
+
+
 class Evaluator:
     """Evaluates cells against the artifacts of one run; ``run_cell`` never raises for a cell's own
     fault (fault isolation: one broken cell must not stop the grid)."""
@@ -226,6 +233,8 @@ class Evaluator:
         attacked = result.attacked if result is not None else None
         rec = self.score(cell, clean_pred, adv_pred, delays, attacked, attack_params, x, x_adv, y, norm, eps,
                          report, model, model_key)
+        if crafts_full_budget(cell, defense) and not attack.minimal_norm:
+            rec["attack_returns"] = "final iterate"  # Attack.full_budget, not the first adversarial one
         if figure7:  # RIDE's Figure 7: g(x_adv) from the scored prediction above, no second purification
             rec.update(purifier_distances.fields(model, defense, x, x_adv, y, purified))
         if batch is not None:
@@ -381,6 +390,8 @@ class Evaluator:
             defense.reset()  # as in predict(): the attack's draws do not depend on earlier cells
             if attack.needs_defense:  # stream-aware attacks replay the order predict() uses
                 attack.bind(defense, stream_seed=cell.seed)
+            if crafts_full_budget(cell, defense):  # success on the attack's draw is luck on the scored one
+                attack = attack.full_budget()
         target_model = self.attack_target(cell, model, defense)
         result = attack.run(target_model, x, y)
         return result.x_adv.detach(), result

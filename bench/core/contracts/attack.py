@@ -79,7 +79,7 @@ class Traced:
     iterate the step's gradient was taken at. ``first_success[i]`` is the first step whose iterate
     was adversarial, -1 if none was. ``x_adv`` must be the best adversarial point found along the
     path (the first or smallest one), never a later non-adversarial iterate, except for an attack
-    crafting for transfer (``Attack.for_transfer``): then the final iterate."""
+    crafting with ``Attack.full_budget`` (transfer, randomized defenses): then the final iterate."""
 
     x_adv: torch.Tensor
     loss_trace: torch.Tensor | None = None  #: (steps, b)
@@ -111,8 +111,8 @@ class Attack:
     #: A minimal-norm attack whose search a budget of its own caps (JSMA's gamma): it is not unbounded
     #: as it stands, so the unconstrained-failure indicator reruns it through ``unbounded``.
     capped: ClassVar[bool] = False
-    #: Craft for another model (transfer): run every step and return the final iterate, not the first
-    #: adversarial one; set on a copy by ``for_transfer`` (an instance attribute, so it is in ``config``).
+    #: Run every step and return the final iterate, not the first adversarial one; set on a copy by
+    #: ``full_budget`` (an instance attribute, so it is in ``config`` and the examples' cache key).
     keep_last: bool = False
     #: Per dataset family ("digits", "mnist", "cifar10") parameter defaults from the seed papers.
     dataset_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -188,19 +188,25 @@ class Attack:
             free.inner = inner.unbounded(shape)  # type: ignore[attr-defined]
         return free
 
-    def for_transfer(self) -> Attack:
-        """A copy for crafting on a surrogate that another model will be judged on (transfer threat).
+    def full_budget(self) -> Attack:
+        """A copy that runs every step and returns the final iterate instead of each example's first
+        adversarial one, for an attack judged on something other than what it ran on.
 
-        A fixed-budget attack keeps each example's first adversarial iterate, which is never weaker on
-        the model it attacks; on another model that iterate, just across the surrogate's boundary,
-        transfers far worse than the final one (digits, LeNet-5 surrogate to small-cnn, PGD eps 0.2:
-        86.7% accuracy left against 35.3%). So the copy runs every step and returns the final iterate,
-        as transfer evaluations do (Madry et al., ICLR 2018; CleverHans). Minimal-norm attacks are
-        returned unchanged: their smallest adversarial point is what they are for."""
+        The first adversarial iterate is never weaker on the model the attack ran on; judged elsewhere
+        it is, because it lies just across that model's boundary. Transfer cells (a surrogate's
+        examples judged on the target: digits, LeNet-5 to small-cnn, PGD eps 0.2 left 86.5% of the
+        target's answers standing from the first iterates, 35.5% from the final ones) and adaptive
+        cells on a randomized defense (the attack's draw of the randomness is not the evaluation's)
+        craft this way, as transfer and EOT evaluations do (Madry et al., ICLR 2018; Athalye et al.,
+        ICML 2018). Minimal-norm attacks are returned unchanged: their smallest adversarial point is
+        what they measure. A wrapper (bpda, eot) passes it to the attack it runs."""
         if self.minimal_norm:
             return self
         free = copy.copy(self)
         free.keep_last = True
+        inner = getattr(free, "inner", None)
+        if isinstance(inner, Attack):
+            free.inner = inner.full_budget()  # type: ignore[attr-defined]
         return free
 
     def note_success(self, t: int, success: torch.Tensor, x_adv: torch.Tensor, found: torch.Tensor,
