@@ -13,10 +13,11 @@ the only approximation is that training would move the nets with x, which the ne
 retraining corrects. ``init = "base"`` starts from PGD on the undefended classifier (the gray-box
 example the base cell scores), ``"random"`` from a uniform point in the ball.
 
-Why the plain ``eot`` cell is weaker than the gray-box PGD (measured in leaderboards/default.md):
-its identity backward ignores that RIDE smooths the input, it stops each example at the first
-iterate the 2-draw average misclassifies (barely across the boundary, so a fresh RIDE draw often
-undoes it), and its 5 steps of 0.04 are few for a 0.1 ball.
+Why the plain ``eot`` cell can be weaker than the gray-box PGD (measured in leaderboards/default.md):
+its identity backward ignores that RIDE smooths the input and its 5 steps of 0.04 are few for a 0.1
+ball. (It used to stop each example at the first iterate the 2-draw average misclassified, barely
+across the boundary, so a fresh RIDE draw often undid it; on a randomized defense attacks now run
+their whole budget, ``Attack.full_budget``.)
 """
 
 from __future__ import annotations
