@@ -304,6 +304,31 @@ def lock(path: Path) -> Iterator[None]:
         f.close()
 
 
+def held_elsewhere(path: Path) -> bool:
+    """Whether some other holder has ``lock(path)`` right now (a worker building that artifact): a
+    non-blocking try, released at once. False where locks are unsupported or the lock file is absent."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    lock_path = Path(path).with_name(Path(path).name + LOCK_SUFFIX)
+    try:
+        f = open(lock_path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return False
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return False
+    finally:
+        f.close()
+
+
 # -- `bench cache ls | du | gc` -----------------------------------------------------------------
 @dataclass
 class Entry:

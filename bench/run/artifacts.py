@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 import attacks
 import defenses
 from bench.core import data, models
-from bench.core.cache import atomic_torch_save, config_hash, torch_load_or_none
+from bench.core.cache import atomic_torch_save, config_hash, held_elsewhere, torch_load_or_none
 from bench.core.cache import lock as cache_lock
 from bench.core.errors import BenchError
 from bench.core.version import __version__
@@ -111,6 +111,15 @@ class ArtifactStore:
         return None
 
     # -- models ----------------------------------------------------------------------------------
+    def model_busy(self, cell: Cell) -> bool:
+        """Whether another process is training the cell's model right now (its cache lock is held and
+        the checkpoint not written yet): a ``--jobs`` worker then runs other cells first."""
+        name, given = cell.train_defense, cell.train_params
+        if is_zoo_name(name) or sources.is_provided(given) or name not in defenses.DEFENSES:
+            return False
+        path = Path(self.opt.cache_dir) / "models" / f"{self.model_key(cell.arch, name, given, cell.seed)}.pt"
+        return not path.is_file() and held_elsewhere(path)
+
     def model_key(self, arch: str, defense: str, given: dict[str, Any], seed: int) -> str:
         params = resolve_params(defenses.DEFENSES.get(defense), self.family, given, seed=seed)
         stand_in = {} if (self.spec.train_split, self.spec.train_offset) == ("train", 0) else {

@@ -4,7 +4,7 @@ instead of computing a cell twice."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ class CellClaims:
         """Claim a later cell now: a batched stream computes it ahead of its turn (bench.run.stream_batch)."""
         return cell.cell_id in self.held or bool(self._acquire(cell))
 
-    def take(self, order: list[Cell]) -> Iterator[Cell]:
+    def take(self, order: Iterable[Cell]) -> Iterator[Cell]:
         """The cells of ``order`` this process claims, lazily (one claim at a time, as each is reached)."""
         for cell in order:
             if cell.cell_id in self._seen:  # the same cell listed twice in the grid

@@ -9,6 +9,7 @@ failed and the grid goes on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from bench.run.evaluation import Evaluator, cell_fields, cell_threads, failure, 
 from bench.run.local_executor import LocalExecutor
 from bench.run.options import RunOptions
 from bench.run.stream_batch import resolve_stream_batch
-from bench.run.workers import rotate
+from bench.run.workers import defer_busy, rotate
 from bench.spec import sources
 from bench.spec.grid import Cell, GridSpec
 from bench.spec.plugins import load_files as load_plugin_files
@@ -197,14 +198,17 @@ class Runner:
                 batcher.size = resolve_stream_batch(self.opt.stream_batch, self.device)
                 batcher.upcoming, batcher.reserve = list(order), claims.reserve
             try:
-                self._record_all(executor, claims, order, len(plan.todo), summary)
+                # a --jobs worker skips ahead of cells whose model another worker is training
+                lazy = order if self.opt.worker is None else defer_busy(order, self.artifacts.model_busy)
+                self._record_all(executor, claims, lazy, len(plan.todo), summary)
             finally:
                 summary.claimed_elsewhere += claims.elsewhere
                 summary.skipped_done += claims.finished_elsewhere
         self.store.set_flags(cell_flags)
         return summary
 
-    def _record_all(self, executor: Any, claims: CellClaims, order: list[Cell], todo: int, summary: Summary) -> None:
+    def _record_all(self, executor: Any, claims: CellClaims, order: Iterable[Cell], todo: int,
+                    summary: Summary) -> None:
         """Run the claimed cells and keep each record: the results file, MLflow (or its outbox), the console."""
         from bench.core.errors import DiskError
         from bench.track.outbox import Outbox, drain
