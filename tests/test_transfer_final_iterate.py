@@ -97,3 +97,23 @@ def test_transfer_cells_and_adaptive_cells_on_randomized_defenses_craft_to_the_e
     assert crafts_full_budget(cell(threat="transfer"), None)
     assert crafts_full_budget(cell(threat="adaptive"), rand) and not crafts_full_budget(cell(threat="adaptive"), fixed)
     assert not crafts_full_budget(cell(threat="base"), rand)
+
+
+def test_silent_success_of_a_final_iterate_attack_names_another_remedy():
+    """An attack returning its final iterate on purpose is not told to return the best one instead."""
+    from attacks import AttackResult
+    from bench.run import indicators
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    x = torch.rand(6, 1, 8, 8)
+    y = model(x).argmax(1)  # every point correct: x itself is not adversarial
+    result = AttackResult(x.clone(), first_success=torch.zeros(6, dtype=torch.long))  # "an iterate was"
+    fields = {}
+    for pgd in (attacks.create("pgd", eps=0.1, steps=2), attacks.create("pgd", eps=0.1, steps=2).full_budget()):
+        out = indicators.compute(pgd, model, x, y, x.clone(), y.clone(), torch.ones(6, dtype=torch.bool),
+                                 result=result, transfer=True)
+        fields[pgd.keep_last] = out["indicators"]["silent_success"]
+    assert fields[False]["fired"] and fields[True]["fired"]
+    assert fields[False]["remedy"] == indicators.REMEDIES["silent_success"]
+    assert fields[True]["remedy"] == indicators.FINAL_ITERATE_REMEDY

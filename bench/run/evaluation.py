@@ -213,6 +213,8 @@ class Evaluator:
             self._clean[ck] = art.clean_predictions(parts, x, lambda: self.predict(defense, x, cell.seed, y)[0])
         clean_pred = self._clean[ck]
         attack, attack_params = art.attack(cell)
+        if cell.threat == "adaptive" and crafts_full_budget(cell, defense):  # transfer: the store did it
+            attack = attack.full_budget()  # success on the attack's draw is luck on the scored one
         x_adv, norm, eps, report, result = self.adversarial(cell, attack, model, defense, x, y)
         figure7 = purifier_distances.wanted(self.spec.metrics, cell, defense, attack)
         purified: list[torch.Tensor] = []
@@ -233,7 +235,7 @@ class Evaluator:
         attacked = result.attacked if result is not None else None
         rec = self.score(cell, clean_pred, adv_pred, delays, attacked, attack_params, x, x_adv, y, norm, eps,
                          report, model, model_key)
-        if crafts_full_budget(cell, defense) and not attack.minimal_norm:
+        if attack.keep_last:
             rec["attack_returns"] = "final iterate"  # Attack.full_budget, not the first adversarial one
         if figure7:  # RIDE's Figure 7: g(x_adv) from the scored prediction above, no second purification
             rec.update(purifier_distances.fields(model, defense, x, x_adv, y, purified))
@@ -390,8 +392,6 @@ class Evaluator:
             defense.reset()  # as in predict(): the attack's draws do not depend on earlier cells
             if attack.needs_defense:  # stream-aware attacks replay the order predict() uses
                 attack.bind(defense, stream_seed=cell.seed)
-            if crafts_full_budget(cell, defense):  # success on the attack's draw is luck on the scored one
-                attack = attack.full_budget()
         target_model = self.attack_target(cell, model, defense)
         result = attack.run(target_model, x, y)
         return result.x_adv.detach(), result

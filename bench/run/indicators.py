@@ -73,8 +73,14 @@ REMEDIES = {
 }
 
 
-def _entry(name: str, fired: bool, value: float, n: int) -> dict[str, Any]:
-    return {"fired": bool(fired), "value": round(float(value), 6), "n": int(n), "remedy": REMEDIES[name]}
+#: Silent success of an attack that returns its final iterate on purpose (Attack.full_budget): judged on
+#: another model or draw, the first adversarial iterate is not the better one to return.
+FINAL_ITERATE_REMEDY = ("more or smaller steps, or EOT, so that the final iterate (returned on purpose: it is "
+                        "judged on another model or draw) ends inside the adversarial region")
+
+
+def _entry(name: str, fired: bool, value: float, n: int, remedy: str | None = None) -> dict[str, Any]:
+    return {"fired": bool(fired), "value": round(float(value), 6), "n": int(n), "remedy": remedy or REMEDIES[name]}
 
 
 def attacked_pair(attack: Any, model: Any) -> tuple[Any, Any]:
@@ -211,7 +217,8 @@ def compute(attack: Any, model: Any, x: torch.Tensor, y: torch.Tensor, x_adv: to
         out["unstable_predictions"] = memo["unstable_predictions"]
         if first is not None:
             silent = (first[:j].to(dev) >= 0) & ~fooled
-            out["silent_success"] = _entry("silent_success", bool(silent.any()), float(silent.float().mean()), j)
+            out["silent_success"] = _entry("silent_success", bool(silent.any()), float(silent.float().mean()), j,
+                                           FINAL_ITERATE_REMEDY if getattr(judge, "keep_last", False) else None)
         if transfer:
             pts = fooled & clean_ok[:j]
             miss = pts & ~scored_fooled[:j]
