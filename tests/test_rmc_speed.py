@@ -136,3 +136,21 @@ def test_per_point_epochs_and_stop_reasons(digits_model, digits_train, digits_te
         assert s["adapt_stop"] == "early" and 1 <= s["adapt_epochs"] < 50, s
         assert s["calib_stop"] == "early" and 1 <= s["calib_epochs"] < 50, s
 
+
+
+def test_bfloat16_adaptation_predicts_as_float32_and_refuses_other_precisions(digits_model, digits_train,
+                                                                               digits_test, cache):
+    """precision = "bfloat16" runs adaptation and calibration under autocast: on a 20-point digits stream
+    its predictions equal float32's on 19 of 20 points on a 2-core AMD EPYC (AVX512-BF16); the bar here
+    is 18, since bfloat16 kernels (and their rounding) differ between CPUs. The weights moved in both."""
+    from bench.core.errors import BenchError
+
+    x = digits_test.x[:20]
+    fp32 = _make(RMC, digits_model, digits_train, cache)
+    bf16 = _make(RMC, digits_model, digits_train, cache, precision="bfloat16")
+    same = (fp32.predict(x).argmax(1) == bf16.predict(x).argmax(1)).float().mean().item()
+    assert same >= 0.9 - 1e-6, same
+    assert any(not torch.equal(p, q) for p, q in zip(bf16.adapted.parameters(), digits_model.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(bf16.adapted.parameters(), fp32.adapted.parameters()))
+    with pytest.raises(BenchError, match="precision must be one of"):
+        RMC(precision="float16")

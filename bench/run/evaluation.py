@@ -237,6 +237,8 @@ class Evaluator:
                          report, model, model_key)
         if attack.keep_last:
             rec["attack_returns"] = "final iterate"  # Attack.full_budget, not the first adversarial one
+        if isinstance(getattr(defense, "precision", None), str):  # RMC's adaptation precision
+            rec["adapt_precision"] = defense.precision
         if figure7:  # RIDE's Figure 7: g(x_adv) from the scored prediction above, no second purification
             rec.update(purifier_distances.fields(model, defense, x, x_adv, y, purified))
         if batch is not None:
