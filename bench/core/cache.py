@@ -279,6 +279,11 @@ def torch_load_or_none(path: Path) -> Any:
     return obj
 
 
+def lock_path_of(path: Path) -> Path:
+    """The file ``lock(path)`` locks: ``<path>.lock`` beside the artifact."""
+    return Path(path).with_name(Path(path).name + LOCK_SUFFIX)
+
+
 @contextlib.contextmanager
 def lock(path: Path) -> Iterator[None]:
     """Exclusive advisory lock on ``<path>.lock``: concurrent workers (Ray tasks) sharing a cache
@@ -288,7 +293,7 @@ def lock(path: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX: no locking, at worst duplicate work
         yield
         return
-    lock_path = Path(path).with_name(Path(path).name + LOCK_SUFFIX)
+    lock_path = lock_path_of(path)
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         f = open(lock_path, "a+b")  # noqa: SIM115 - held for the with-block
@@ -311,7 +316,7 @@ def held_elsewhere(path: Path) -> bool:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         return False
-    lock_path = Path(path).with_name(Path(path).name + LOCK_SUFFIX)
+    lock_path = lock_path_of(path)
     try:
         f = open(lock_path, "rb")  # noqa: SIM115 - closed below
     except OSError:

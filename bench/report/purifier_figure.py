@@ -68,14 +68,14 @@ def draw_on(ax: Any, data: list[dict[str, Any]], metric: str) -> str:
         ax.set_xticks([j * (k + 1) + (k - 1) / 2 for j in range(len(DISTANCES))], list(DISTANCES))
         ax.set_ylabel(f"{NORM} distance (images in [0, 1])")
         return "(box: quartiles, whiskers 1.5 IQR)"
-    from bench.core.stats import wilson_interval
+    from bench.report.grid_figures import interval_band  # imported here: grid_figures imports this module
 
     width = 0.8 / max(len(data), 1)
     for j, s in enumerate(data):
         xs = [i + (j - (len(data) - 1) / 2) * width for i in range(len(s["x"]))]
-        bounds = [wilson_interval(round(y * k / 100), k) if k else (y / 100, y / 100) for y, k in zip(s["y"], s["n"])]
-        err = [[max(0.0, y - 100 * lo) for y, (lo, _) in zip(s["y"], bounds)],
-               [max(0.0, 100 * hi - y) for y, (_, hi) in zip(s["y"], bounds)]]
+        band = interval_band(s)  # None where a bar has no examples: no error bars then
+        err = None if band is None else [[max(0.0, y - lo) for y, lo in zip(s["y"], band[0])],
+                                         [max(0.0, hi - y) for y, hi in zip(s["y"], band[1])]]
         ax.bar(xs, s["y"], width=width, yerr=err, capsize=3, label=s["label"], color=colors[j % 10])
     ax.set_xticks(range(len(data[0]["x"])), data[0]["x"])
     ax.set_ylabel("top-1 accuracy (%)")

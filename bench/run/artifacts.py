@@ -103,22 +103,24 @@ class ArtifactStore:
                 trained.append((sur.get("arch", cell.arch), sur.get("defense", "standard"), sur.get("params", {}),
                                 int(sur.get("seed", cell.seed + 1))))
             for arch, name, params, seed in trained:
-                if is_zoo_name(name) or sources.is_provided(params) or name not in defenses.DEFENSES:
-                    continue
-                key = self.model_key(arch, name, params, seed)
-                if not (Path(self.opt.cache_dir) / "models" / f"{key}.pt").is_file():
+                path = self.trained_model_path(arch, name, params, seed)
+                if path is not None and not path.is_file():
                     return f"training {name}"
         return None
 
     # -- models ----------------------------------------------------------------------------------
+    def trained_model_path(self, arch: str, defense: str, given: dict[str, Any], seed: int) -> Path | None:
+        """Where the harness caches the model it trains for (arch, train-time defense, hyperparameters,
+        seed); None for a model it does not train (a RobustBench zoo name, a user's source, an unknown name)."""
+        if is_zoo_name(defense) or sources.is_provided(given) or defense not in defenses.DEFENSES:
+            return None
+        return Path(self.opt.cache_dir) / "models" / f"{self.model_key(arch, defense, given, seed)}.pt"
+
     def model_busy(self, cell: Cell) -> bool:
         """Whether another process is training the cell's model right now (its cache lock is held and
         the checkpoint not written yet): a ``--jobs`` worker then runs other cells first."""
-        name, given = cell.train_defense, cell.train_params
-        if is_zoo_name(name) or sources.is_provided(given) or name not in defenses.DEFENSES:
-            return False
-        path = Path(self.opt.cache_dir) / "models" / f"{self.model_key(cell.arch, name, given, cell.seed)}.pt"
-        return not path.is_file() and held_elsewhere(path)
+        path = self.trained_model_path(cell.arch, cell.train_defense, cell.train_params, cell.seed)
+        return path is not None and not path.is_file() and held_elsewhere(path)
 
     def model_key(self, arch: str, defense: str, given: dict[str, Any], seed: int) -> str:
         params = resolve_params(defenses.DEFENSES.get(defense), self.family, given, seed=seed)

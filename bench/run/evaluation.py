@@ -213,8 +213,8 @@ class Evaluator:
             self._clean[ck] = art.clean_predictions(parts, x, lambda: self.predict(defense, x, cell.seed, y)[0])
         clean_pred = self._clean[ck]
         attack, attack_params = art.attack(cell)
-        if cell.threat == "adaptive" and crafts_full_budget(cell, defense):  # transfer: the store did it
-            attack = attack.full_budget()  # success on the attack's draw is luck on the scored one
+        if crafts_full_budget(cell, defense):  # a transfer cell's attack comes so from the store (its cache key)
+            attack = attack.full_budget()
         x_adv, norm, eps, report, result = self.adversarial(cell, attack, model, defense, x, y)
         figure7 = purifier_distances.wanted(self.spec.metrics, cell, defense, attack)
         purified: list[torch.Tensor] = []

@@ -199,8 +199,9 @@ class Attack:
         cells on a randomized defense (the attack's draw of the randomness is not the evaluation's)
         craft this way, as transfer and EOT evaluations do (Madry et al., ICLR 2018; Athalye et al.,
         ICML 2018). Minimal-norm attacks are returned unchanged: their smallest adversarial point is
-        what they measure. A wrapper (bpda, eot) passes it to the attack it runs."""
-        if self.minimal_norm:
+        what they measure; so is an attack that runs its full budget already. A wrapper (bpda, eot)
+        passes it to the attack it runs."""
+        if self.minimal_norm or self.keep_last:
             return self
         free = copy.copy(self)
         free.keep_last = True
