@@ -11,7 +11,7 @@ from bench.core.contracts import NeighbourScorer, RuntimeDefense
 from bench.core.data import Dataset
 from bench.core.errors import BenchError
 from bench.core.models import layer_features
-from defenses.database import Database, build_database, compute_features
+from defenses.database import Database, build_database, clean_features
 from defenses.index import build_index, check_params
 from defenses.knn_index import KnnIndex
 
@@ -74,7 +74,7 @@ class NeighbourDefense(RuntimeDefense, NeighbourScorer):
             self.database = build_database(model, train_set, self.copies, self.db_attacks, self.db_params,
                                            self.seed, self._cache_dir, layer=self.features)
         else:
-            feats = compute_features(model, train_set.x, layer=self.features)
+            feats = clean_features(model, train_set, self.features, quantised=False, cache_dir=self._cache_dir)
             self.database = Database(train_set.x, train_set.y, torch.zeros(len(train_set), dtype=torch.bool), feats)
         on_disk = getattr(self.database, "feature_rows", None)
         self.index = (self.make_index(vectors=on_disk) if on_disk is not None and self.index_kind == "ivfpq"

@@ -159,3 +159,34 @@ def test_estimate_scales_a_per_attack_dprime_by_its_attacks_budgets():
     jsma = {"db_attacks": ["jsma"], "db_params": {"targeted": True}}  # unset: gamma 0.1 x 3072 / 2 pairs
     ratio, how = prepare_ratio(webnn, jsma, {"db_attacks": ["jsma"], "db_params": {"max_iters": 2}}, "cifar10", 3072)
     assert "max_iters 153/2" in how and ratio >= 153 / 2
+
+
+def test_dprime_variants_share_the_features_of_d(tmp_path):
+    """Every D' on one model and D (one per attack, WebNN's and RMC's alike) reuses one computation of
+    D's own features; only the adversarial rows are new; the result equals computing all rows at once."""
+    import defenses
+    from bench.core import data, models
+    from bench.run.artifacts import resolve_params
+    from defenses import database
+
+    torch.manual_seed(0)
+    model = models.create("small-cnn", 10, 1).eval()
+    train = data.load("digits", "train").subset(64)
+    cells = {(c.runtime_defense, c.attack): c for c in _spec(GRID).cells()}
+    before = dict(database.BUILD_COUNTER)
+    dbs = []
+    for defense, attack in (("webnn", "fgsm"), ("webnn", "pgd"), ("rmc", "fgsm")):
+        factory = defenses.DEFENSES.get(defense)
+        over = dict(cells[("webnn", attack)].runtime_params)
+        params = resolve_params(factory, "digits", over, seed=0, cache_dir=str(tmp_path))
+        dbs.append(factory(**params).prepare(model, train).database)
+    assert database.BUILD_COUNTER["clean_features"] == before["clean_features"] + 1
+    # RMC's FGSM D' is WebNN's (same model, D, attack, budgets, seed): one file for both
+    assert database.BUILD_COUNTER["database"] == before["database"] + 2
+    assert database.BUILD_COUNTER["features"] == before["features"] + 2  # the adversarial rows of each
+    for db in dbs:
+        assert torch.equal(db.features, database.compute_features(model, db.x))
+    deepnn = defenses.DEFENSES.get("deepnn")
+    deepnn(**resolve_params(deepnn, "digits", {}, seed=0, cache_dir=str(tmp_path))).prepare(model, train)
+    deepnn(**resolve_params(deepnn, "digits", {}, seed=0, cache_dir=str(tmp_path))).prepare(model, train)
+    assert database.BUILD_COUNTER["clean_features"] == before["clean_features"] + 2  # D unrounded, once
