@@ -1,8 +1,9 @@
 """One short GPU check: the cifar10 smoke (RMC's streams batched, `--stream-batch` auto) and the same
 smoke with streams one at a time (do the records agree on this device?), `bench estimate` on the
-device, the attack-speed benchmark, RMC's cost per point at K = 1,024 and the batched-streams ratio
+device, the attack-speed benchmark, RMC's cost per point at K = 1,024, the batched-streams ratio
 (B = 1, 4, 16 RMC streams on ResNet-32 at K = 1,024; on CPU batching measured slower, the GPU is
-what it is for), gathered into results/benchmarks/gpu.json.
+what it is for) and an RMC cell's wall time against n and K (``bench.benchmarks.rmc_cifar --sweep``),
+gathered into results/benchmarks/gpu.json.
 
     python -m bench.benchmarks.gpu_check --data-dir ../shared/data --weights-dir ../shared/weights
     tox -e gpu-check
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-STEPS = ("smoke", "streams", "estimate", "attacks", "rmc", "batched")
+STEPS = ("smoke", "streams", "estimate", "attacks", "rmc", "batched", "scaling")
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str]) -> dict[str, Any]:
@@ -129,6 +130,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          str(work / "cache")], work, args.timeout, env)
             step["figures"] = _read_json(work / "results" / "benchmarks" / "rmc_batched.json")
             figures["batched"] = step
+        if "scaling" not in skip:  # an RMC cell's wall time against n and K (docs/performance-and-cost.md)
+            step = _run([py, "-m", "bench.benchmarks.rmc_cifar", "--sweep", "--k", "64", "256", "1024", "--n", "25",
+                         "50", "100", "--n-max-for-k", "256=50", "1024=25", "--device", args.device, "--data-dir",
+                         str(data_dir), "--weights-dir", str(weights), "--cache-dir", str(work / "cache")],
+                        work, args.timeout, env)
+            kind = args.device.split(":")[0]
+            name = "rmc-scaling.json" if kind == "cpu" else f"rmc-scaling-{kind}.json"
+            step["figures"] = _read_json(work / "results" / "benchmarks" / name)
+            figures["scaling"] = step
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
