@@ -550,6 +550,8 @@ def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int
                  data_dir: Path | None, publish: bool, regenerate: bool, all_grids: bool) -> None:
     """Render results/<grid>.jsonl as a Markdown leaderboard (printed and written to a file)."""
     from bench.report.board_index import write_index
+    from bench.report.reproductions import write_reproductions
+    from bench.track.results import load_records
 
     publish = publish or regenerate
     if all_grids:
@@ -562,6 +564,8 @@ def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int
         folder = _board_dir(results_dir, publish)
         folder.mkdir(parents=True, exist_ok=True)
         click.echo(f"written {write_index(folder)}")
+        if publish and (page := write_reproductions(folder, load_records)) is not None:
+            click.echo(f"written {page}")
         return
     spec, records = _spec_records(grid_name, results_dir, limit, seed, regenerate)
     if publish and not records:
@@ -572,6 +576,8 @@ def leaderboard_(grid_name: str, out: Path | None, results_dir: Path, limit: int
     click.echo(f"written to {path}", err=True)
     if publish and out is None:
         click.echo(f"written {write_index(path.parent)}", err=True)
+        if (page := write_reproductions(path.parent, load_records)) is not None:
+            click.echo(f"written {page}", err=True)
 
 
 @cli.command("site")

@@ -58,7 +58,10 @@ def write_index(folder: Path) -> Path:
     folder = Path(folder)
     rows = ["| leaderboard | grid | date | code version | n | device |", "| --- | --- | --- | --- | --- | --- |"]
     # <name>.notes.md: hand-written text the renderer appends to <name>.md, not a leaderboard itself
-    for md in sorted(p for p in folder.glob("*.md") if p.name != INDEX and not p.name.endswith(".notes.md")):
+    # reproductions.md: every board's paper numbers beside ours (bench.report.reproductions), not a board
+    boards = [p for p in folder.glob("*.md") if p.name not in (INDEX, "reproductions.md")
+              and not p.name.endswith(".notes.md")]
+    for md in sorted(boards):
         meta = metadata(md)
         note = " (older format: no intervals or per-budget worst case)" if meta.get("old") else ""
         if meta.get("kind") == "benchmark":
@@ -74,7 +77,8 @@ def write_index(folder: Path) -> Path:
                       "then this index). Date: when the grid's last cell finished (older files: their last commit); "
                       "n: test examples per cell; several code versions: the board says which rows came from "
                       "which. A board with records can be regenerated and compared with a local run without "
-                      "rerunning it.", "",
+                      "rerunning it. Every paper number the boards quote, beside ours, in one place: "
+                      "[reproductions.md](reproductions.md).", "",
                       *rows]) + "\n"
     path = folder / INDEX
     atomic_write_text(path, text)
