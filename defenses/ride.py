@@ -19,6 +19,11 @@ the updates it would see alone. Each image draws its noise and initial weights f
 generator, so a batch gives the same result as one image at a time with the same seeds: bit for bit in
 float64; in float32 the convolutions sum in a different order, and over hundreds of Adam steps that
 rounding can grow in a few images (measured: 1 of 16 digits differs by 0.02 after 2 x 100 steps).
+
+Two training options for the supplement's Figure 9 ("fixed target image" against "target image with
+random Gaussian noise", each at "random loss masking ratio" p = 0.9 and 0.8): ``target_noise`` (default
+True, Eq. 7's noisy target s) and ``loss_mask`` (default 1.0, no masking); see :meth:`RIDE.__init__`.
+Neither touches the estimation pass, so :class:`FrozenRIDE` replays either unchanged.
 """
 
 from __future__ import annotations
@@ -126,10 +131,22 @@ class RIDE(Purifier):
     def work_units(params: dict) -> float:
         return int(params["checkpoints"]) * (int(params["iterations"]) + int(params.get("est_samples", 8)) / 3) + 1
 
+    @classmethod
+    def param_problem(cls, name: str, value: object) -> str | None:
+        """The Figure 9 options' ranges (checked when a grid loads and by the constructor)."""
+        if name == "target_noise" and not isinstance(value, bool):
+            return f"ride target_noise must be true or false, got {value!r}"
+        if name == "loss_mask" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                    or not 0 < value <= 1):
+            return (f"ride loss_mask (the share of pixels kept in each training step's loss) must be in "
+                    f"(0, 1], 1 for no masking; got {value!r}")
+        return None
+
     def __init__(self, iterations: int = 2000, checkpoints: int = 5, sigma: float = 0.5, lr: float = 1e-4,
                  weight_decay: float = 1e-4, alpha: float = 0.9, est_samples: int = 8, seed: int = 0,
                  batch_size: int = 256, hidden_layers: int | None = None, eot_samples: int = 4,
-                 network: Literal["plain", "table3"] = "plain") -> None:
+                 network: Literal["plain", "table3"] = "plain", target_noise: bool = True,
+                 loss_mask: float = 1.0) -> None:
         """``hidden_layers``: 3x3 conv layers before the output layer, of Table 3's width (16 for 1
         channel, 32 for 3); None: Table 3's MNIST / CIFAR-10 depth (3 / 4).
 
@@ -142,7 +159,19 @@ class RIDE(Purifier):
         the paper's ablation (Fig. 5a) names dropout beside DAE and iteration as a regulariser
         against the net fitting the perturbation, i.e. of training; the estimate is then the
         expectation over z alone (our reading: the paper does not say it outright). Table 3 gives
-        depths 3 (MNIST, 1 channel), 4 (CIFAR-10) and 7 (ImageNet) only."""
+        depths 3 (MNIST, 1 channel), 4 (CIFAR-10) and 7 (ImageNet) only.
+
+        ``target_noise``: True (default, Eq. 7): each training step's target is s ~ N(x_t, sigma);
+        False: the supplement's Figure 9 "fixed target image", x_t itself (at the first checkpoint the
+        input x~; the noise s is still drawn and discarded, so both settings see the same inputs z).
+
+        ``loss_mask``: the supplement's "random loss masking ratio" p (Figure 9: 0.9, 0.8), read as the
+        share of pixels KEPT: at each training step each pixel (all its channels) enters the MSE with
+        probability p, independently, and the loss is the mean over the kept ones; 1.0 (default)
+        masks nothing. The paper never defines p; our reading because 1.0 is then Algorithms 1-2
+        without masking, of which both of Figure 9's values are mild variants (the other reading,
+        p dropped, would train on 10-20% of the pixels, a regime the paper discusses nowhere).
+        Masks come from each image's own generator, after its noise and dropout draws."""
         super().__init__(eot_samples=eot_samples)
         if int(iterations) < 1 or int(checkpoints) < 1:
             raise BenchError("ride needs iterations >= 1 and checkpoints >= 1")
@@ -155,7 +184,11 @@ class RIDE(Purifier):
             raise BenchError(f"ride network 'table3' has Table 3's depths only: hidden_layers "
                              f"{', '.join(map(str, depths[:-1]))} or {depths[-1]} (or leave it unset), "
                              f"got {hidden_layers}")
-        self.network = network
+        for name, value in (("target_noise", target_noise), ("loss_mask", loss_mask)):
+            problem = self.param_problem(name, value)
+            if problem:
+                raise BenchError(problem)
+        self.network, self.target_noise, self.loss_mask = network, target_noise, float(loss_mask)
         self.hidden_layers = None if hidden_layers is None else int(hidden_layers)
         self.iterations, self.checkpoints, self.sigma = int(iterations), int(checkpoints), float(sigma)
         self.lr, self.weight_decay, self.alpha = float(lr), float(weight_decay), float(alpha)
@@ -221,9 +254,11 @@ class RIDE(Purifier):
                     steps = min(chunk, self.iterations - start)
                     zs, ss = noise(steps), noise(steps)
                     masks = net.draw_masks(gens, steps, (h, w), x.device, x.dtype)
+                    kept = self.draw_loss_masks(gens, steps, (c, h, w), x.device, x.dtype)
                     for j in range(steps):
                         pred = net(x_t + zs[j : j + 1], None if masks is None else masks[j])
-                        loss = (pred - (x_t + ss[j : j + 1])).pow(2).view(b, -1).mean(1).sum()
+                        err = (pred - (x_t + ss[j : j + 1] if self.target_noise else x_t)).pow(2)
+                        loss = self.masked_loss(err, b, None if kept is None else kept[j : j + 1])
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
@@ -233,6 +268,25 @@ class RIDE(Purifier):
                     x_est = net(x_t + noise(self.est_samples)).mean(0, keepdim=True)
                 x_t = self.alpha * x_t + (1 - self.alpha) * x_est
         return x_est.view(b, c, h, w).clamp(0, 1).detach(), snapshots
+
+    def draw_loss_masks(self, generators: list[torch.Generator], steps: int, shape: tuple[int, int, int],
+                        device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+        """Loss masks for ``steps`` training steps, (steps, B*C, H, W) of 0 / 1, each pixel kept with
+        probability ``loss_mask`` (one draw for all its channels); image i's from ``generators[i]``.
+        None at ``loss_mask = 1`` (and nothing drawn, so the default's random stream is unchanged)."""
+        if self.loss_mask >= 1:
+            return None
+        c, h, w = shape
+        per = [torch.rand(steps, 1, h, w, generator=g) < self.loss_mask for g in generators]
+        return torch.stack(per, 1).expand(-1, -1, c, -1, -1).reshape(steps, len(generators) * c, h, w).to(device, dtype)
+
+    @staticmethod
+    def masked_loss(err: torch.Tensor, batch: int, kept: torch.Tensor | None) -> torch.Tensor:
+        """Sum over the batch of each image's mean squared error ``err`` (1, B*C, H, W), over the
+        entries ``kept`` (same shape, 0 / 1) where given (an image with none kept adds 0)."""
+        if kept is None:
+            return err.view(batch, -1).mean(1).sum()
+        return ((err * kept).view(batch, -1).sum(1) / kept.view(batch, -1).sum(1).clamp(min=1)).sum()
 
 
 class FrozenRIDE:

@@ -9,7 +9,10 @@ RMC paper (Wu, Yuan, Wu, ICML 2020) Figures 1-4 as kinds:
   standard deviation over them (the supplement's Figure 3: "the mean robustness of RMC with 6
   different runs, while the translucent areas are the variance").
 - ``vs-param``: accuracy against a runtime hyperparameter (Figure 4: ``param = "k"`` or
-  ``"copies"``, i.e. |D'| = (1 + copies) |D|) over the rows listed, one line per attack.
+  ``"copies"``, i.e. |D'| = (1 + copies) |D|) over the rows listed, one line per attack (``metric =
+  "clean_acc"``: one line, "clean"); ``by = ["target_noise"]`` also splits the lines by the values of
+  those runtime hyperparameters (RIDE's supplement Figure 9: fixed against noisy target over the
+  loss-masking ratio).
 - ``vs-eps``: robust accuracy (or ``metric = "success_rate"``: 100 minus it, the share of test
   images misclassified under the attack) against eps, one line per (row, attack).
 
@@ -29,7 +32,7 @@ RIDE (Lin, Pfister, Zhang) Figure 7 as a kind (bench.report.purifier_figure):
 
 Keys: ``name`` (the PNG's file name), ``kind``, ``title``, ``metric``, ``rows`` (runtime defense
 names as the grid spells them, e.g. ``rmc@k64``, or ``train/runtime``), ``attacks`` (attack labels),
-``param``, ``window``, ``point`` (neighbour-labels: which test point), ``over_seeds``. Series are computed by
+``param``, ``by``, ``window``, ``point`` (neighbour-labels: which test point), ``over_seeds``. Series are computed by
 ``figure_series`` (pure; tests compare it with the records) and drawn by ``draw``.
 """
 
@@ -76,6 +79,11 @@ def param_value(r: dict[str, Any], param: str) -> Any:
     return (r.get("params", {}).get("runtime") or {}).get(param)
 
 
+def _value_text(v: Any) -> str:
+    """A hyperparameter's value as a grid file spells it (``true``, not ``True``)."""
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
 def figure_series(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[dict[str, Any]]:
     """The lines of a figure: [{"label", "x", "y"}] and, for an accuracy, "n" (the examples behind
     each y, for its interval band); what ``draw`` plots, nothing else."""
@@ -95,12 +103,16 @@ def figure_series(records: list[dict[str, Any]], fig: dict[str, Any]) -> list[di
                     line["n"] = [min(x, fig["window"]) if fig.get("window") else x for x in xs]
                 out.append(line)
     elif kind == "vs-param":
-        lines: dict[str, list[tuple[Any, float]]] = {}
+        lines: dict[str, list[tuple[Any, float, int]]] = {}
         for r in recs:
             v = param_value(r, fig["param"])
-            if v is not None and r.get(metric) is not None:
-                lines.setdefault(_label(r, with_row=False), []).append(
-                    (v, 100 * float(r[metric]), int(r.get("n") or 0)))
+            if v is None or r.get(metric) is None:
+                continue
+            label = "clean" if metric == "clean_acc" else _label(r, with_row=False)
+            label += "".join(f", {p} = {_value_text(param_value(r, p))}" for p in fig.get("by", []))
+            pts0 = lines.setdefault(label, [])
+            if metric != "clean_acc" or not any(p[0] == v for p in pts0):  # clean: one point per row
+                pts0.append((v, 100 * float(r[metric]), int(r.get("n") or 0)))
         for label, pts in lines.items():
             pts.sort(key=lambda p: p[0])
             out.append({"label": label, "x": [p[0] for p in pts], "y": [p[1] for p in pts], "n": [p[2] for p in pts]})

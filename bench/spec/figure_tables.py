@@ -12,7 +12,7 @@ METRICS = {"vs-points": ("robust_acc", "delay_s", "adapt_epochs"), "vs-param": (
            "vs-eps": ("robust_acc", "success_rate"), "neighbour-labels": ("labels",), "rho-vs-acc": ("rho2",),
            # RIDE's Figure 7: (a) image distances after BPDA, (b) accuracy on adversarial vs defended images
            "purifier-analysis": ("distances", "accuracy")}
-FIGURE_KEYS = {"name", "kind", "title", "metric", "rows", "attacks", "param", "window", "point", "over_seeds"}
+FIGURE_KEYS = {"name", "kind", "title", "metric", "rows", "attacks", "param", "by", "window", "point", "over_seeds"}
 
 
 def check_figures(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
@@ -37,6 +37,10 @@ def check_figures(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
                 raise BenchError(f"{fw}: {key} must be a list of names, e.g. {key} = [\"rmc\"]")
         if kind == "vs-param" and not isinstance(f.get("param"), str):
             raise BenchError(f"{fw}: a vs-param figure needs param = \"<runtime hyperparameter>\", e.g. \"k\"")
+        by = f.get("by", [])
+        if "by" in f and (kind != "vs-param" or not isinstance(by, list) or not all(isinstance(s, str) for s in by)):
+            raise BenchError(f"{fw}: by = [\"<runtime hyperparameter>\", ...] (one line per value as well as per "
+                             "attack) is for vs-param figures only")
         window = f.get("window")
         if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
             raise BenchError(f"{fw}: window must be a positive integer, got {window!r}")
@@ -49,5 +53,6 @@ def check_figures(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
             raise BenchError(f"{fw}: name {name!r} is used by an earlier figure; each figure is one file")
         names.add(name)
         out.append({**f, "name": name, "metric": metric, "rows": list(f.get("rows", [])),
-                    "attacks": list(f.get("attacks", []))})
+                    "attacks": list(f.get("attacks", [])),
+                    **({"by": list(by)} if "by" in f else {})})
     return tuple(out)

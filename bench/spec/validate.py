@@ -105,7 +105,12 @@ def check_params(factory: Any, given: dict[str, Any], what: str, ignore: tuple[s
 
 def check_value(factory: Any, key: str, value: Any, what: str) -> None:
     """A number must be finite, and at least the least value the method declares (``minimums`` on
-    the contract classes, e.g. ``epochs`` >= 1 for train-time defenses)."""
+    the contract classes, e.g. ``epochs`` >= 1 for train-time defenses); any value must pass the
+    method's own ``param_problem(name, value)`` where it has one (e.g. RIDE's ``loss_mask`` in (0, 1])."""
+    problem = getattr(factory, "param_problem", None)
+    reason = problem(key, value) if callable(problem) else None
+    if reason:
+        raise BenchError(f"{what}: {reason}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     if isinstance(value, float) and not math.isfinite(value):

@@ -34,6 +34,12 @@ class Defense:
     #: (bench.spec.validate).
     minimums: ClassVar[dict[str, tuple[int, str]]] = {}
 
+    @classmethod
+    def param_problem(cls, name: str, value: Any) -> str | None:
+        """Why ``value`` is no valid ``name`` beyond its type and ``minimums`` (e.g. a ratio outside
+        its range), as one line; None: fine. Checked when a grid loads (bench.spec.validate)."""
+        return None
+
     def config(self) -> dict[str, Any]:
         """Hyperparameters that determine the result (for hashing and MLflow params)."""
         return {k: v for k, v in vars(self).items()
