@@ -393,7 +393,7 @@ class BatchedRMC:
             val = self._val_losses(x_val, y_val, active)
             better = [False] * B
             for b in list(active):
-                if val[b] < best_loss[b] - 1e-6:
+                if val[b] < best_loss[b] - rmc.improvement(best_loss[b]):
                     best_loss[b], improved[b], stall[b], better[b] = val[b], True, 0, True
                 else:
                     stall[b] += 1

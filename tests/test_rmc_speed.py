@@ -154,3 +154,20 @@ def test_bfloat16_adaptation_predicts_as_float32_and_refuses_other_precisions(di
     assert not all(torch.equal(p, q) for p, q in zip(bf16.adapted.parameters(), fp32.adapted.parameters()))
     with pytest.raises(BenchError, match="precision must be one of"):
         RMC(precision="float16")
+
+
+def test_min_delta_stops_fits_whose_loss_has_stopped_falling(digits_model, digits_train, digits_test, cache):
+    """An epoch improving the validation loss by less than min_delta of the best counts as a stall, so
+    fits stop no later (and here sooner) than with the default; 0 is the default and refuses < 0 or >= 1."""
+    x = digits_test.x[:4]
+    runs = {}
+    for delta in (0.0, 0.2):
+        d = _make(RMC, digits_model, digits_train, cache, max_epochs=12, patience=2, min_delta=delta)
+        d.predict(x)
+        runs[delta] = [s["adapt_epochs"] + s["calib_epochs"] for s in d.last_stats]
+    assert all(b <= a for a, b in zip(runs[0.0], runs[0.2]))
+    assert sum(runs[0.2]) < sum(runs[0.0])
+    assert RMC(min_delta=0.0).improvement(3.0) == 1e-6 and RMC(min_delta=0.2).improvement(3.0) == pytest.approx(0.6)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(Exception, match="min_delta must lie in"):
+            RMC(min_delta=bad)

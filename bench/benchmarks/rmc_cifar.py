@@ -51,11 +51,13 @@ def model_and_sets(data_dir: str | None, weights_dir: str, db_from: int, points:
 
 
 def stream(model: torch.nn.Module, train: data.Dataset, test: data.Dataset, k: int, precision: str,
-           max_epochs: int, cache_dir: str, device: torch.device) -> tuple[list[float], torch.Tensor]:
+           max_epochs: int, cache_dir: str, device: torch.device,
+           min_delta: float = 0.0) -> tuple[list[float], torch.Tensor]:
     """Seconds of each point of one clean RMC stream, and its predictions."""
     factory = defenses.DEFENSES.get("rmc")
     params = resolve_params(factory, train.family, {"k": k, "copies": 1, "max_epochs": max_epochs,
-                                                   "precision": precision}, seed=0, cache_dir=cache_dir)
+                                                   "precision": precision, "min_delta": min_delta},
+                            seed=0, cache_dir=cache_dir)
     rmc = factory(**params).prepare(model, train)
     rmc.reset()
     seconds, preds = [], []
@@ -69,17 +71,21 @@ def stream(model: torch.nn.Module, train: data.Dataset, test: data.Dataset, k: i
 def compare(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     model, train, test = model_and_sets(args.data_dir, args.weights_dir, args.db_from, args.points, device)
     out: dict[str, Any] = {}
+    variants = {"float32": ("float32", 0.0), "bfloat16": ("bfloat16", 0.0),
+                f"float32, min_delta {args.min_delta:g}": ("float32", args.min_delta)}
     for k in args.k:
-        runs = {p: stream(model, train, test, k, p, args.max_epochs, args.cache_dir, device)
-                for p in ("float32", "bfloat16")}
-        per_point = {p: sum(s) / len(s) for p, (s, _) in runs.items()}
-        agree = int((runs["float32"][1] == runs["bfloat16"][1]).sum())
-        out[f"k{k}"] = {"seconds_per_point": {p: round(v, 3) for p, v in per_point.items()},
-                        "speedup": round(per_point["float32"] / per_point["bfloat16"], 2),
-                        "predictions_equal": agree, "points": len(test.x),
-                        "accuracy": {p: round(float((pr == test.y).float().mean()), 3) for p, (_, pr) in runs.items()}}
-        print(f"K={k:5d}  float32 {per_point['float32']:7.2f} s/point  bfloat16 {per_point['bfloat16']:7.2f} s/point  "
-              f"{out[f'k{k}']['speedup']:.2f}x  predictions equal {agree} of {len(test.x)}")
+        runs = {v: stream(model, train, test, k, p, args.max_epochs, args.cache_dir, device, md)
+                for v, (p, md) in variants.items()}
+        per_point = {v: sum(s) / len(s) for v, (s, _) in runs.items()}
+        ref = runs["float32"][1]
+        out[f"k{k}"] = {"seconds_per_point": {v: round(t, 3) for v, t in per_point.items()},
+                        "speedup_vs_float32": {v: round(per_point["float32"] / t, 2) for v, t in per_point.items()},
+                        "predictions_equal_to_float32": {v: int((pr == ref).sum()) for v, (_, pr) in runs.items()},
+                        "points": len(test.x),
+                        "accuracy": {v: round(float((pr == test.y).float().mean()), 3) for v, (_, pr) in runs.items()}}
+        for v, t in per_point.items():
+            print(f"K={k:5d}  {v:26s} {t:7.2f} s/point  {per_point['float32'] / t:.2f}x  predictions equal to "
+                  f"float32's {out[f'k{k}']['predictions_equal_to_float32'][v]} of {len(test.x)}")
     return out
 
 
@@ -150,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n-max-for-k", nargs="*", default=[], metavar="K=N", help="sweep: stop K's stream at N points")
     ap.add_argument("--points", type=int, default=4, help="compare: points per stream")
     ap.add_argument("--max-epochs", type=int, default=10)
+    ap.add_argument("--min-delta", type=float, default=0.01, help="compare: the min_delta variant's value")
     ap.add_argument("--db-from", type=int, default=200, help="D = test images from here to 999")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--weights-dir", default=os.environ.get("BENCH_WEIGHTS_DIR", "../shared/weights"))

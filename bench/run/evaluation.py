@@ -239,6 +239,8 @@ class Evaluator:
             rec["attack_returns"] = "final iterate"  # Attack.full_budget, not the first adversarial one
         if isinstance(getattr(defense, "precision", None), str):  # RMC's adaptation precision
             rec["adapt_precision"] = defense.precision
+        if getattr(defense, "min_delta", 0):  # RMC's relative improvement threshold, when set
+            rec["adapt_min_delta"] = defense.min_delta
         if figure7:  # RIDE's Figure 7: g(x_adv) from the scored prediction above, no second purification
             rec.update(purifier_distances.fields(model, defense, x, x_adv, y, purified))
         if batch is not None:
