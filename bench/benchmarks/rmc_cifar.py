@@ -9,9 +9,10 @@ Setting: the stand-in D is CIFAR-10 test images 200-999 with one PGD copy (D' of
 the dataset's other defaults: lr 2e-4, batch 128, patience 5, calibration on); one thread. The D' is
 built once and cached (``--cache-dir``), so every variant adapts over the same neighbours.
 
-Default mode: for each K, float32 (the code before) and ``precision = "bfloat16"`` stream the same
-``--points`` clean points; prints seconds per point, the speed-up and how many predictions agree;
-writes results/benchmarks/rmc-cifar.json.
+Default mode: for each K, float32 (the code before), ``precision = "bfloat16"`` and float32 with
+``min_delta`` (an epoch must lower the validation loss by that share to count) stream the same
+``--points`` clean points; prints seconds per point, the speed-up and how many predictions equal
+float32's; writes results/benchmarks/rmc-cifar.json.
 
 ``--sweep``: wall time of an RMC cell (a clean stream of n points, float32) against n and K: for each K
 one stream of max(n) points, the cell time at n = the time after its first n points (a cell of n points
