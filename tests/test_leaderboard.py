@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -238,3 +239,23 @@ def test_knn_ties_are_broken_by_row_id():
     db = torch.tensor([[5.0], [1.0], [9.0], [1.0], [-1.0], [0.0], [1.0]])
     dist, idx = KnnIndex(db, use_gpu=False).search(torch.tensor([[0.0]]), 3)
     assert idx.tolist() == [[5, 1, 3]] and dist.tolist() == [[0.0, 1.0, 1.0]]
+
+
+def test_regenerate_a_checkpoint_grid_without_its_weights(tmp_path, monkeypatch):
+    """A published board of a grid whose checkpoint lives under $BENCH_WEIGHTS_DIR re-renders from its
+    records with the variable unset (its cell ids fingerprint the file; the records need no weights)."""
+    import shutil
+
+    from bench.cli import cli
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.delenv("BENCH_WEIGHTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "leaderboards").mkdir()
+    shutil.copytree(repo / "leaderboards" / "cifar10-pretrained", tmp_path / "leaderboards" / "cifar10-pretrained")
+    result = CliRunner().invoke(cli, ["leaderboard", "--grid", "cifar10-pretrained", "--regenerate"])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "leaderboards" / "cifar10-pretrained.md").read_text()
+    assert "| standard | none |" in md and "## Headline" in md
+    result = CliRunner().invoke(cli, ["leaderboard", "--grid", "cifar10-pretrained", "--regenerate", "--limit", "5"])
+    assert result.exit_code != 0 and "BENCH_WEIGHTS_DIR" in str(result.exception)  # a subset needs the ids
