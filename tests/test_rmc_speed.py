@@ -156,6 +156,7 @@ def test_bfloat16_adaptation_predicts_as_float32_and_refuses_other_precisions(di
         RMC(precision="float16")
 
 
+@pytest.mark.slow
 def test_min_delta_stops_fits_whose_loss_has_stopped_falling(digits_model, digits_train, digits_test, cache):
     """An epoch improving the validation loss by less than min_delta of the best counts as a stall, so
     fits stop no later (and here sooner) than with the default; 0 is the default and refuses < 0 or >= 1."""
