@@ -17,7 +17,9 @@ float32's; writes results/benchmarks/rmc-cifar.json.
 
 ``--sweep``: wall time of an RMC cell (a clean stream of n points, float32) against n and K: for each K
 one stream of max(n) points, the cell time at n = the time after its first n points (a cell of n points
-is exactly that prefix), plus the fitted cost per point ``a + b K``. ``--n-max-for-k K=N`` stops K's stream
+is exactly that prefix), plus the fitted cost per point ``a + b K``.
+``--sweep-from results/benchmarks/rmc-cifar.json`` predicts the same table from a compare run's seconds
+per point, running nothing (every cell marked predicted). ``--n-max-for-k K=N`` stops K's stream
 early (e.g. 1024=25): the table marks the cells beyond it as predicted from the fit. Writes
 results/benchmarks/rmc-scaling.json (rmc-scaling-cuda.json on a GPU) and, with --plot,
 docs/rmc-scaling.png. On a GPU, run it with ``--device cuda`` (bench.benchmarks.gpu_check does).
@@ -103,16 +105,35 @@ def sweep(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         test = data.Dataset("cifar10", "test", test_all.x[:stop], test_all.y[:stop], test_all.num_classes)
         measured[k], _ = stream(model, train, test, k, "float32", args.max_epochs, args.cache_dir, device)
         print(f"K={k}: {len(measured[k])} points, {sum(measured[k]) / len(measured[k]):.2f} s a point")
-    # cost per point = a + b K, least squares over every measured point
-    ks = torch.tensor([float(k) for k, s in measured.items() for _ in s])
-    ts = torch.tensor([t for s in measured.values() for t in s])
-    design = torch.stack([torch.ones_like(ks), ks], 1)
-    a, b = torch.linalg.lstsq(design, ts[:, None]).solution.flatten().tolist()
+    return scaling_table(measured, args.k, args.n, args.plot)
+
+
+def sweep_from(path: Path, ks: list[int], ns: list[int], plot: str | None) -> dict[str, Any]:
+    """The n x K table predicted from a compare run's float32 seconds per point (no stream measured here:
+    every cell of the table is marked predicted)."""
+    import json
+
+    runs = json.loads(Path(path).read_text())
+    per_point = {int(key[1:]): [v["seconds_per_point"]["float32"]] * int(v["points"])
+                 for key, v in runs.items() if key.startswith("k") and key[1:].isdigit()}
+    out = scaling_table(per_point, ks, ns, plot, measured=False)
+    out["fitted_from"] = {"file": str(path), "cpu": runs.get("cpu"), "command": runs.get("command"),
+                          "points_per_k": {str(k): len(v) for k, v in per_point.items()}}
+    return out
+
+
+def scaling_table(per_point: dict[int, list[float]], ks: list[int], ns: list[int], plot: str | None,
+                  measured: bool = True) -> dict[str, Any]:
+    """Cell seconds against n and K: the first n points' sum where measured (a cell of n points is that
+    prefix of the stream), else n x the least-squares cost per point a + b K."""
+    kt = torch.tensor([float(k) for k, s in per_point.items() for _ in s])
+    ts = torch.tensor([t for s in per_point.values() for t in s])
+    a, b = torch.linalg.lstsq(torch.stack([torch.ones_like(kt), kt], 1), ts[:, None]).solution.flatten().tolist()
     table = []
-    for k in args.k:
-        for n in sorted(args.n):
-            have = measured[k]
-            seconds = sum(have[:n]) if n <= len(have) else None
+    for k in ks:
+        for n in sorted(ns):
+            have = per_point.get(k, []) if measured else []
+            seconds = sum(have[:n]) if 0 < n <= len(have) else None
             table.append({"k": k, "n": n, "seconds": None if seconds is None else round(seconds, 1),
                           "predicted_seconds": round(n * (a + b * k), 1), "measured": seconds is not None})
     for row in table:
@@ -121,9 +142,9 @@ def sweep(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         print(f"K={row['k']:5d} n={row['n']:4d}  {shown}")
     print(f"fitted cost per point: {a:.3f} s + {b * 1000:.3f} ms x K")
     fig = {"table": table, "fit": {"a_seconds": round(a, 4), "b_seconds_per_neighbour": round(b, 6)},
-           "points_measured": {str(k): len(v) for k, v in measured.items()}}
-    if args.plot:
-        plot_sweep(fig, Path(args.plot), args.k)
+           "points_measured": {str(k): len(v) for k, v in per_point.items()} if measured else {}}
+    if plot:
+        plot_sweep(fig, Path(plot), ks)
     return fig
 
 
@@ -141,9 +162,9 @@ def plot_sweep(fig: dict[str, Any], path: Path, ks: list[int]) -> None:
         ax.plot([r["n"] for r in got], [r["seconds"] / 60 for r in got], "o-", color=ax.lines[-1].get_color(),
                 label=f"K = {k}")
     ax.set_xlabel("test points n")
-    ax.set_ylabel("RMC cell wall time (minutes)")
-    ax.set_title(f"RMC cell on CIFAR-10 ResNet-32, float32, one thread\n{cpu_model()} (dashed: a + bK fit)",
-                 fontsize=9)
+    ax.set_ylabel("one RMC stream of n points (minutes)")
+    how = "dashed: a + bK fit" if any(r["measured"] for r in fig["table"]) else "a + bK fit, predicted: no stream run"
+    ax.set_title(f"RMC on CIFAR-10 ResNet-32, float32, one core (CPU time)\n{cpu_model()} ({how})", fontsize=9)
     ax.legend()
     f.tight_layout()
     f.savefig(path, dpi=110)
@@ -155,6 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sweep", action="store_true", help="cell wall time against n and K (float32)")
+    ap.add_argument("--sweep-from", default=None, metavar="JSON",
+                    help="the sweep's table predicted from a compare run's results (rmc-cifar.json), no stream run")
     ap.add_argument("--k", type=int, nargs="+", default=None, help="default: 64 1024 (sweep: 64 256 1024)")
     ap.add_argument("--n", type=int, nargs="+", default=[25, 50, 100], help="sweep: stream lengths")
     ap.add_argument("--n-max-for-k", nargs="*", default=[], metavar="K=N", help="sweep: stop K's stream at N points")
@@ -170,14 +193,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--plot", nargs="?", const="docs/rmc-scaling.png", default=None, metavar="PNG",
                     help="sweep: also draw the table as a PNG (default path: docs/rmc-scaling.png)")
     args = ap.parse_args(argv)
-    args.k = args.k or ([64, 256, 1024] if args.sweep else [64, 1024])
+    args.k = args.k or ([64, 256, 1024] if args.sweep or args.sweep_from else [64, 1024])
     torch.set_num_threads(args.threads)
     device = resolve(args.device)
     figures: dict[str, Any] = {"cpu": cpu_model(), "device": str(device), "max_epochs": args.max_epochs,
                                "database": f"CIFAR-10 test images {args.db_from}-999 + 1 PGD copy",
                                "command": "python -m bench.benchmarks.rmc_cifar "
                                           + " ".join(argv if argv is not None else __import__("sys").argv[1:])}
-    if args.sweep:
+    if args.sweep_from:
+        figures.update(sweep_from(Path(args.sweep_from), args.k, args.n, args.plot))
+        name = "rmc-scaling"
+    elif args.sweep:
         figures.update(sweep(args, device))
         name = "rmc-scaling" if device.type == "cpu" else f"rmc-scaling-{device.type}"
     else:
