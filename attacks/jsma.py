@@ -60,7 +60,9 @@ class JSMA(Attack):
         # Only rows still short of their target go through the model (``compact``): a row that reached
         # its target, or found no valid pair, never changes again (its pixels and domain stay put), so
         # dropping it leaves every row's result as in the full batch and saves its forward and two
-        # backward passes; on CIFAR-10 most rows finish in a fraction of gamma's budget.
+        # backward passes; on CIFAR-10 most rows finish in a fraction of gamma's budget. (Through a
+        # randomized model a row stops at the first draw that gives its target, like the other attacks'
+        # first adversarial iterate.)
         live = torch.arange(n, device=x.device)
         for _ in range(max_iters):
             xa = x_adv[live].view(len(live), *shape).clone().requires_grad_(True)
