@@ -250,11 +250,12 @@ def exact_copy(model: nn.Module) -> nn.Module:
 
 def can_batch(defense: Any) -> bool:
     """Whether :class:`BatchedRMC` reproduces ``defense``'s stream: a prepared RMC (or the
-    non-masking RMC) whose per-point steps are RMC's own, with plain Adam. RMC+ rewrites D' per point;
-    a subclass with its own adapt / calibrate / predict (or one that learns from revealed labels)
-    runs its streams one by one."""
+    non-masking RMC) whose per-point steps are RMC's own, with plain Adam, in float32 (the batched
+    steps have no bfloat16 autocast: a ``precision = "bfloat16"`` RMC runs one stream at a time, so its
+    records' ``adapt_precision`` stays true). RMC+ rewrites D' per point; a subclass with its own adapt /
+    calibrate / predict (or one that learns from revealed labels) runs its streams one by one."""
     cls = type(defense)
-    if not isinstance(defense, RMC) or not hasattr(defense, "adapted"):
+    if not isinstance(defense, RMC) or not hasattr(defense, "adapted") or defense.precision != "float32":
         return False
     # reveal: the contract's default ignores labels; a defense that learns from them overrides it
     if any(getattr(cls, m) is not getattr(RMC, m) for m in ("refresh_database", "adapt", "calibrate_step",

@@ -14,7 +14,7 @@ from bench.core.errors import BenchError
 from bench.core.models import Classifier, SmallCNN
 from bench.run.artifacts import resolve_params
 from defenses.rmc import RMC, RMCNonMasking, RMCPlus
-from defenses.rmc_batched import BatchedRMC, exact_copy
+from defenses.rmc_batched import BatchedRMC, can_batch, exact_copy
 
 B, POINTS = 3, 3
 
@@ -149,6 +149,8 @@ def test_rmc_plus_and_bad_input_are_refused(mlp64, sets64, nn_cache):
     with pytest.raises(BenchError, match="rewrites D'"):
         BatchedRMC(_rmc(RMCPlus, mlp64, train, nn_cache), B)
     rmc = _rmc(RMC, mlp64, train, nn_cache)
+    # the batched steps run in float32 only: a bfloat16 RMC keeps its streams one at a time
+    assert can_batch(rmc) and not can_batch(_rmc(RMC, mlp64, train, nn_cache, precision="bfloat16"))
     with pytest.raises(BenchError, match="one seed per stream"):
         BatchedRMC(rmc, B, seeds=[0])
     with pytest.raises(BenchError, match="streams"):
