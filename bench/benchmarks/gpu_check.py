@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "50", "100", "--n-max-for-k", "256=50", "1024=25", "--device", args.device, "--data-dir",
                          str(data_dir), "--weights-dir", str(weights), "--cache-dir", str(work / "cache")],
                         work, args.timeout, env)
-            kind = args.device.split(":")[0]
-            name = "rmc-scaling.json" if kind == "cpu" else f"rmc-scaling-{kind}.json"
-            step["figures"] = _read_json(work / "results" / "benchmarks" / name)
+            # the sweep names its file by device (rmc-scaling.json, rmc-scaling-cuda.json): read what it wrote
+            written = sorted((work / "results" / "benchmarks").glob("rmc-scaling*.json"))
+            step["figures"] = _read_json(written[0]) if written else None
             figures["scaling"] = step
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
