@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 
 import torch
 import torch.nn.functional as F
 
-from bench.benchmarks.common import best_time, cpu_model, write_figures
+from bench.benchmarks.common import best_time, cpu_model, pretrained_resnet32, write_figures
 from bench.core import data
-from bench.run.user_model import load_model
 
 
 def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -41,8 +39,7 @@ def main() -> None:
     torch.set_num_threads(1)
     test = data.load("cifar10", "test")
     x, y = test.x[: args.batch], test.y[: args.batch]
-    weights = os.path.join(os.environ.get("BENCH_WEIGHTS_DIR", ""), "cifar10-resnet", "resnet32-d509ac18.th")
-    base = load_model({"source": "checkpoint", "arch": "resnet32", "checkpoint": weights}, None, 10, 3)
+    base = pretrained_resnet32()
     variants = {"float32": (False, False), "bfloat16 autocast": (True, False), "float32 channels-last": (False, True),
                 "bfloat16 autocast, channels-last": (True, True)}
     out: dict[str, float] = {}

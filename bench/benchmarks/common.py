@@ -12,7 +12,10 @@ import torch
 from bench.core.cache import atomic_write_text
 from bench.core.timing import best_time, sync
 
-__all__ = ["best_time", "cpu_model", "sync", "write_figures"]
+__all__ = ["best_time", "cpu_model", "pretrained_resnet32", "sync", "write_figures"]
+
+#: akamaster's pretrained CIFAR-10 ResNet-32, relative to a weights folder ($BENCH_WEIGHTS_DIR).
+RESNET32 = "cifar10-resnet/resnet32-d509ac18.th"
 
 
 def cpu_model() -> str:
@@ -33,3 +36,14 @@ def write_figures(name: str, figures: dict[str, Any], out_dir: Path = Path("resu
     path = out_dir / f"{name}.json"
     atomic_write_text(path, json.dumps({**meta, **figures}, indent=2) + "\n")
     return path
+
+
+def pretrained_resnet32(weights_dir: str | Path | None = None) -> torch.nn.Module:
+    """The pretrained CIFAR-10 ResNet-32 from ``weights_dir`` (default: $BENCH_WEIGHTS_DIR), in eval
+    mode on the CPU, loaded with ``weights_only=True``."""
+    import os
+
+    from bench.core import models
+
+    folder = weights_dir if weights_dir is not None else os.environ.get("BENCH_WEIGHTS_DIR", "")
+    return models.load("resnet32", str(Path(folder) / RESNET32)).eval()

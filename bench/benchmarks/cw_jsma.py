@@ -22,7 +22,6 @@ BENCH_DATA_DIR and BENCH_WEIGHTS_DIR.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,9 +29,8 @@ from typing import Any
 import torch
 
 import attacks
-from bench.benchmarks.common import cpu_model, write_figures
+from bench.benchmarks.common import cpu_model, pretrained_resnet32, write_figures
 from bench.core import data
-from bench.run.user_model import load_model
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -70,8 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     test = data.load("cifar10", "test", limit=args.n)
     x, y = test.x, test.y
-    weights = os.path.join(os.environ.get("BENCH_WEIGHTS_DIR", ""), "cifar10-resnet", "resnet32-d509ac18.th")
-    model = load_model({"source": "checkpoint", "arch": "resnet32", "checkpoint": weights}, None, 10, 3).eval()
+    model = pretrained_resnet32()
     for prm in model.parameters():
         prm.requires_grad_(False)
     figures: dict[str, Any] = {"cpu": cpu_model(), "n": args.n, "model": "resnet32 (akamaster, CIFAR-10)",

@@ -35,12 +35,10 @@ from typing import Any
 import torch
 
 import defenses
-from bench.benchmarks.common import cpu_model, write_figures
-from bench.core import data, models
+from bench.benchmarks.common import cpu_model, pretrained_resnet32, write_figures
+from bench.core import data
 from bench.core.device import resolve
 from bench.run.runner import resolve_params
-
-WEIGHTS = "cifar10-resnet/resnet32-d509ac18.th"
 
 
 def model_and_sets(data_dir: str | None, weights_dir: str, db_from: int, points: int,
@@ -48,7 +46,7 @@ def model_and_sets(data_dir: str | None, weights_dir: str, db_from: int, points:
     full = data.load("cifar10", "test", data_dir)
     train = data.Dataset("cifar10", "train", full.x[db_from:], full.y[db_from:], full.num_classes)
     test = data.Dataset("cifar10", "test", full.x[:points], full.y[:points], full.num_classes)
-    model = models.load("resnet32", str(Path(weights_dir) / WEIGHTS)).to(device).eval()
+    model = pretrained_resnet32(weights_dir).to(device)
     for prm in model.parameters():
         prm.requires_grad_(False)
     return model, train, test
