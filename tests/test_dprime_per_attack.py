@@ -67,6 +67,26 @@ def test_each_cell_gets_its_own_dprime_and_adaptive_cells_fall_back_to_pgd():
     assert fgsm.cell_id != pgd.cell_id
 
 
+def test_a_pgd_cell_whose_dprime_equals_the_fallback_shares_it(monkeypatch, tmp_path):
+    """Equal PGD parameters: the pgd cell and the adaptive cells run one runtime configuration (one D',
+    one clean stream); unequal ones (GRID: the pgd cell's 5 steps, webnn's digits default) stay apart."""
+    same = GRID.replace('db_params = { cw-l2 = { steps = 7 } }',
+                        'db_params = { eps = 0.1, steps = 5, step_size = 0.075, cw-l2 = { steps = 7 } }')
+    cells = {(c.runtime_defense, c.attack): c for c in _spec(same).cells()}
+    pgd, nn = cells[("webnn", "pgd")], cells[("webnn", "pgd-nn")]
+    assert pgd.runtime_params == nn.runtime_params and pgd.dprime == "pgd" and nn.dprime == "pgd (fallback)"
+    assert cells[("webnn", "fgsm")].runtime_params != nn.runtime_params
+    apart = {(c.runtime_defense, c.attack): c for c in _spec(GRID).cells()}
+    assert apart[("webnn", "pgd")].runtime_params != apart[("webnn", "pgd-nn")].runtime_params
+    # the CIFAR-10 board: RMC's per-dataset PGD D' is the pgd column's own (eps 8/255, 10 steps of 2/255)
+    (tmp_path / "cifar10-resnet").mkdir()
+    (tmp_path / "cifar10-resnet" / "resnet32-d509ac18.th").touch()  # the grid checks the path exists
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path))
+    board = {(c.runtime_defense, c.attack): c for c in grid.load("cifar10-pretrained").cells()}
+    for runtime in ("webnn", "rmc", "rmc-plus"):
+        assert board[(runtime, "pgd")].runtime_params == board[(runtime, "pgd-nn")].runtime_params
+
+
 @pytest.mark.parametrize(("runtime", "value", "needle"), [
     ("deepnn", '"per-attack"', "'deepnn' has no D'"),
     ("webnn", '"per_attack"', "is neither a list of attacks nor \"per-attack\""),

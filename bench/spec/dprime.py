@@ -58,9 +58,31 @@ def builds_dprime(attack: str, threat: str) -> bool:
     return threat != "adaptive" and cls is not None and not getattr(cls, "needs_defense", False)
 
 
+def _fallback(rest: dict[str, Any], db: dict[str, Any]) -> dict[str, Any]:
+    """The fallback cell's runtime params: PGD with the defense's shared db_params (absent: its
+    per-dataset defaults apply)."""
+    fallback = {k: v for k, v in db.items() if not isinstance(v, dict) or k == FALLBACK}
+    return {**rest, "db_attacks": [FALLBACK], **({"db_params": fallback} if fallback else {})}
+
+
+def _fallback_attack_params(runtime: str, fallback: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The PGD parameters the fallback D' is built with: the grid's db_params, else the defense's
+    per-dataset defaults (a shallow merge, as the runner resolves a defense's parameters)."""
+    import defenses
+    from bench.core.data import family_of
+    from defenses.database import attack_params_for
+
+    cls = defenses.DEFENSES.get_or_none(runtime)
+    defaults = getattr(cls, "dataset_defaults", {}).get(family_of(dataset), {})
+    return attack_params_for(FALLBACK, fallback.get("db_params", defaults.get("db_params", {})))
+
+
 def cell_runtime_params(params: dict[str, Any], attack: str, attack_params: dict[str, Any], eps: float | None,
-                        threat: str, dataset: str) -> tuple[dict[str, Any], str | None]:
-    """The runtime params a cell runs with and its D' label (None: ``params`` are not per-attack)."""
+                        threat: str, dataset: str, runtime: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """The runtime params a cell runs with and its D' label (None: ``params`` are not per-attack).
+
+    A PGD cell whose own D' parameters equal the fallback's gets the fallback's params: one D', one
+    clean stream, shared with the adaptive cells (on RMC each duplicate is a whole stream of adaptations)."""
     if not is_per_attack(params):
         return params, None
     db = params.get("db_params") or {}
@@ -75,7 +97,9 @@ def cell_runtime_params(params: dict[str, Any], attack: str, attack_params: dict
             own["eps"] = eps
         table = db.get(attack)
         own.update(table if isinstance(table, dict) else {})
+        if attack == FALLBACK and runtime is not None:
+            fallback = _fallback(rest, db)
+            if _fallback_attack_params(runtime, fallback, dataset) == own:
+                return fallback, attack
         return {**rest, "db_attacks": [attack], "db_params": own}, attack
-    # The fallback: PGD with the defense's shared db_params (absent: its per-dataset defaults apply)
-    fallback = {k: v for k, v in db.items() if not isinstance(v, dict) or k == FALLBACK}
-    return {**rest, "db_attacks": [FALLBACK], **({"db_params": fallback} if fallback else {})}, f"{FALLBACK} (fallback)"
+    return _fallback(rest, db), f"{FALLBACK} (fallback)"

@@ -197,7 +197,7 @@ class GridSpec:
                     continue
                 for eps in a.eps:
                     runtime_params, dprime = cell_runtime_params(self.runtime.get(runtime, {}), a.name, a.params,
-                                                                 eps, a.threat, self.dataset)
+                                                                 eps, a.threat, self.dataset, runtime)
                     out.append(Cell(
                         grid=self.name, dataset=self.dataset, arch=self.arch,
                         train_defense=train, train_params=train_params.get(train, {}),
