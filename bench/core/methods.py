@@ -54,6 +54,12 @@ register_attack = ATTACKS.register
 register_defense = DEFENSES.register
 
 
+def with_dataset_defaults(factory: Any, family: str, given: dict[str, Any]) -> dict[str, Any]:
+    """A method's seed-paper defaults for the dataset family (its ``dataset_defaults``), overlaid by
+    ``given``: a shallow merge, so a given dict (``db_params``) replaces the default one whole."""
+    return {**getattr(factory, "dataset_defaults", {}).get(family, {}), **given}
+
+
 def create_attack(name: str, **params: Any) -> Any:
     """Build attack ``name`` configured with ``params`` (eps, norm, steps, step_size, ...)."""
     return ATTACKS.create(name, **params)

@@ -22,6 +22,7 @@ from bench.core import data, models
 from bench.core.cache import atomic_torch_save, config_hash, held_elsewhere, torch_load_or_none
 from bench.core.cache import lock as cache_lock
 from bench.core.errors import BenchError
+from bench.core.methods import with_dataset_defaults
 from bench.core.version import __version__
 from bench.core.zoo import is_zoo_name, load_robustbench
 from bench.run import user_model
@@ -45,8 +46,7 @@ def _accepts(factory: Any, name: str) -> bool:
 def resolve_params(factory: Any, family: str, given: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """Seed-paper defaults for the dataset family, then the grid's values, then run-level extras
     (seed, eps, cache_dir) where the factory accepts them."""
-    params = dict(getattr(factory, "dataset_defaults", {}).get(family, {}))
-    params.update(given)
+    params = with_dataset_defaults(factory, family, given)
     for k, v in extra.items():
         if v is not None and k not in given and _accepts(factory, k):
             params[k] = v

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.core.errors import BenchError
+from bench.core.methods import with_dataset_defaults
 
 PER_ATTACK = "per-attack"
 FALLBACK = "pgd"
@@ -67,14 +68,13 @@ def _fallback(rest: dict[str, Any], db: dict[str, Any]) -> dict[str, Any]:
 
 def _fallback_attack_params(runtime: str, fallback: dict[str, Any], dataset: str) -> dict[str, Any]:
     """The PGD parameters the fallback D' is built with: the grid's db_params, else the defense's
-    per-dataset defaults (a shallow merge, as the runner resolves a defense's parameters)."""
+    per-dataset defaults (merged as the runner resolves a defense's parameters)."""
     import defenses
     from bench.core.data import family_of
     from defenses.database import attack_params_for
 
-    cls = defenses.DEFENSES.get_or_none(runtime)
-    defaults = getattr(cls, "dataset_defaults", {}).get(family_of(dataset), {})
-    return attack_params_for(FALLBACK, fallback.get("db_params", defaults.get("db_params", {})))
+    resolved = with_dataset_defaults(defenses.DEFENSES.get_or_none(runtime), family_of(dataset), fallback)
+    return attack_params_for(FALLBACK, resolved.get("db_params", {}))
 
 
 def cell_runtime_params(params: dict[str, Any], attack: str, attack_params: dict[str, Any], eps: float | None,
@@ -91,8 +91,7 @@ def cell_runtime_params(params: dict[str, Any], attack: str, attack_params: dict
         import attacks
         from bench.core.data import family_of
 
-        own = dict(getattr(attacks.ATTACKS.get(attack), "dataset_defaults", {}).get(family_of(dataset), {}))
-        own.update(attack_params)
+        own = with_dataset_defaults(attacks.ATTACKS.get(attack), family_of(dataset), attack_params)
         if eps is not None:
             own["eps"] = eps
         table = db.get(attack)
