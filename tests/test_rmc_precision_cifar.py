@@ -4,7 +4,6 @@ precision the stream ran in."""
 
 from __future__ import annotations
 
-import json
 import tomllib
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 
 from bench.run.runner import Runner, RunOptions, resolve_params
 from bench.spec import grid
+from bench.track.results import load_records
 from defenses.rmc import RMC
 
 N = 20
@@ -73,6 +73,5 @@ def test_the_record_names_the_adaptation_precision(tmp_path, precision):
     opts = RunOptions(cache_dir=tmp_path / "cache", results_dir=tmp_path / "results", tracking=False,
                       progress=False, log_samples=False)
     assert Runner(spec, opts).run().failed == 0
-    recs = [json.loads(line) for line in (tmp_path / "results" / "rmc-precision.jsonl").read_text().splitlines()]
-    rmc = [r for r in recs if r["runtime_defense"] == "rmc"]
+    rmc = [r for r in load_records(tmp_path / "results" / "rmc-precision.jsonl") if r["runtime_defense"] == "rmc"]
     assert rmc and all(r["adapt_precision"] == precision for r in rmc)
