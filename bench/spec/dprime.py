@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 from bench.core.errors import BenchError
-from bench.core.methods import with_dataset_defaults
 
 PER_ATTACK = "per-attack"
 FALLBACK = "pgd"
@@ -71,6 +70,7 @@ def _fallback_attack_params(runtime: str, fallback: dict[str, Any], dataset: str
     per-dataset defaults (merged as the runner resolves a defense's parameters)."""
     import defenses
     from bench.core.data import family_of
+    from bench.core.methods import with_dataset_defaults  # imports torch: not at grid load
     from defenses.database import attack_params_for
 
     resolved = with_dataset_defaults(defenses.DEFENSES.get_or_none(runtime), family_of(dataset), fallback)
@@ -90,6 +90,7 @@ def cell_runtime_params(params: dict[str, Any], attack: str, attack_params: dict
     if builds_dprime(attack, threat):
         import attacks
         from bench.core.data import family_of
+        from bench.core.methods import with_dataset_defaults
 
         own = with_dataset_defaults(attacks.ATTACKS.get(attack), family_of(dataset), attack_params)
         if eps is not None:
